@@ -1,0 +1,74 @@
+import { statSync, readFileSync } from 'node:fs';
+import { Command, Option } from 'commander';
+import { ConfigError, DEFAULT_CONFIG, startDaemon, type DaemonConfig } from '../daemon/index.js';
+import { DataDirLockedError, JournalCorruptError } from '../journal/index.js';
+import { integerOption } from './options.js';
+
+const defaults = DEFAULT_CONFIG;
+
+function readTokenFile(path: string): string {
+  const mode = statSync(path).mode;
+  if (mode & 0o077) {
+    throw new ConfigError(`token file ${path} is readable by group or others (mode ${(mode & 0o777).toString(8)}); run: chmod 600 ${path}`);
+  }
+  const token = readFileSync(path, 'utf8').trim();
+  if (token.length < 16) throw new ConfigError(`token file ${path} holds fewer than 16 characters; use a long random token`);
+  return token;
+}
+
+const option = (flags: string, description: string, env: string) => new Option(flags, description).env(env);
+
+export function serveCommand(): Command {
+  return new Command('serve')
+    .description('run the daemon in the foreground')
+    .addOption(option('--host <host>', 'address to listen on', 'TASK_MANAGER_HOST').default(defaults.host))
+    .addOption(option('--port <port>', 'TCP port (0: any free port)', 'TASK_MANAGER_PORT').default(defaults.port).argParser(integerOption(0, 65535)))
+    .addOption(option('--concurrency <n>', 'tasks running at once', 'TASK_MANAGER_CONCURRENCY').default(defaults.concurrency).argParser(integerOption(1, 10_000)))
+    .addOption(option('--data-dir <dir>', 'where the journal lives', 'TASK_MANAGER_DATA_DIR').default(defaults.dataDir))
+    .addOption(option('--durability <mode>', 'fsync: acknowledged means on disk; none: faster, a machine crash may lose recent changes', 'TASK_MANAGER_DURABILITY').choices(['fsync', 'none']).default(defaults.durability))
+    .addOption(option('--keep-finished <n>', 'finished tasks kept before the oldest are dropped', 'TASK_MANAGER_KEEP_FINISHED').default(defaults.keepFinished).argParser(integerOption(0)))
+    .addOption(option('--max-queue <n>', 'unfinished tasks held at once (QUEUE_FULL beyond)', 'TASK_MANAGER_MAX_QUEUE').default(defaults.maxQueue).argParser(integerOption(1)))
+    .addOption(option('--max-line-bytes <n>', 'longest request line (LINE_TOO_LONG beyond)', 'TASK_MANAGER_MAX_LINE_BYTES').default(defaults.maxLineBytes).argParser(integerOption(1024)))
+    .addOption(option('--max-connections <n>', 'client connections at once', 'TASK_MANAGER_MAX_CONNECTIONS').default(defaults.maxConnections).argParser(integerOption(1)))
+    .addOption(option('--shutdown-grace-ms <ms>', 'on stop, how long running tasks get before they are killed (to run again at the next start)', 'TASK_MANAGER_SHUTDOWN_GRACE_MS').default(defaults.shutdownGraceMs).argParser(integerOption(0)))
+    .addOption(option('--kill-grace-ms <ms>', 'between SIGTERM and SIGKILL for a timed-out or canceled task', 'TASK_MANAGER_KILL_GRACE_MS').default(defaults.killGraceMs).argParser(integerOption(0)))
+    .addOption(option('--compact-after-bytes <n>', 'journal log size that triggers a new snapshot', 'TASK_MANAGER_COMPACT_AFTER_BYTES').default(defaults.compactAfterBytes).argParser(integerOption(1024)))
+    .addOption(option('--token-file <path>', 'require clients to auth with the token in this file (mode 600)', 'TASK_MANAGER_TOKEN_FILE'))
+    .action(async (flags: Record<string, unknown>) => {
+      try {
+        const config: Partial<DaemonConfig> = {
+          host: flags.host as string,
+          port: flags.port as number,
+          concurrency: flags.concurrency as number,
+          dataDir: flags.dataDir as string,
+          durability: flags.durability as DaemonConfig['durability'],
+          keepFinished: flags.keepFinished as number,
+          maxQueue: flags.maxQueue as number,
+          maxLineBytes: flags.maxLineBytes as number,
+          maxConnections: flags.maxConnections as number,
+          shutdownGraceMs: flags.shutdownGraceMs as number,
+          killGraceMs: flags.killGraceMs as number,
+          compactAfterBytes: flags.compactAfterBytes as number,
+        };
+        if (typeof flags.tokenFile === 'string') config.token = readTokenFile(flags.tokenFile);
+        const daemon = await startDaemon(config);
+        console.log(`task-manager listening on ${daemon.host}:${daemon.port} (data dir ${flags.dataDir}, concurrency ${config.concurrency})`);
+        let signals = 0;
+        const onSignal = (signal: NodeJS.Signals) => {
+          if (++signals > 1) process.exit(130);
+          console.error(`${signal}: stopping (running tasks get ${config.shutdownGraceMs} ms; ${signal} again to quit at once)`);
+          daemon.stop().then(() => process.exit(0));
+        };
+        process.on('SIGINT', onSignal);
+        process.on('SIGTERM', onSignal);
+      } catch (error) {
+        const known = error instanceof ConfigError || error instanceof DataDirLockedError || error instanceof JournalCorruptError;
+        const code = (error as NodeJS.ErrnoException).code;
+        if (known || code === 'EADDRINUSE' || code === 'EACCES' || code === 'ENOENT') {
+          console.error(`task-manager: ${(error as Error).message}`);
+          process.exit(2);
+        }
+        throw error;
+      }
+    });
+}

@@ -1,0 +1,45 @@
+import type { Durability } from '../journal/index.js';
+
+export interface DaemonConfig {
+  host: string;
+  /** 0 picks a free port */
+  port: number;
+  concurrency: number;
+  dataDir: string;
+  durability: Durability;
+  /** finished tasks kept before the oldest are dropped */
+  keepFinished: number;
+  /** tasks not yet finished that the daemon holds at once */
+  maxQueue: number;
+  maxLineBytes: number;
+  maxConnections: number;
+  /** on stop, how long running tasks get before their groups are killed */
+  shutdownGraceMs: number;
+  /** between SIGTERM and SIGKILL when a task times out or is canceled */
+  killGraceMs: number;
+  /** when set, a connection must `auth` with it first */
+  token?: string;
+  /** the journal log is compacted once it is larger than this */
+  compactAfterBytes: number;
+  log: (line: string) => void;
+}
+
+export const DEFAULT_CONFIG: DaemonConfig = {
+  host: '127.0.0.1',
+  port: 3000,
+  concurrency: 10,
+  dataDir: '.task-manager',
+  durability: 'fsync',
+  keepFinished: 10_000,
+  maxQueue: 100_000,
+  maxLineBytes: 1024 * 1024,
+  maxConnections: 1024,
+  shutdownGraceMs: 10_000,
+  killGraceMs: 2_000,
+  compactAfterBytes: 64 * 1024 * 1024,
+  log: (line) => console.error(line),
+};
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}

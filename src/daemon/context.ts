@@ -1,0 +1,29 @@
+import type { Journal } from '../journal/index.js';
+import { RequestError } from '../protocol/index.js';
+import type { Scheduler } from '../scheduler/index.js';
+import type { DaemonConfig } from './config.js';
+import type { SystemSampler } from './stats.js';
+import type { Subscribers } from './subscribers.js';
+
+/** What a connection needs of the daemon. */
+export interface DaemonContext {
+  config: DaemonConfig;
+  scheduler: Scheduler;
+  journal: Journal;
+  subscribers: Subscribers;
+  sampler: SystemSampler;
+  startedAt: number;
+  /** aborted when the daemon begins to stop */
+  stopping: AbortSignal;
+}
+
+/** Resolves as `work` does, or rejects with SHUTTING_DOWN when the daemon stops first. */
+export function unlessStopping<T>(ctx: DaemonContext, work: Promise<T>): Promise<T> {
+  const stopped = () => new RequestError('SHUTTING_DOWN', 'the daemon is stopping; the task continues after it restarts');
+  if (ctx.stopping.aborted) return Promise.reject(stopped());
+  return new Promise<T>((resolve, reject) => {
+    const onStop = () => reject(stopped());
+    ctx.stopping.addEventListener('abort', onStop, { once: true });
+    work.then(resolve, reject).finally(() => ctx.stopping.removeEventListener('abort', onStop));
+  });
+}

@@ -1,0 +1,128 @@
+import { realpath } from 'node:fs/promises';
+import { createServer, isIP, type Server, type Socket } from 'node:net';
+import { join, resolve } from 'node:path';
+import { OWNER_VARIABLE, killLeftovers, processStartTime, runAttempt } from '../executor/index.js';
+import { Journal } from '../journal/index.js';
+import { encodeLine } from '../protocol/index.js';
+import { Scheduler } from '../scheduler/index.js';
+import { ConfigError, DEFAULT_CONFIG, type DaemonConfig } from './config.js';
+import { Connection } from './connection.js';
+import type { DaemonContext } from './context.js';
+import { SystemSampler } from './stats.js';
+import { Subscribers } from './subscribers.js';
+
+export interface RunningDaemon {
+  host: string;
+  port: number;
+  /** Stops accepting, lets running tasks finish within the grace period, flushes and closes. */
+  stop(): Promise<void>;
+}
+
+const isLoopback = (host: string) =>
+  host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
+
+/** The daemon's own settings stay out of the tasks' environment (the token above all). */
+function taskEnvironment(owner: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [key, value] of Object.entries(process.env)) {
+    if (value !== undefined && !key.startsWith('TASK_MANAGER_')) env[key] = value;
+  }
+  env[OWNER_VARIABLE] = owner;
+  return env;
+}
+
+export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promise<RunningDaemon> {
+  const config: DaemonConfig = { ...DEFAULT_CONFIG, ...overrides };
+  if (!isLoopback(config.host) && config.token === undefined) {
+    throw new ConfigError(
+      `refusing to listen on ${config.host} without a token: anyone who can connect can run commands as this user. ` +
+        'Give --token-file, or listen on 127.0.0.1 and reach it through an SSH tunnel.',
+    );
+  }
+  const { journal, tasks } = await Journal.open(config.dataDir, {
+    durability: config.durability,
+    compactAfterBytes: config.compactAfterBytes,
+    warn: config.log,
+  });
+  const dataDir = await realpath(config.dataDir);
+  config.dataDir = dataDir;
+  const killed = await killLeftovers(dataDir, tasks.filter((task) => task.state === 'RUNNING'));
+  if (killed > 0) config.log(`killed ${killed} process group(s) left running by the previous daemon`);
+
+  const baseEnv = taskEnvironment(dataDir);
+  const scheduler = new Scheduler({
+    concurrency: config.concurrency,
+    journal,
+    keepFinished: config.keepFinished,
+    maxQueue: config.maxQueue,
+    processStartTime,
+    runAttempt: ({ id, attempt, spec }, signal, onSpawn) =>
+      runAttempt(spec, {
+        env: { ...baseEnv, ...spec.env, TASK_MANAGER_TASK_ID: id, TASK_MANAGER_ATTEMPT: String(attempt) },
+        scriptDir: join(dataDir, 'scripts'),
+        killGraceMs: config.killGraceMs,
+        signal,
+        onSpawn,
+      }),
+  });
+  journal.snapshotSource = () => scheduler.snapshot();
+  scheduler.restore(tasks);
+
+  const stopping = new AbortController();
+  const ctx: DaemonContext = {
+    config,
+    scheduler,
+    journal,
+    subscribers: new Subscribers(scheduler, journal),
+    sampler: new SystemSampler(),
+    startedAt: Date.now(),
+    stopping: stopping.signal,
+  };
+  const connections = new Set<Connection>();
+  const sockets = new Set<Socket>();
+  const server: Server = createServer({ allowHalfOpen: true }, (socket) => {
+    if (sockets.size >= config.maxConnections) {
+      const message = `the daemon already has ${config.maxConnections} connections (--max-connections)`;
+      socket.on('error', () => undefined);
+      socket.end(encodeLine({ ok: false, error: { code: 'TOO_MANY_CONNECTIONS', message } }));
+      return;
+    }
+    sockets.add(socket);
+    const connection = new Connection(socket, ctx);
+    connections.add(connection);
+    socket.on('close', () => {
+      sockets.delete(socket);
+      connections.delete(connection);
+    });
+  });
+
+  await new Promise<void>((resolveListen, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, () => {
+      server.off('error', reject);
+      resolveListen();
+    });
+  });
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : config.port;
+
+  let stopped: Promise<void> | undefined;
+  const stop = async () => {
+    server.close();
+    await scheduler.stop(config.shutdownGraceMs);
+    stopping.abort(); // whoever still waits for a task is told the daemon is stopping
+    await journal.flushed().catch(() => undefined);
+    for (const connection of connections) connection.close();
+    const closing = [...sockets].map((socket) => new Promise((done) => socket.once('close', done)));
+    const patience = setTimeout(() => sockets.forEach((socket) => socket.destroy()), 1000);
+    await Promise.all(closing);
+    clearTimeout(patience);
+    await journal.close();
+  };
+  return {
+    host: config.host,
+    port,
+    stop: () => (stopped ??= stop()),
+  };
+}
+

@@ -1,0 +1,52 @@
+import type { ResponsePayloads, TaskRecord, ValidRequest } from '../protocol/index.js';
+import type { Task } from '../scheduler/index.js';
+import { unlessStopping, type DaemonContext } from './context.js';
+import { VERSION } from './version.js';
+
+type Payload<O extends ValidRequest['op']> = ResponsePayloads[O];
+type RequestOf<O extends ValidRequest['op']> = Extract<ValidRequest, { op: O }>;
+
+/** The ops that need nothing of the connection they arrive on. */
+export type StatelessOp = Exclude<ValidRequest['op'], 'subscribe' | 'auth'>;
+
+const withDuplicate = (task: TaskRecord, duplicate: boolean) => (duplicate ? { task, duplicate: true as const } : { task });
+
+export const handlers: { [O in StatelessOp]: (request: RequestOf<O>, ctx: DaemonContext) => Payload<O> | Promise<Payload<O>> } = {
+  submit: ({ spec, id }, ctx) => {
+    const { task, duplicate } = ctx.scheduler.submit(spec, id);
+    return withDuplicate(task.record(), duplicate);
+  },
+
+  run: async ({ spec, id }, ctx) => {
+    const { task, duplicate } = ctx.scheduler.submit(spec, id);
+    await unlessStopping(ctx, ctx.scheduler.wait(task));
+    return withDuplicate(task.record(), duplicate);
+  },
+
+  status: ({ id }, ctx) => ({ task: ctx.scheduler.get(id).record() }),
+
+  wait: async ({ id, timeout_ms }, ctx) => {
+    const { task, waitedOut } = await unlessStopping(ctx, ctx.scheduler.wait(ctx.scheduler.get(id), timeout_ms));
+    return waitedOut ? { task: task.record(), waited_out: true } : { task: task.record() };
+  },
+
+  list: (filter, ctx) => ctx.scheduler.list(filter),
+
+  cancel: async ({ id }, ctx) => {
+    const task: Task = await ctx.scheduler.cancel(ctx.scheduler.get(id));
+    return { task: task.record() };
+  },
+
+  count: (_request, ctx) => ctx.scheduler.countByState(),
+
+  health: (_request, ctx) => ({ version: VERSION, uptime_ms: Date.now() - ctx.startedAt }),
+
+  stats: async (_request, ctx) => ({
+    cpu: ctx.sampler.cpu(),
+    memory: ctx.sampler.memory(),
+    disk: await ctx.sampler.disk(ctx.config.dataDir),
+    counts: ctx.scheduler.countByState().counts,
+    concurrency: ctx.scheduler.concurrency,
+    uptime_ms: Date.now() - ctx.startedAt,
+  }),
+};

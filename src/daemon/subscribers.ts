@@ -1,0 +1,37 @@
+import { encodeLine } from '../protocol/index.js';
+import type { Journal } from '../journal/index.js';
+import type { Scheduler, Task } from '../scheduler/index.js';
+
+export interface Subscriber {
+  /** ids to follow; all tasks when absent */
+  ids: ReadonlySet<string> | undefined;
+  deliver(line: string): void;
+}
+
+/**
+ * Fans task changes out to subscribed connections. Each change is serialized
+ * once, and sent only after the journal has it, like every other report.
+ */
+export class Subscribers {
+  private readonly all = new Set<Subscriber>();
+
+  constructor(scheduler: Scheduler, private readonly journal: Journal) {
+    scheduler.on('change', (task) => this.publish(task));
+  }
+
+  add(subscriber: Subscriber): () => void {
+    this.all.add(subscriber);
+    return () => this.all.delete(subscriber);
+  }
+
+  private publish(task: Task): void {
+    if (this.all.size === 0) return;
+    const targets = [...this.all].filter((s) => s.ids === undefined || s.ids.has(task.id));
+    if (targets.length === 0) return;
+    const line = encodeLine({ event: 'task', task: task.record(false) });
+    void this.journal.flushed().then(
+      () => targets.forEach((s) => s.deliver(line)),
+      () => undefined, // a failing journal stops the daemon; nothing to report
+    );
+  }
+}

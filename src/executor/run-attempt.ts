@@ -1,0 +1,151 @@
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { execa } from 'execa';
+import type { TaskError, TaskSpec } from '../protocol/index.js';
+import { CappedOutput } from './capped-output.js';
+import { signalGroup } from './process-group.js';
+import { writeScript } from './script-file.js';
+
+export interface AttemptOptions {
+  /** the complete environment of the process */
+  env: Record<string, string>;
+  /** where script payloads are written */
+  scriptDir: string;
+  /** how long a process group has between SIGTERM and SIGKILL */
+  killGraceMs: number;
+  /** aborting it kills the attempt (cancellation, shutdown) */
+  signal?: AbortSignal;
+  /** called once the process exists, with its pid (= its process group id) */
+  onSpawn?: (pid: number) => void;
+}
+
+export interface AttemptResult {
+  exit_code: number | null;
+  signal: string | null;
+  timed_out: boolean;
+  stdout: string;
+  stderr: string;
+  stdout_truncated: boolean;
+  stderr_truncated: boolean;
+  duration_ms: number;
+  /** null when the attempt exited 0 */
+  error: TaskError | null;
+}
+
+type Program = { file: string; argv: string[]; remove?: () => Promise<void> };
+
+async function program(spec: TaskSpec, scriptDir: string): Promise<Program> {
+  const args = spec.args ?? [];
+  if (spec.script) {
+    const written = await writeScript(spec.script, scriptDir);
+    return { ...written, argv: [...written.argv, ...args] };
+  }
+  if (typeof spec.cmd === 'string') return { file: '/bin/sh', argv: ['-c', spec.cmd, 'sh', ...args] };
+  const [file, ...argv] = spec.cmd!;
+  return { file: file!, argv: [...argv, ...args] };
+}
+
+const SPAWN_RETRIES = 5; // a freshly written executable can be briefly busy (ETXTBSY) while another spawn forks
+
+/**
+ * Runs one attempt of a task in its own process group. Output beyond the cap
+ * is counted, not kept; on timeout or abort the whole group gets SIGTERM and,
+ * after the grace period, SIGKILL. When the main process exits, whatever it
+ * left running in its group is killed too, so nothing outlives its task.
+ */
+export async function runAttempt(spec: TaskSpec, options: AttemptOptions): Promise<AttemptResult> {
+  let prog: Program;
+  try {
+    prog = await program(spec, options.scriptDir);
+  } catch (error) {
+    return startFailure(`the script could not be written: ${(error as Error).message}`);
+  }
+  try {
+    for (let tries = 1; ; tries++) {
+      const result = await spawnOnce(prog, spec, options);
+      if (result !== 'busy' || tries === SPAWN_RETRIES) return result === 'busy' ? startFailure('executable busy (ETXTBSY)') : result;
+      await sleep(10 * tries);
+    }
+  } finally {
+    await prog.remove?.();
+  }
+}
+
+/** The result of an attempt whose program never started. */
+export function startFailure(message: string): AttemptResult {
+  return {
+    exit_code: null, signal: null, timed_out: false, stdout: '', stderr: '',
+    stdout_truncated: false, stderr_truncated: false, duration_ms: 0,
+    error: { code: 'SPAWN_FAILED', message },
+  };
+}
+
+async function spawnOnce(prog: Program, spec: TaskSpec, options: AttemptOptions): Promise<AttemptResult | 'busy'> {
+  const stdout = new CappedOutput(spec.max_output_bytes);
+  const stderr = new CappedOutput(spec.max_output_bytes);
+  const started = performance.now();
+  const child = execa(prog.file, prog.argv, {
+    cwd: spec.cwd,
+    env: options.env,
+    extendEnv: false,
+    ...(spec.stdin === undefined ? { stdin: 'ignore' } : { input: spec.stdin }),
+    buffer: false,
+    reject: false,
+    detached: true,
+    cleanup: false,
+    stripFinalNewline: false,
+  });
+
+  let timedOut = false;
+  let stopping = false;
+  let killTimer: NodeJS.Timeout | undefined;
+  let timeoutTimer: NodeJS.Timeout | undefined;
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    signalGroup(child.pid!, 'SIGTERM');
+    killTimer = setTimeout(() => signalGroup(child.pid!, 'SIGKILL'), options.killGraceMs);
+  };
+  if (child.pid !== undefined) {
+    options.onSpawn?.(child.pid);
+    child.stdout?.on('data', (chunk: Buffer) => stdout.push(chunk));
+    child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk));
+    child.once('exit', () => signalGroup(child.pid!, 'SIGKILL'));
+    if (spec.timeout_ms !== undefined) {
+      timeoutTimer = setTimeout(() => {
+        timedOut = true;
+        stop();
+      }, spec.timeout_ms);
+    }
+    options.signal?.addEventListener('abort', stop, { once: true });
+    if (options.signal?.aborted) stop();
+  }
+
+  const result = await child;
+  const duration = performance.now() - started;
+  clearTimeout(timeoutTimer);
+  clearTimeout(killTimer);
+  options.signal?.removeEventListener('abort', stop);
+
+  if (result.exitCode === undefined && result.signal === undefined) {
+    if (result.code === 'ETXTBSY') return 'busy';
+    return startFailure(result.originalMessage ?? result.shortMessage ?? 'the program could not be started');
+  }
+  const exitCode = timedOut ? -1 : (result.exitCode ?? null);
+  const signal = result.signal ?? null;
+  let error: TaskError | null = null;
+  if (timedOut) error = { code: 'TIMEOUT', message: `timed out after ${spec.timeout_ms} ms` };
+  else if (signal) error = { code: 'KILLED', message: `ended by ${signal}` };
+  else if (exitCode !== 0) error = { code: 'NONZERO_EXIT', message: `exited with code ${exitCode}` };
+  return {
+    exit_code: exitCode,
+    signal,
+    timed_out: timedOut,
+    stdout: stdout.text(),
+    stderr: stderr.text(),
+    stdout_truncated: stdout.truncated,
+    stderr_truncated: stderr.truncated,
+    duration_ms: Math.round(duration * 1000) / 1000,
+    error,
+  };
+}

@@ -1,0 +1,55 @@
+import { open, readFile, rename } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import type { Adapter } from 'lowdb';
+
+/**
+ * A lowdb adapter whose write survives power loss: temp file, fsync, rename
+ * over the old file, fsync of the directory. lowdb's own JSONFile renames
+ * but never fsyncs, so a crash could leave an empty snapshot behind.
+ */
+export class DurableJSONFile<T> implements Adapter<T> {
+  /** size of the last file written */
+  bytes = 0;
+
+  constructor(private readonly path: string) {}
+
+  async read(): Promise<T | null> {
+    let text: string;
+    try {
+      text = await readFile(this.path, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw error;
+    }
+    try {
+      return JSON.parse(text) as T;
+    } catch (error) {
+      throw new Error(`${this.path} is not valid JSON (${(error as Error).message}); it was left as it is`);
+    }
+  }
+
+  async write(data: T): Promise<void> {
+    // Serialized before the first await, so the snapshot is of this instant.
+    const text = JSON.stringify(data);
+    this.bytes = Buffer.byteLength(text);
+    const temp = join(dirname(this.path), `.${basename(this.path)}.tmp`);
+    const file = await open(temp, 'w', 0o600);
+    try {
+      await file.writeFile(text);
+      await file.sync();
+    } finally {
+      await file.close();
+    }
+    await rename(temp, this.path);
+    await syncDirectory(dirname(this.path));
+  }
+}
+
+export async function syncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}

@@ -1,0 +1,77 @@
+import { open, type FileHandle } from 'node:fs/promises';
+
+/**
+ * An append-only file with group commit: lines appended while a write is in
+ * flight go out together in the next write and share one fdatasync.
+ */
+export class LogWriter {
+  private pending: string[] = [];
+  private appended = 0;
+  private written = 0;
+  private waiters: { upTo: number; resolve: () => void; reject: (error: Error) => void }[] = [];
+  private writing: Promise<void> | undefined;
+  private failure: Error | undefined;
+  /** bytes in the file */
+  size: number;
+
+  private constructor(
+    private readonly file: FileHandle,
+    readonly path: string,
+    private readonly sync: boolean,
+    size: number,
+  ) {
+    this.size = size;
+  }
+
+  static async open(path: string, sync: boolean): Promise<LogWriter> {
+    const file = await open(path, 'a', 0o600);
+    const { size } = await file.stat();
+    return new LogWriter(file, path, sync, size);
+  }
+
+  append(line: string): void {
+    if (this.failure) throw this.failure;
+    this.pending.push(line);
+    this.appended++;
+    this.writing ??= this.drain();
+  }
+
+  /** Resolves once every line appended so far is written (and synced, when syncing). */
+  flushed(): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.written === this.appended) return Promise.resolve();
+    return new Promise((resolve, reject) => this.waiters.push({ upTo: this.appended, resolve, reject }));
+  }
+
+  async close(): Promise<void> {
+    await this.flushed().catch(() => undefined);
+    await this.file.close();
+  }
+
+  private async drain(): Promise<void> {
+    // Let the lines of this turn of the event loop join the batch.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    try {
+      while (this.pending.length > 0) {
+        const batch = this.pending.join('');
+        const upTo = this.appended;
+        this.pending = [];
+        await this.file.write(batch);
+        if (this.sync) await this.file.datasync();
+        this.size += Buffer.byteLength(batch);
+        this.written = upTo;
+        this.waiters = this.waiters.filter((waiter) => {
+          if (waiter.upTo > upTo) return true;
+          waiter.resolve();
+          return false;
+        });
+      }
+    } catch (error) {
+      this.failure = new Error(`writing the journal ${this.path} failed: ${(error as Error).message}`);
+      for (const waiter of this.waiters) waiter.reject(this.failure);
+      this.waiters = [];
+    } finally {
+      this.writing = undefined;
+    }
+  }
+}

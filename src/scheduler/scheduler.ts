@@ -1,0 +1,369 @@
+import { EventEmitter } from 'node:events';
+import { RequestError, TASK_STATES, isTerminal, specKey } from '../protocol/index.js';
+import type { Counts, TaskRecord, TaskSpec, TaskState } from '../protocol/index.js';
+import { startFailure, type AttemptResult } from '../executor/index.js';
+import { Heap } from './heap.js';
+import { TimerQueue } from './timer-queue.js';
+import { Task, errorOf, newStoredTask, type StoredTask, type TaskPatch } from './task.js';
+
+/** Where the scheduler writes every change; reports go out only after `flushed()`. */
+export interface TaskJournal {
+  put(id: string, patch: TaskPatch): void;
+  drop(id: string): void;
+  flushed(): Promise<void>;
+}
+
+export interface AttemptRunner {
+  (task: { id: string; attempt: number; spec: TaskSpec }, signal: AbortSignal, onSpawn: (pid: number) => void): Promise<AttemptResult>;
+}
+
+export interface SchedulerOptions {
+  concurrency: number;
+  runAttempt: AttemptRunner;
+  journal: TaskJournal;
+  /** finished tasks kept before the oldest are dropped */
+  keepFinished: number;
+  /** tasks not yet finished that may exist at once */
+  maxQueue: number;
+  /** the process start time of a pid, to recognise it after a restart */
+  processStartTime?: (pid: number) => string | undefined;
+}
+
+export interface SchedulerEvents {
+  change: [Task];
+}
+
+const MAX_BACKOFF_MS = 24 * 3600 * 1000;
+const emptyCounts = (): Counts => Object.fromEntries(TASK_STATES.map((s) => [s, 0])) as Counts;
+
+/**
+ * Task states, the ready queue, dependencies, timers and retries. Every
+ * state change is written to the journal the moment it happens in memory;
+ * a process is started only after the journal has flushed its task.
+ */
+export class Scheduler extends EventEmitter<SchedulerEvents> {
+  private readonly tasks = new Map<string, Task>();
+  /** finished task ids, oldest first, for retention */
+  private readonly finishedIds = new Set<string>();
+  private readonly ready = new Heap<Task>((a, b) =>
+    a.spec.priority !== b.spec.priority ? a.spec.priority > b.spec.priority : a.stored.seq < b.stored.seq,
+  );
+  private readonly timers = new TimerQueue<Task>((task) => this.timeReached(task));
+  private readonly counts = emptyCounts();
+  private readonly attempts = new Set<Promise<void>>();
+  private seq = 0;
+  private running = 0;
+  private stopping = false;
+  /** holds dispatch back until all restored tasks are in the ready queue */
+  private restoring = false;
+
+  constructor(private readonly options: SchedulerOptions) {
+    super();
+  }
+
+  get concurrency(): { limit: number; running: number } {
+    return { limit: this.options.concurrency, running: this.running };
+  }
+
+  countByState(): { counts: Counts; tasks: number } {
+    const counts = { ...this.counts };
+    return { counts, tasks: counts.PENDING + counts.QUEUED + counts.RUNNING };
+  }
+
+  get(id: string): Task {
+    const task = this.tasks.get(id);
+    if (!task) throw new RequestError('NOT_FOUND', `id "${id}" names no task`);
+    return task;
+  }
+
+  /**
+   * Registers a task (synchronously, so requests are registered in the order
+   * they are read). Resubmitting an id with the same spec returns the
+   * existing task as a duplicate.
+   */
+  submit(spec: TaskSpec, id?: string): { task: Task; duplicate: boolean } {
+    if (this.stopping) throw new RequestError('SHUTTING_DOWN', 'the daemon is stopping and accepts no new tasks');
+    if (id !== undefined) {
+      const existing = this.tasks.get(id);
+      if (existing) {
+        if (specKey(existing.spec) === specKey(spec)) return { task: existing, duplicate: true };
+        throw new RequestError('ID_CONFLICT', `id "${id}" is already used by a task with a different spec`);
+      }
+    }
+    const dependencies = spec.depends_on.map((dep) => {
+      const found = this.tasks.get(dep);
+      if (!found) throw new RequestError('UNKNOWN_DEPENDENCY', `depends_on names "${dep}", which is not a known task`);
+      return found;
+    });
+    const unfinished = this.counts.PENDING + this.counts.QUEUED + this.counts.RUNNING;
+    if (unfinished >= this.options.maxQueue) {
+      throw new RequestError('QUEUE_FULL', `${unfinished} tasks are not yet finished, the most this daemon holds (--max-queue)`);
+    }
+    const now = Date.now();
+    const task = new Task(newStoredTask(id ?? this.newId(), ++this.seq, spec, now));
+    this.tasks.set(task.id, task);
+    const failed = this.linkDependencies(task, dependencies);
+    if (!failed && task.unmet === 0 && task.stored.ready_at === undefined) task.stored.state = 'QUEUED';
+    this.counts[task.state]++;
+    this.options.journal.put(task.id, task.stored);
+    this.emit('change', task);
+    if (failed) {
+      this.finish(task, 'CANCELED', { error: errorOf('DEPENDENCY_FAILED', `dependency "${failed.id}" ended ${failed.state}`) });
+    } else {
+      this.becomeReadyIfDue(task);
+    }
+    return { task, duplicate: false };
+  }
+
+  /**
+   * Rebuilds the state read from the journal. Tasks that were RUNNING (their
+   * processes already made sure dead) are queued again with the interrupted
+   * attempt recorded, and do not lose a retry for it.
+   */
+  restore(stored: StoredTask[]): void {
+    const ordered = [...stored].sort((a, b) => a.seq - b.seq);
+    this.restoring = true;
+    for (const record of ordered) {
+      const task = new Task(record);
+      this.tasks.set(task.id, task);
+      this.counts[task.state]++;
+      this.seq = Math.max(this.seq, record.seq);
+    }
+    ordered
+      .filter((record) => isTerminal(record.state))
+      .sort((a, b) => (a.finished_at ?? '').localeCompare(b.finished_at ?? ''))
+      .forEach((record) => this.retain(this.tasks.get(record.id)!));
+    for (const record of ordered) {
+      const task = this.tasks.get(record.id);
+      if (!task || isTerminal(task.state)) continue;
+      if (task.state === 'RUNNING') this.interrupted(task, { pgid: undefined, pgid_started: undefined });
+      // A dependency missing from the journal was dropped by retention after it COMPLETED:
+      // had it failed, this task would have been canceled with it.
+      const failed = this.linkDependencies(task, task.spec.depends_on.flatMap((dep) => this.tasks.get(dep) ?? []));
+      if (failed) {
+        this.finish(task, 'CANCELED', { error: errorOf('DEPENDENCY_FAILED', `dependency "${failed.id}" ended ${failed.state}`) });
+      } else {
+        if (task.unmet > 0 && task.state === 'QUEUED') this.update(task, 'PENDING', {});
+        this.becomeReadyIfDue(task);
+      }
+    }
+    this.restoring = false;
+    this.pump();
+  }
+
+  /** Every task as stored, for a journal snapshot. */
+  snapshot(): StoredTask[] {
+    return Array.from(this.tasks.values(), (task) => task.stored);
+  }
+
+  /** Resolves with the task once it is terminal, or with `waitedOut` after timeoutMs. */
+  async wait(task: Task, timeoutMs?: number): Promise<{ task: Task; waitedOut: boolean }> {
+    if (isTerminal(task.state)) return { task, waitedOut: false };
+    if (timeoutMs === undefined) {
+      await task.finished();
+      return { task, waitedOut: false };
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<true>((resolve) => (timer = setTimeout(resolve, timeoutMs, true)));
+    const waitedOut = await Promise.race([task.finished().then(() => false), timedOut]);
+    clearTimeout(timer);
+    return { task, waitedOut };
+  }
+
+  /** Cancels a task; a running one is killed with its process group first. */
+  async cancel(task: Task): Promise<Task> {
+    if (isTerminal(task.state)) {
+      throw new RequestError('NOT_CANCELABLE', `task "${task.id}" is already ${task.state} and cannot be canceled`);
+    }
+    if (task.state === 'RUNNING') {
+      task.cancelRequested = true;
+      task.abort?.abort();
+      await task.finished();
+    } else {
+      this.finish(task, 'CANCELED', { error: errorOf('CANCELED', 'canceled before it started') });
+    }
+    return task;
+  }
+
+  list(filter: { state?: TaskState; limit?: number; after?: string }): { tasks: TaskRecord[]; total: number } {
+    const limit = filter.limit ?? 100;
+    if (filter.after !== undefined) this.get(filter.after);
+    const tasks: TaskRecord[] = [];
+    let total = 0;
+    let passedAfter = filter.after === undefined;
+    for (const task of this.tasks.values()) {
+      if (!passedAfter) {
+        passedAfter = task.id === filter.after;
+        continue;
+      }
+      if (filter.state !== undefined && task.state !== filter.state) continue;
+      total++;
+      if (tasks.length < limit) tasks.push(task.record(false));
+    }
+    return { tasks, total };
+  }
+
+  /** Stops starting tasks; running ones get `graceMs` to finish, then are killed to run again after a restart. */
+  async stop(graceMs: number): Promise<void> {
+    this.stopping = true;
+    this.timers.clear();
+    const all = Promise.all(this.attempts);
+    let timer: NodeJS.Timeout | undefined;
+    const grace = new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)));
+    await Promise.race([all, grace]);
+    clearTimeout(timer);
+    for (const task of this.tasks.values()) {
+      if (task.state !== 'RUNNING') continue;
+      task.stopRequested = true;
+      task.abort?.abort();
+    }
+    await all;
+    await this.options.journal.flushed();
+  }
+
+  private newId(): string {
+    let id: string;
+    do id = `t-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+    while (this.tasks.has(id));
+    return id;
+  }
+
+  /** Counts unmet dependencies; returns a dependency that already failed, if any. */
+  private linkDependencies(task: Task, dependencies: Task[]): Task | undefined {
+    for (const dep of dependencies) {
+      if (dep.state === 'COMPLETED') continue;
+      if (isTerminal(dep.state)) return dep;
+      task.unmet++;
+      dep.dependents.push(task);
+    }
+    return undefined;
+  }
+
+  private becomeReadyIfDue(task: Task): void {
+    if (task.unmet > 0 || (task.state !== 'PENDING' && task.state !== 'QUEUED')) return;
+    const readyAt = task.stored.ready_at;
+    if (readyAt !== undefined && readyAt > Date.now()) {
+      this.timers.add(readyAt, task);
+      return;
+    }
+    if (task.state === 'PENDING') this.update(task, 'QUEUED', { ready_at: undefined });
+    this.ready.push(task);
+    this.pump();
+  }
+
+  private timeReached(task: Task): void {
+    if (task.state === 'PENDING' && task.stored.ready_at !== undefined && task.stored.ready_at <= Date.now()) {
+      this.becomeReadyIfDue(task);
+    }
+  }
+
+  /** Fills free slots from the ready queue, highest priority first. */
+  private pump(): void {
+    while (!this.stopping && !this.restoring && this.running < this.options.concurrency && this.ready.size > 0) {
+      const task = this.ready.pop()!;
+      if (task.state !== 'QUEUED') continue; // canceled while queued
+      const attempt = this.start(task).finally(() => this.attempts.delete(attempt));
+      this.attempts.add(attempt);
+    }
+  }
+
+  private async start(task: Task): Promise<void> {
+    this.running++;
+    const abort = new AbortController();
+    task.abort = abort;
+    const attempt = task.stored.attempts + 1;
+    this.update(task, 'RUNNING', { attempts: attempt, started_at: new Date().toISOString() });
+    let result: AttemptResult | undefined;
+    try {
+      await this.options.journal.flushed();
+      if (!abort.signal.aborted) {
+        result = await this.options.runAttempt({ id: task.id, attempt, spec: task.spec }, abort.signal, (pid) => {
+          const started = this.options.processStartTime?.(pid);
+          this.options.journal.put(task.id, started ? { pgid: pid, pgid_started: started } : { pgid: pid });
+        });
+      }
+    } catch (error) {
+      result = startFailure(`the attempt could not be run: ${(error as Error).message}`);
+    } finally {
+      this.running--;
+      task.abort = undefined;
+    }
+    this.attemptEnded(task, result);
+    this.pump();
+  }
+
+  /** Decides what follows an attempt; `result` is absent when it was stopped before its process started. */
+  private attemptEnded(task: Task, result: AttemptResult | undefined): void {
+    const outcome: TaskPatch = { ...result, pgid: undefined, pgid_started: undefined };
+    if (task.cancelRequested) {
+      this.finish(task, 'CANCELED', { ...outcome, error: errorOf('CANCELED', 'canceled while running') });
+    } else if (result?.error === null) {
+      this.finish(task, 'COMPLETED', outcome);
+    } else if (task.stopRequested || !result) {
+      this.interrupted(task, outcome);
+    } else if (task.stored.attempts < task.stored.max_attempts) {
+      const backoff = Math.min(task.spec.retry_delay_ms * 2 ** (task.stored.attempts - 1), MAX_BACKOFF_MS);
+      this.update(task, 'PENDING', { ...outcome, ready_at: Date.now() + backoff });
+      this.becomeReadyIfDue(task);
+    } else {
+      this.finish(task, 'FAILED', outcome);
+    }
+  }
+
+  /** An attempt ended by the daemon's stop, not by the task: it runs again, without using up a retry. */
+  private interrupted(task: Task, outcome: TaskPatch): void {
+    this.update(task, 'QUEUED', {
+      ...outcome,
+      attempts: task.stored.attempts - 1,
+      interrupted: (task.stored.interrupted ?? 0) + 1,
+      error: errorOf('INTERRUPTED', 'the daemon stopped during the attempt; it runs again'),
+    });
+  }
+
+  /** The one place a task changes: in memory, in the journal, and to listeners. */
+  private update(task: Task, state: TaskState, patch: TaskPatch): void {
+    if (task.state !== state) {
+      this.counts[task.state]--;
+      this.counts[state]++;
+    }
+    const journaled: Record<string, unknown> = { state };
+    for (const [key, value] of Object.entries(patch)) {
+      // The journal merges patches as JSON, where a cleared field must be an explicit null.
+      journaled[key] = value ?? null;
+      if (value === undefined) delete task.stored[key as keyof StoredTask];
+      else (task.stored as unknown as Record<string, unknown>)[key] = value;
+    }
+    task.stored.state = state;
+    this.options.journal.put(task.id, journaled as TaskPatch);
+    this.emit('change', task);
+  }
+
+  private finish(task: Task, state: 'COMPLETED' | 'FAILED' | 'CANCELED', patch: TaskPatch): void {
+    this.update(task, state, { ...patch, ready_at: undefined, finished_at: new Date().toISOString() });
+    task.markSettled();
+    const dependents = task.dependents;
+    task.dependents = [];
+    for (const dependent of dependents) {
+      if (isTerminal(dependent.state)) continue;
+      if (state === 'COMPLETED') {
+        dependent.unmet--;
+        this.becomeReadyIfDue(dependent);
+      } else {
+        this.finish(dependent, 'CANCELED', { error: errorOf('DEPENDENCY_FAILED', `dependency "${task.id}" ended ${state}`) });
+      }
+    }
+    this.retain(task);
+  }
+
+  private retain(task: Task): void {
+    this.finishedIds.add(task.id);
+    while (this.finishedIds.size > this.options.keepFinished) {
+      const oldest = this.finishedIds.values().next().value!;
+      this.finishedIds.delete(oldest);
+      const dropped = this.tasks.get(oldest)!;
+      this.tasks.delete(oldest);
+      this.counts[dropped.state]--;
+      this.options.journal.drop(oldest);
+    }
+  }
+}

@@ -1,0 +1,113 @@
+import type { TaskError, TaskRecord, TaskSpec } from '../protocol/index.js';
+
+/** What the journal keeps of a task: its wire record plus what the scheduler needs to resume it. */
+export interface StoredTask extends TaskRecord {
+  spec: TaskSpec;
+  /** submission order, for first-in first-out within a priority */
+  seq: number;
+  /** epoch ms before which the task must not start (start time or retry back-off) */
+  ready_at?: number;
+  /** process group of the running attempt, and its start time (to tell a reused pid apart) */
+  pgid?: number;
+  pgid_started?: string;
+  /** attempts cut short by a daemon stop, which do not count against retries */
+  interrupted?: number;
+}
+
+export type TaskPatch = Partial<StoredTask>;
+
+/** A task inside the scheduler: the stored state and the links that are rebuilt at start. */
+export class Task {
+  /** tasks that wait for this one */
+  dependents: Task[] = [];
+  /** dependencies not yet COMPLETED */
+  unmet = 0;
+  /** aborts the running attempt */
+  abort: AbortController | undefined;
+  cancelRequested = false;
+  /** the daemon is stopping and killed the running attempt */
+  stopRequested = false;
+  /** resolved when the task reaches a terminal state */
+  private settle: (() => void) | undefined;
+  private settled: Promise<void> | undefined;
+
+  constructor(readonly stored: StoredTask) {}
+
+  get id(): string {
+    return this.stored.id;
+  }
+
+  get spec(): TaskSpec {
+    return this.stored.spec;
+  }
+
+  get state() {
+    return this.stored.state;
+  }
+
+  /** The wire record, in the contract's field order; `withOutput: false` leaves stdout/stderr out (list, subscribe). */
+  record(withOutput = true): TaskRecord {
+    const s = this.stored;
+    const record = { id: s.id, state: s.state, cmd: s.cmd } as TaskRecord;
+    if (s.script) record.script = s.script;
+    if (s.args) record.args = s.args;
+    Object.assign(record, { exit_code: s.exit_code, signal: s.signal, timed_out: s.timed_out });
+    if (withOutput) Object.assign(record, { stdout: s.stdout ?? '', stderr: s.stderr ?? '' });
+    Object.assign(record, {
+      stdout_truncated: s.stdout_truncated,
+      stderr_truncated: s.stderr_truncated,
+      duration_ms: s.duration_ms,
+      attempts: s.attempts,
+      max_attempts: s.max_attempts,
+      priority: s.priority,
+      created_at: s.created_at,
+    });
+    if (s.ready_at !== undefined && s.state === 'PENDING') record.run_at = new Date(s.ready_at).toISOString();
+    if (s.started_at) record.started_at = s.started_at;
+    if (s.finished_at) record.finished_at = s.finished_at;
+    record.depends_on = s.depends_on;
+    if (s.interrupted) record.interrupted = s.interrupted;
+    record.error = s.error;
+    return record;
+  }
+
+  finished(): Promise<void> {
+    this.settled ??= new Promise((resolve) => (this.settle = resolve));
+    return this.settled;
+  }
+
+  markSettled(): void {
+    this.settle?.();
+    this.settled ??= Promise.resolve();
+  }
+}
+
+/** The record fields a brand-new task starts with. */
+export function newStoredTask(id: string, seq: number, spec: TaskSpec, now: number): StoredTask {
+  const stored: StoredTask = {
+    id,
+    state: 'PENDING',
+    cmd: spec.cmd ?? null,
+    priority: spec.priority,
+    exit_code: null,
+    signal: null,
+    timed_out: false,
+    stdout_truncated: false,
+    stderr_truncated: false,
+    duration_ms: null,
+    attempts: 0,
+    max_attempts: spec.retries + 1,
+    created_at: new Date(now).toISOString(),
+    depends_on: spec.depends_on,
+    error: null,
+    spec,
+    seq,
+  };
+  if (spec.script) stored.script = { lang: spec.script.lang };
+  if (spec.args) stored.args = spec.args;
+  const readyAt = spec.start_at ?? (spec.delay_ms ? now + spec.delay_ms : undefined);
+  if (readyAt !== undefined && readyAt > now) stored.ready_at = readyAt;
+  return stored;
+}
+
+export const errorOf = (code: TaskError['code'], message: string): TaskError => ({ code, message });

@@ -1,0 +1,184 @@
+import { EventEmitter } from 'node:events';
+import { connect, type Socket } from 'node:net';
+import ndjson from 'ndjson';
+import type {
+  Counts,
+  DroppedEvent,
+  ErrorResponse,
+  ListRequest,
+  Op,
+  Ref,
+  RequestErrorCode,
+  ResponsePayloads,
+  Stats,
+  SuccessResponse,
+  TaskEvent,
+  TaskRecord,
+  TaskSpecInput,
+} from '../protocol/index.js';
+
+export interface ClientOptions {
+  host?: string;
+  port?: number;
+  /** sent as `auth` right after connecting, for a daemon started with --token-file */
+  token?: string;
+  /** how long connecting may take */
+  connectTimeoutMs?: number;
+}
+
+/** A request the daemon answered with `ok: false`. */
+export class TaskManagerError extends Error {
+  override readonly name = 'TaskManagerError';
+  constructor(
+    readonly code: RequestErrorCode,
+    message: string,
+  ) {
+    super(`${code}: ${message}`);
+  }
+}
+
+/** The connection failed or closed before the answer came. */
+export class ConnectionError extends Error {
+  override readonly name = 'ConnectionError';
+}
+
+type Pending = { resolve: (response: SuccessResponse) => void; reject: (error: Error) => void };
+type Incoming = SuccessResponse | ErrorResponse | TaskEvent | DroppedEvent;
+
+export interface ClientEvents {
+  task: [TaskRecord];
+  dropped: [number];
+  close: [];
+}
+
+/**
+ * The typed client of the task-manager daemon: one method per op, matched to
+ * its answer by `ref`, so any number of requests may be in flight at once.
+ */
+export class TaskManagerClient extends EventEmitter<ClientEvents> {
+  private readonly pending = new Map<Ref, Pending>();
+  private nextRef = 1;
+  private closedError: Error | undefined;
+
+  private constructor(private readonly socket: Socket) {
+    super();
+    socket.setNoDelay(true);
+    socket
+      .pipe(ndjson.parse())
+      .on('data', (message: Incoming) => this.receive(message))
+      .on('error', (error: Error) => socket.destroy(error));
+    socket.on('error', (error) => (this.closedError ??= new ConnectionError(`connection to the daemon failed: ${error.message}`)));
+    socket.on('close', () => {
+      const error = this.closedError ?? new ConnectionError('the daemon closed the connection');
+      this.closedError = error;
+      for (const { reject } of this.pending.values()) reject(error);
+      this.pending.clear();
+      this.emit('close');
+    });
+  }
+
+  static async connect(options: ClientOptions = {}): Promise<TaskManagerClient> {
+    const host = options.host ?? '127.0.0.1';
+    const port = options.port ?? 3000;
+    const socket = await new Promise<Socket>((resolve, reject) => {
+      const socket = connect({ host, port });
+      const timer = setTimeout(() => socket.destroy(new Error('timed out')), options.connectTimeoutMs ?? 5000);
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        socket.removeAllListeners('error');
+        resolve(socket);
+      });
+      socket.once('error', (error) => {
+        clearTimeout(timer);
+        reject(new ConnectionError(`cannot connect to the daemon at ${host}:${port}: ${error.message}`));
+      });
+    });
+    const client = new TaskManagerClient(socket);
+    if (options.token !== undefined) await client.auth(options.token);
+    return client;
+  }
+
+  /** Sends any request and resolves with its successful response. */
+  request<O extends Op>(op: O, fields: object = {}): Promise<SuccessResponse<O>> {
+    if (this.closedError) return Promise.reject(this.closedError);
+    const ref = `c${this.nextRef++}`;
+    return new Promise((resolve, reject) => {
+      this.pending.set(ref, { resolve: resolve as Pending['resolve'], reject });
+      this.socket.write(`${JSON.stringify({ ...fields, op, ref })}\n`);
+    });
+  }
+
+  /** Runs a task and resolves when it has finished (completed, failed or canceled). */
+  async run(spec: TaskSpecInput): Promise<ResponsePayloads['run']> {
+    return strip(await this.request('run', spec));
+  }
+
+  /** Queues a task and resolves at once with its record. */
+  async submit(spec: TaskSpecInput): Promise<ResponsePayloads['submit']> {
+    return strip(await this.request('submit', spec));
+  }
+
+  async status(id: string): Promise<TaskRecord> {
+    return (await this.request('status', { id })).task;
+  }
+
+  /** Waits for a task to finish; with `timeoutMs`, `waited_out` says it had not. */
+  async wait(id: string, timeoutMs?: number): Promise<ResponsePayloads['wait']> {
+    return strip(await this.request('wait', timeoutMs === undefined ? { id } : { id, timeout_ms: timeoutMs }));
+  }
+
+  async list(filter: Omit<ListRequest, 'op'> = {}): Promise<ResponsePayloads['list']> {
+    return strip(await this.request('list', filter));
+  }
+
+  async cancel(id: string): Promise<TaskRecord> {
+    return (await this.request('cancel', { id })).task;
+  }
+
+  async count(): Promise<{ counts: Counts; tasks: number }> {
+    return strip(await this.request('count'));
+  }
+
+  async health(): Promise<ResponsePayloads['health']> {
+    return strip(await this.request('health'));
+  }
+
+  async stats(): Promise<Stats> {
+    return strip(await this.request('stats'));
+  }
+
+  /** Starts the stream of state changes, delivered as `task` events (and `dropped` when the daemon had to skip some). */
+  async subscribe(ids?: string[]): Promise<void> {
+    await this.request('subscribe', ids === undefined ? {} : { ids });
+  }
+
+  async auth(token: string): Promise<void> {
+    await this.request('auth', { token });
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.socket.destroyed) return resolve();
+      this.socket.once('close', () => resolve());
+      this.socket.end();
+    });
+  }
+
+  private receive(message: Incoming): void {
+    if ('event' in message) {
+      if (message.event === 'task') this.emit('task', message.task);
+      else this.emit('dropped', message.count);
+      return;
+    }
+    const waiting = message.ref === undefined ? undefined : this.pending.get(message.ref);
+    if (!waiting) return; // an error about a line the daemon could not read: never ours
+    this.pending.delete(message.ref!);
+    if (message.ok) waiting.resolve(message);
+    else waiting.reject(new TaskManagerError(message.error.code, message.error.message));
+  }
+}
+
+/** Drops the envelope fields of a response, leaving its payload. */
+function strip<O extends Op>({ ok: _ok, ref: _ref, op: _op, ...payload }: SuccessResponse<O>): ResponsePayloads[O] {
+  return payload as unknown as ResponsePayloads[O];
+}

@@ -1,0 +1,153 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { TaskManagerClient } from '../src/index.js';
+
+export const ROOT = fileURLToPath(new URL('..', import.meta.url));
+export const CMD = join(ROOT, 'bin/cmd');
+export const TASK_MANAGER = join(ROOT, 'bin/task-manager');
+
+export function tempDir(prefix = 'tm-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export interface TestDaemon {
+  port: number;
+  dataDir: string;
+  process: ChildProcess;
+  /** everything the daemon wrote to stderr */
+  stderr: () => string;
+  client(): Promise<TaskManagerClient>;
+  raw(): Promise<RawConnection>;
+  /** SIGTERM and wait for exit; resolves with the exit code */
+  stop(): Promise<number | null>;
+  /** SIGKILL, no cleanup: a crash */
+  kill(): Promise<void>;
+}
+
+const running = new Set<ChildProcess>();
+process.on('exit', () => running.forEach((child) => child.kill('SIGKILL')));
+
+/** Starts `bin/task-manager serve` as a real process on an ephemeral port. */
+export async function startDaemon(args: string[] = [], options: { dataDir?: string; env?: NodeJS.ProcessEnv } = {}): Promise<TestDaemon> {
+  const dataDir = options.dataDir ?? tempDir('tm-data-');
+  const child = spawn(process.execPath, [TASK_MANAGER, 'serve', '--port', '0', '--data-dir', dataDir, ...args], {
+    env: { ...process.env, ...options.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  running.add(child);
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => {
+    running.delete(child);
+    resolve(code);
+  }));
+  const port = await new Promise<number>((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout! });
+    lines.on('line', (line) => {
+      const match = / on [^ ]+:(\d+) /.exec(line);
+      if (match) resolve(Number(match[1]));
+    });
+    void exited.then((code) => reject(new Error(`daemon exited (${code}) before listening: ${stderr}`)));
+  });
+  return {
+    port,
+    dataDir,
+    process: child,
+    stderr: () => stderr,
+    client: () => TaskManagerClient.connect({ port }),
+    raw: () => RawConnection.open(port),
+    stop: async () => {
+      child.kill('SIGTERM');
+      return exited;
+    },
+    kill: async () => {
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+/** A plain socket speaking lines, for tests of the wire format itself. */
+export class RawConnection {
+  private buffer = '';
+  private readonly queue: unknown[] = [];
+  private readonly waiters: ((message: unknown) => void)[] = [];
+  closed: Promise<void>;
+
+  private constructor(readonly socket: Socket) {
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      this.buffer += chunk;
+      let newline: number;
+      while ((newline = this.buffer.indexOf('\n')) >= 0) {
+        const line = this.buffer.slice(0, newline);
+        this.buffer = this.buffer.slice(newline + 1);
+        const message: unknown = JSON.parse(line);
+        const waiter = this.waiters.shift();
+        if (waiter) waiter(message);
+        else this.queue.push(message);
+      }
+    });
+    this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
+  }
+
+  static open(port: number): Promise<RawConnection> {
+    return new Promise((resolve, reject) => {
+      const socket = connect({ port, host: '127.0.0.1' }, () => resolve(new RawConnection(socket)));
+      socket.once('error', reject);
+    });
+  }
+
+  send(data: string | Buffer): void {
+    this.socket.write(data);
+  }
+
+  /** The next message from the daemon. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  next(): Promise<any> {
+    const queued = this.queue.shift();
+    if (queued !== undefined) return Promise.resolve(queued);
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  /** The next n messages, in arrival order. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  async take(n: number): Promise<any[]> {
+    const messages = [];
+    for (let i = 0; i < n; i++) messages.push(await this.next());
+    return messages;
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/** Polls `check` until it returns a value other than undefined/false (for effects outside any event, like a process dying). */
+export async function eventually<T>(check: () => T | undefined | false, timeoutMs = 10_000, everyMs = 20): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = check();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
+  }
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

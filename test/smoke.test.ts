@@ -1,0 +1,29 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CMD, startDaemon, type TestDaemon } from './helpers.js';
+
+describe('daemon smoke', () => {
+  let daemon: TestDaemon;
+  beforeAll(async () => {
+    daemon = await startDaemon();
+  });
+  afterAll(async () => {
+    expect(await daemon.stop()).toBe(0);
+  });
+
+  it('runs a shell command and answers with its output, exit code and duration', async () => {
+    const raw = await daemon.raw();
+    raw.send('{"cmd":"echo hi"}\n');
+    const response = await raw.next();
+    expect(response.ok).toBe(true);
+    expect(response.task).toMatchObject({ state: 'COMPLETED', stdout: 'hi\n', exit_code: 0 });
+    expect(typeof response.task.duration_ms).toBe('number');
+    raw.close();
+  });
+
+  it('runs through the client library', async () => {
+    const client = await daemon.client();
+    const { task } = await client.run({ cmd: [CMD, '--stdout', 'hello', '--exit', '3'] });
+    expect(task).toMatchObject({ state: 'FAILED', exit_code: 3, stdout: 'hello', error: { code: 'NONZERO_EXIT' } });
+    await client.close();
+  });
+});

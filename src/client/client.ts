@@ -156,6 +156,11 @@ export class TaskManagerClient extends EventEmitter<ClientEvents> {
     await this.request('auth', { token });
   }
 
+  /** Drops the connection at once; requests in flight fail with ConnectionError. */
+  destroy(): void {
+    this.socket.destroy();
+  }
+
   close(): Promise<void> {
     return new Promise((resolve) => {
       if (this.socket.destroyed) return resolve();

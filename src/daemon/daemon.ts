@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { realpath } from 'node:fs/promises';
 import { createServer, isIP, type Server, type Socket } from 'node:net';
 import { join, resolve } from 'node:path';
@@ -69,6 +70,7 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
   scheduler.restore(tasks);
 
   const stopping = new AbortController();
+  setMaxListeners(0, stopping.signal); // one listener per request waiting on a task
   const ctx: DaemonContext = {
     config,
     scheduler,

@@ -11,6 +11,16 @@ const INTERPRETERS: Record<Script['lang'], string | null> = {
   bin: null,
 };
 
+/**
+ * Node decides CommonJS or ES module by the extension when no package.json
+ * says otherwise, and the data dir may sit inside any package: name the file
+ * for the syntax it uses.
+ */
+function extension(lang: Script['lang'], bytes: Buffer): string {
+  if (lang === 'node') return /^\s*(import|export)\s/m.test(bytes.toString('utf8')) ? '.mjs' : '.cjs';
+  return { sh: '.sh', bash: '.bash', python: '.py', bin: '' }[lang];
+}
+
 export interface ScriptProgram {
   file: string;
   argv: string[];
@@ -20,8 +30,8 @@ export interface ScriptProgram {
 /** Writes a script payload to a private file and says how to run it. */
 export async function writeScript(script: Script, dir: string): Promise<ScriptProgram> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  const path = join(dir, `${randomUUID()}.${script.lang}`);
   const bytes = 'source' in script ? Buffer.from(script.source, 'utf8') : Buffer.from(script.source_b64, 'base64');
+  const path = join(dir, `${randomUUID()}${extension(script.lang, bytes)}`);
   await writeFile(path, bytes, { mode: 0o700 });
   const interpreter = INTERPRETERS[script.lang];
   return {

@@ -1,0 +1,140 @@
+import { createReadStream, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Command } from 'commander';
+import ndjson from 'ndjson';
+import { ConnectionError, newBatchId, runTasks, type TaskOutcome } from '../client/index.js';
+import type { TaskSpecInput } from '../protocol/index.js';
+import { integerOption } from './options.js';
+
+const DEFAULT_INPUT = fileURLToPath(new URL('../../input.json', import.meta.url));
+const EXIT = { completed: 0, failed: 1, usage: 2 } as const;
+
+class UsageError extends Error {}
+
+/** Go-style single-dash long options (`-input`, `-concurrent`) are read as their `--` spelling. */
+const LONG_NAMES = /^-(input|concurrent|keep-ids|host|port|token-file|reconnect-ms)(=.*)?$/;
+const normalizeArgv = (argv: string[]) => argv.map((arg) => arg.replace(LONG_NAMES, '--$1$2'));
+
+/** Reads a JSON array of task specs, or NDJSON (one spec per line). */
+async function readSpecs(path: string): Promise<TaskSpecInput[]> {
+  const text = readFileSync(path, 'utf8');
+  if (text.trimStart().startsWith('[')) {
+    const parsed: unknown = JSON.parse(text);
+    if (!Array.isArray(parsed)) throw new UsageError(`${path}: expected a JSON array of task specs`);
+    return parsed as TaskSpecInput[];
+  }
+  const specs: TaskSpecInput[] = [];
+  let line = 0;
+  await new Promise<void>((resolve, reject) => {
+    createReadStream(path)
+      .pipe(ndjson.parse())
+      .on('data', (spec: TaskSpecInput) => {
+        line++;
+        specs.push(spec);
+      })
+      .on('error', (error: Error) => reject(new UsageError(`${path}: line ${line + 1} is not JSON (${error.message})`)))
+      .on('end', resolve);
+  });
+  return specs;
+}
+
+/** Orders tasks so that each comes after the tasks of this file it depends on (stable otherwise). */
+function dependenciesFirst(specs: TaskSpecInput[]): TaskSpecInput[] {
+  const byId = new Map(specs.filter((s) => s.id !== undefined).map((s) => [s.id!, s]));
+  const ordered: TaskSpecInput[] = [];
+  const state = new Map<TaskSpecInput, 'visiting' | 'done'>();
+  const visit = (spec: TaskSpecInput, path: string[]) => {
+    if (state.get(spec) === 'done') return;
+    if (state.get(spec) === 'visiting') throw new UsageError(`dependency cycle: ${[...path, spec.id].join(' -> ')}`);
+    state.set(spec, 'visiting');
+    for (const dep of spec.depends_on ?? []) {
+      const found = byId.get(dep);
+      if (found) visit(found, [...path, String(spec.id)]);
+    }
+    state.set(spec, 'done');
+    ordered.push(spec);
+  };
+  specs.forEach((spec) => visit(spec, []));
+  return ordered;
+}
+
+/**
+ * Each run of a file is a new batch: the file's ids name tasks within it, and
+ * reach the daemon as "BATCH:id" (depends_on on ids of the file likewise), so
+ * running the same file again runs its tasks again. --keep-ids sends them as
+ * written, making a repeated run idempotent instead.
+ */
+function scopeIds(specs: TaskSpecInput[], batch: string): TaskSpecInput[] {
+  const local = new Set(specs.map((s) => s.id).filter((id) => id !== undefined));
+  const scoped = (id: string) => (local.has(id) ? `${batch}:${id}` : id);
+  return specs.map((spec, i) => ({
+    ...spec,
+    id: spec.id === undefined ? `${batch}:${i + 1}` : scoped(spec.id),
+    ...(Array.isArray(spec.depends_on) ? { depends_on: spec.depends_on.map((id) => (typeof id === 'string' ? scoped(id) : id)) } : {}),
+  }));
+}
+
+function summary(outcomes: TaskOutcome[], wallMs: number): string {
+  const tally = { COMPLETED: 0, FAILED: 0, CANCELED: 0, rejected: 0 };
+  for (const outcome of outcomes) {
+    if (!outcome.ok) tally.rejected++;
+    else if (outcome.task.state in tally) tally[outcome.task.state as 'COMPLETED']++;
+  }
+  const parts = [`${tally.COMPLETED} completed`, `${tally.FAILED} failed`];
+  if (tally.CANCELED) parts.push(`${tally.CANCELED} canceled`);
+  if (tally.rejected) parts.push(`${tally.rejected} rejected`);
+  return `${outcomes.length} tasks: ${parts.join(', ')} in ${(wallMs / 1000).toFixed(2)} s`;
+}
+
+const program = new Command('scheduler')
+  .description('Runs the tasks of a file through the task-manager daemon and prints one JSON result line per task.')
+  .option('--input <file>', 'a JSON array of task specs, or NDJSON (also -input)', DEFAULT_INPUT)
+  .option('--concurrent', 'send every task at once on one connection (also -concurrent); default: one after another')
+  .option('--host <host>', 'daemon address', process.env.TASK_MANAGER_HOST ?? '127.0.0.1')
+  .option('--port <port>', 'daemon port', integerOption(1, 65535), Number(process.env.TASK_MANAGER_PORT ?? 3000))
+  .option('--token-file <file>', 'token for a daemon started with --token-file', process.env.TASK_MANAGER_TOKEN_FILE)
+  .option('--keep-ids', 'send the ids of the file as they are (a repeated run is then idempotent) instead of scoping them to this run')
+  .option('--reconnect-ms <ms>', 'after a lost connection, how long to keep reconnecting', integerOption(0), 60_000)
+  .addHelpText('after', '\nstdout: one JSON line per task (its record, or {"id","ok":false,"error"}); stderr: a summary.\nExit status: 0 all completed, 1 any did not, 2 bad usage or no daemon.')
+  .exitOverride((error) => process.exit(error.exitCode === 0 ? 0 : EXIT.usage));
+
+async function main(): Promise<number> {
+  program.parse(normalizeArgv(process.argv));
+  const opts = program.opts<{ input: string; concurrent?: boolean; keepIds?: boolean; host: string; port: number; tokenFile?: string; reconnectMs: number }>();
+  const ordered = dependenciesFirst(await readSpecs(opts.input));
+  const specs = opts.keepIds ? ordered : scopeIds(ordered, newBatchId());
+  const token = opts.tokenFile === undefined ? undefined : readFileSync(opts.tokenFile, 'utf8').trim();
+  const progress = process.stderr.isTTY;
+  const started = performance.now();
+  let done = 0;
+  const outcomes = await runTasks(specs, {
+    host: opts.host,
+    port: opts.port,
+    ...(token === undefined ? {} : { token }),
+    concurrent: opts.concurrent ?? false,
+    reconnectForMs: opts.reconnectMs,
+    onOutcome: (outcome) => {
+      process.stdout.write(`${JSON.stringify(outcome.ok ? outcome.task : outcome)}\n`);
+      done++;
+      if (progress) process.stderr.write(`\r\x1b[K${done}/${specs.length} done, ${specs.length - done} outstanding`);
+    },
+    onReconnect: (error) => process.stderr.write(`${progress ? '\n' : ''}connection lost (${error.message}); reconnecting\n`),
+  });
+  if (progress) process.stderr.write('\r\x1b[K');
+  console.error(summary(outcomes, performance.now() - started));
+  return outcomes.every((o) => o.ok && o.task.state === 'COMPLETED') ? EXIT.completed : EXIT.failed;
+}
+
+main().then(
+  (code) => (process.exitCode = code),
+  (error: Error) => {
+    if (error instanceof ConnectionError) {
+      console.error(`scheduler: ${error.message}\nStart a daemon first: npm start (or bin/task-manager serve), or point -host/-port at one.`);
+    } else if (error instanceof UsageError || error instanceof SyntaxError || (error as NodeJS.ErrnoException).code === 'ENOENT') {
+      console.error(`scheduler: ${error.message}`);
+    } else {
+      throw error;
+    }
+    process.exitCode = EXIT.usage;
+  },
+);

@@ -1,0 +1,121 @@
+import { execa } from 'execa';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CMD, ROOT, startDaemon, tempDir, type TestDaemon } from './helpers.js';
+
+const SCHEDULER = join(ROOT, 'bin/scheduler');
+const dir = tempDir('tm-sched-');
+
+function inputFile(name: string, content: unknown[] | string): string {
+  const path = join(dir, name);
+  writeFileSync(path, typeof content === 'string' ? content : JSON.stringify(content));
+  return path;
+}
+
+const scheduler = (args: string[]) => execa(process.execPath, [SCHEDULER, ...args], { reject: false, cwd: ROOT });
+const lines = (stdout: string) => stdout.trim().split('\n').map((line) => JSON.parse(line));
+
+describe('bin/scheduler', () => {
+  let daemon: TestDaemon;
+  beforeAll(async () => {
+    daemon = await startDaemon();
+  });
+  afterAll(async () => {
+    await daemon.stop();
+  });
+
+  const sleepers = (n: number, ms: number) => Array.from({ length: n }, () => ({ cmd: [CMD, '--sleep', String(ms)] }));
+
+  it('runs sequentially in about the sum of the task times, concurrently in about the longest', async () => {
+    const file = inputFile('sleepers.json', sleepers(4, 600));
+    const sequential = await scheduler(['-input', file, '-port', String(daemon.port)]);
+    expect(sequential.exitCode).toBe(0);
+    const concurrent = await scheduler(['--input', file, '--concurrent', '--port', String(daemon.port)]);
+    expect(concurrent.exitCode).toBe(0);
+    const wall = (stderr: string) => Number(/in ([\d.]+) s/.exec(stderr)![1]);
+    expect(wall(sequential.stderr)).toBeGreaterThanOrEqual(2.3);
+    expect(wall(concurrent.stderr)).toBeLessThan(wall(sequential.stderr) * 0.6);
+    expect(lines(concurrent.stdout)).toHaveLength(4);
+    expect(concurrent.stderr).toMatch(/4 tasks: 4 completed, 0 failed/);
+  });
+
+  it('prints one JSON line per task, runs dependencies first, and exits 1 when a task failed', async () => {
+    const file = inputFile('deps.json', [
+      { id: 'report', cmd: 'echo report', depends_on: ['build'] },
+      { id: 'build', cmd: [CMD, '--stdout', 'built'] },
+      { id: 'broken', cmd: [CMD, '--exit', '4'] },
+    ]);
+    for (const mode of [[], ['-concurrent']]) {
+      const result = await scheduler(['-input', file, '-port', String(daemon.port), ...mode]);
+      expect(result.exitCode).toBe(1);
+      const records = lines(result.stdout);
+      const byName = Object.fromEntries(records.map((r) => [r.id.split(':').pop(), r]));
+      expect(byName.build).toMatchObject({ state: 'COMPLETED', stdout: 'built' });
+      expect(byName.report).toMatchObject({ state: 'COMPLETED', stdout: 'report\n' });
+      expect(byName.report.depends_on).toEqual([byName.build.id]);
+      expect(byName.broken).toMatchObject({ state: 'FAILED', exit_code: 4 });
+      expect(result.stderr).toMatch(/3 tasks: 2 completed, 1 failed/);
+    }
+  });
+
+  it('reads NDJSON input and reports a rejected spec as a result line', async () => {
+    const file = inputFile('tasks.ndjson', `{"cmd":"echo one"}\n\n{"cmd":"echo two","timout_ms":5}\n`);
+    const result = await scheduler(['-input', file, '-port', String(daemon.port)]);
+    expect(result.exitCode).toBe(1);
+    const [first, second] = lines(result.stdout);
+    expect(first).toMatchObject({ state: 'COMPLETED', stdout: 'one\n' });
+    expect(second).toMatchObject({ ok: false, error: { code: 'BAD_REQUEST' } });
+    expect(second.error.message).toContain('timout_ms');
+  });
+
+  it('runs the repository input.json, showing every feature it demonstrates', async () => {
+    const result = await scheduler(['-concurrent', '-port', String(daemon.port)]);
+    const byName = Object.fromEntries(lines(result.stdout).map((r) => [r.id.split(':').pop(), r]));
+    expect(byName['times-out']).toMatchObject({ state: 'FAILED', timed_out: true, error: { code: 'TIMEOUT' } });
+    expect(byName['retried-until-it-works']).toMatchObject({ state: 'COMPLETED', attempts: 3 });
+    expect(byName['pipeline-report'].stdout).toBe('sum of 1..1000 = 500500\n');
+    expect(byName['network-local-http'].stdout).toBe('200 pong from /ping\n');
+    const delayed = byName['delayed-start'];
+    expect(Date.parse(delayed.started_at) - Date.parse(delayed.created_at)).toBeGreaterThanOrEqual(1400);
+    const others = Object.entries(byName).filter(([name]) => name !== 'times-out');
+    expect(others.every(([, r]) => r.state === 'COMPLETED')).toBe(true);
+    expect(result.exitCode).toBe(1); // the timeout is part of the demonstration
+  });
+
+  it('exits 2 with advice when no daemon listens, and on bad usage', async () => {
+    const file = inputFile('one.json', [{ cmd: 'true' }]);
+    const noDaemon = await scheduler(['-input', file, '-port', '1']);
+    expect(noDaemon.exitCode).toBe(2);
+    expect(noDaemon.stderr).toMatch(/npm start/);
+    const missing = await scheduler(['-input', join(dir, 'nope.json'), '-port', String(daemon.port)]);
+    expect(missing.exitCode).toBe(2);
+    const unknown = await scheduler(['--frobnicate']);
+    expect(unknown.exitCode).toBe(2);
+  });
+});
+
+describe('bin/scheduler across a daemon restart', () => {
+  it('reconnects, resubmits and prints every result exactly once', async () => {
+    const first = await startDaemon();
+    const file = inputFile('restart.json', Array.from({ length: 6 }, (_, i) => ({ id: `r${i}`, cmd: [CMD, '--sleep', '1500'] })));
+    const run = scheduler(['-input', file, '-concurrent', '-port', String(first.port)]);
+    // Kill the daemon once the tasks are running, then start it again on the same port and data dir.
+    const client = await first.client();
+    for (;;) {
+      const { counts } = await client.count();
+      if (counts.RUNNING === 6) break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await first.kill();
+    const second = await startDaemon(['--port', String(first.port)], { dataDir: first.dataDir });
+    const result = await run;
+    await second.stop();
+    expect(result.exitCode).toBe(0);
+    const records = lines(result.stdout);
+    expect(records).toHaveLength(6);
+    expect(new Set(records.map((r) => r.id)).size).toBe(6);
+    expect(records.every((r) => r.state === 'COMPLETED' && r.interrupted === 1)).toBe(true);
+    expect(result.stderr).toMatch(/reconnecting/);
+  });
+});

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
@@ -13,6 +13,7 @@ const program = new Command('cmd')
   .description('A test program: each option is one step, run in the order listed here.')
   .option('--record <file>', 'append a JSON line {event:"start"|"end", pid, task, attempt, at} at start and at end')
   .option('--pid-file <file>', 'write this process\'s pid to the file')
+  .option('--exclusive <file>', 'hold the file while running; if another live process holds it, record {event:"overlap"} (with --record)')
   .option('--fail-until <n>', 'with --counter: exit 1 until this is the n-th run', integerOption(1))
   .option('--counter <file>', 'a file counting the runs (for --fail-until)')
   .option('--echo-stdin', 'copy standard input to standard output')
@@ -29,18 +30,37 @@ const program = new Command('cmd')
   .parse();
 
 const opts = program.opts<{
-  record?: string; pidFile?: string; failUntil?: number; counter?: string; echoStdin?: boolean; printEnv?: string;
+  record?: string; pidFile?: string; exclusive?: string; failUntil?: number; counter?: string; echoStdin?: boolean; printEnv?: string;
   stdout?: string; stderr?: string; stdoutBytes?: number; stderrBytes?: number; ignoreTerm?: boolean;
   grandchild?: string; sleep?: number; exit?: number;
 }>();
 
-const record = (event: 'start' | 'end') => {
+const record = (event: 'start' | 'end' | 'overlap', details: object = {}) => {
   if (!opts.record) return;
-  const line = { event, pid: process.pid, task: process.env.TASK_MANAGER_TASK_ID, attempt: process.env.TASK_MANAGER_ATTEMPT, at: Date.now() };
+  const line = { event, pid: process.pid, task: process.env.TASK_MANAGER_TASK_ID, attempt: process.env.TASK_MANAGER_ATTEMPT, at: Date.now(), ...details };
   appendFileSync(opts.record, `${JSON.stringify(line)}\n`);
 };
 
+/** Alive and not a zombie (a killed process whose parent has not reaped it yet is already dead). */
+const isRunning = (pid: number) => {
+  try {
+    return !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+};
+
 record('start');
+if (opts.exclusive) {
+  let holder = NaN;
+  try {
+    holder = Number(readFileSync(opts.exclusive, 'utf8'));
+  } catch {
+    // nobody holds it
+  }
+  if (holder && holder !== process.pid && isRunning(holder)) record('overlap', { other: holder });
+  writeFileSync(opts.exclusive, String(process.pid));
+}
 if (opts.pidFile) writeFileSync(opts.pidFile, String(process.pid));
 let exitCode = opts.exit ?? 0;
 if (opts.counter) {
@@ -69,5 +89,6 @@ if (opts.grandchild) {
 }
 if (opts.sleep) await sleep(opts.sleep);
 record('end');
+if (opts.exclusive) rmSync(opts.exclusive, { force: true });
 process.exitCode = exitCode;
 if (opts.grandchild) process.exit(); // do not wait for the grandchild

@@ -15,6 +15,10 @@ const MAX_TIMER_MS = 2_147_483_647; // the longest a Node timer can wait (about 
 const MAX_OUTPUT_BYTES = 16 * 1024 * 1024;
 const MAX_LIST_LIMIT = 10_000;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+/** Linux refuses to exec with a single argument or environment entry longer than this (MAX_ARG_STRLEN, less the NUL). */
+const MAX_ARGUMENT_BYTES = 128 * 1024 - 1;
+const MAX_ARGUMENTS = 10_000;
+const MAX_PAYLOAD_BYTES = 8 * 1024 * 1024;
 
 type Fields = Record<string, unknown>;
 
@@ -91,14 +95,30 @@ function plainString(value: unknown, name: string, { nonEmpty = false } = {}): s
   return value;
 }
 
+/** A string that becomes one exec argument or environment entry. */
+function argument(value: unknown, name: string, extraBytes = 0): string {
+  const text = plainString(value, name);
+  if (Buffer.byteLength(text) + extraBytes > MAX_ARGUMENT_BYTES) {
+    throw badRequest(`${name} is longer than ${MAX_ARGUMENT_BYTES} bytes, the most one program argument or variable can hold`);
+  }
+  return text;
+}
+
+function payload(value: unknown, name: string): string {
+  const text = plainString(value, name);
+  if (Buffer.byteLength(text) > MAX_PAYLOAD_BYTES) throw badRequest(`${name} is larger than ${MAX_PAYLOAD_BYTES} bytes`);
+  return text;
+}
+
 function optionalString(fields: Fields, name: string, options?: { nonEmpty?: boolean }): string | undefined {
   return fields[name] === undefined ? undefined : plainString(fields[name], name, options);
 }
 
-function stringArray(value: unknown, name: string, { nonEmpty = false } = {}): string[] {
+function argumentArray(value: unknown, name: string, { nonEmpty = false } = {}): string[] {
   if (!Array.isArray(value)) throw badRequest(`${name} must be an array of strings, got ${typeName(value)}`);
   if (nonEmpty && value.length === 0) throw badRequest(`${name} must not be an empty array`);
-  return value.map((item, i) => plainString(item, `${name}[${i}]`));
+  if (value.length > MAX_ARGUMENTS) throw badRequest(`${name} has ${value.length} items; the most is ${MAX_ARGUMENTS}`);
+  return value.map((item, i) => argument(item, `${name}[${i}]`));
 }
 
 export function taskId(value: unknown, name = 'id'): string {
@@ -115,9 +135,9 @@ function idList(value: unknown, name: string): string[] {
 }
 
 function command(value: unknown, name: string): string | string[] {
-  if (typeof value === 'string') return plainString(value, name, { nonEmpty: true });
+  if (typeof value === 'string') return argument(plainString(value, name, { nonEmpty: true }), name);
   if (Array.isArray(value)) {
-    const argv = stringArray(value, name, { nonEmpty: true });
+    const argv = argumentArray(value, name, { nonEmpty: true });
     if (argv[0]!.trim() === '') throw badRequest(`${name}[0] must name a program, got an empty string`);
     return argv;
   }
@@ -138,11 +158,9 @@ function script(value: unknown): Script {
   if (hasSource === (fields.source_b64 !== undefined)) {
     throw badRequest('script must have exactly one of source and source_b64');
   }
-  if (hasSource) {
-    if (typeof fields.source !== 'string') throw badRequest(`script.source must be a string, got ${typeName(fields.source)}`);
-    return { lang: lang as Script['lang'], source: fields.source };
-  }
+  if (hasSource) return { lang: lang as Script['lang'], source: payload(fields.source, 'script.source') };
   const encoded = fields.source_b64;
+  if (typeof encoded === 'string' && encoded.length > MAX_PAYLOAD_BYTES) payload(encoded, 'script.source_b64');
   if (typeof encoded !== 'string' || encoded.length % 4 !== 0 || !BASE64.test(encoded)) {
     throw badRequest(`script.source_b64 must be a base64 string, got ${typeName(encoded)}`);
   }
@@ -153,12 +171,14 @@ function environment(value: unknown): Record<string, string> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw badRequest(`env must be an object of string to string, got ${typeName(value)}`);
   }
+  const entries = Object.entries(value);
+  if (entries.length > MAX_ARGUMENTS) throw badRequest(`env has ${entries.length} variables; the most is ${MAX_ARGUMENTS}`);
   const env: Record<string, string> = {};
-  for (const [key, item] of Object.entries(value)) {
+  for (const [key, item] of entries) {
     if (key === '' || key.includes('=') || key.includes('\0')) {
       throw badRequest(`env key ${shown(key)} is not a valid variable name (empty, or has "=" or NUL)`);
     }
-    env[key] = plainString(item, `env.${key}`);
+    env[key] = argument(item, `env.${key}`, Buffer.byteLength(key) + 1);
   }
   return env;
 }
@@ -197,14 +217,13 @@ export function taskSpec(fields: Fields): { id?: string; spec: TaskSpec } {
   };
   if (cmdValue !== undefined) spec.cmd = command(cmdValue, cmdField);
   if (fields.script !== undefined) spec.script = script(fields.script);
-  if (fields.args !== undefined) spec.args = stringArray(fields.args, 'args');
+  if (fields.args !== undefined) spec.args = argumentArray(fields.args, 'args');
   const timeout = integer(fields, 'timeout_ms', 1, MAX_TIMER_MS, `from 1 to ${MAX_TIMER_MS}`);
   if (timeout !== undefined) spec.timeout_ms = timeout;
   const cwd = optionalString(fields, 'cwd', { nonEmpty: true });
   if (cwd !== undefined) spec.cwd = cwd;
   if (fields.env !== undefined) spec.env = environment(fields.env);
-  const stdin = optionalString(fields, 'stdin');
-  if (stdin !== undefined) spec.stdin = stdin;
+  if (fields.stdin !== undefined) spec.stdin = payload(fields.stdin, 'stdin');
   if (fields.start_at !== undefined) spec.start_at = startAt(fields.start_at);
   const delay = integer(fields, 'delay_ms', 0, MAX_TIMER_MS);
   if (delay !== undefined) spec.delay_ms = delay;

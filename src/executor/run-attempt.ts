@@ -1,6 +1,7 @@
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { execa } from 'execa';
 import type { TaskError, TaskSpec } from '../protocol/index.js';
 import { CappedOutput } from './capped-output.js';
 import { signalGroup } from './process-group.js';
@@ -48,7 +49,9 @@ async function program(spec: TaskSpec, scriptDir: string): Promise<Program> {
 const SPAWN_RETRIES = 5; // a freshly written executable can be briefly busy (ETXTBSY) while another spawn forks
 
 /**
- * Runs one attempt of a task in its own process group. Output beyond the cap
+ * Runs one attempt of a task in its own process group, with Node's own
+ * spawn: execa costs about 40 % more CPU per process on this hot path
+ * (docs/performance.md), which caps the daemon's throughput. Output beyond the cap
  * is counted, not kept; on timeout or abort the whole group gets SIGTERM and,
  * after the grace period, SIGKILL. When the main process exits, whatever it
  * left running in its group is killed too, so nothing outlives its task.
@@ -80,20 +83,21 @@ export function startFailure(message: string): AttemptResult {
   };
 }
 
+type Exit = { code: number | null; signal: NodeJS.Signals | null } | { error: NodeJS.ErrnoException };
+
 async function spawnOnce(prog: Program, spec: TaskSpec, options: AttemptOptions): Promise<AttemptResult | 'busy'> {
   const stdout = new CappedOutput(spec.max_output_bytes);
   const stderr = new CappedOutput(spec.max_output_bytes);
   const started = performance.now();
-  const child = execa(prog.file, prog.argv, {
+  const child = spawn(prog.file, prog.argv, {
     cwd: spec.cwd,
     env: options.env,
-    extendEnv: false,
-    ...(spec.stdin === undefined ? { stdin: 'ignore' } : { input: spec.stdin }),
-    buffer: false,
-    reject: false,
-    detached: true,
-    cleanup: false,
-    stripFinalNewline: false,
+    stdio: [spec.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    detached: true, // its own process group, so the whole group can be signalled
+  });
+  const ended = new Promise<Exit>((resolve) => {
+    child.once('error', (error) => child.pid === undefined && resolve({ error }));
+    child.once('close', (code, signal) => resolve({ code, signal }));
   });
 
   let timedOut = false;
@@ -108,8 +112,12 @@ async function spawnOnce(prog: Program, spec: TaskSpec, options: AttemptOptions)
   };
   if (child.pid !== undefined) {
     options.onSpawn?.(child.pid);
-    child.stdout?.on('data', (chunk: Buffer) => stdout.push(chunk));
-    child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk));
+    child.stdout!.on('data', (chunk: Buffer) => stdout.push(chunk));
+    child.stderr!.on('data', (chunk: Buffer) => stderr.push(chunk));
+    if (child.stdin) {
+      child.stdin.on('error', () => undefined); // the program may exit without reading its input
+      child.stdin.end(spec.stdin);
+    }
     child.once('exit', () => signalGroup(child.pid!, 'SIGKILL'));
     if (spec.timeout_ms !== undefined) {
       timeoutTimer = setTimeout(() => {
@@ -121,25 +129,25 @@ async function spawnOnce(prog: Program, spec: TaskSpec, options: AttemptOptions)
     if (options.signal?.aborted) stop();
   }
 
-  const result = await child;
+  const exit = await ended;
   const duration = performance.now() - started;
   clearTimeout(timeoutTimer);
   clearTimeout(killTimer);
   options.signal?.removeEventListener('abort', stop);
 
-  if (result.exitCode === undefined && result.signal === undefined) {
-    if (result.code === 'ETXTBSY') return 'busy';
-    return startFailure(result.originalMessage ?? result.shortMessage ?? 'the program could not be started');
+  if ('error' in exit) {
+    if (exit.error.code === 'ETXTBSY') return 'busy';
+    const missingCwd = exit.error.code === 'ENOENT' && spec.cwd !== undefined && !existsSync(spec.cwd);
+    return startFailure(missingCwd ? `cwd ${spec.cwd} does not exist` : exit.error.message);
   }
-  const exitCode = timedOut ? -1 : (result.exitCode ?? null);
-  const signal = result.signal ?? null;
+  const exitCode = timedOut ? -1 : exit.code;
   let error: TaskError | null = null;
   if (timedOut) error = { code: 'TIMEOUT', message: `timed out after ${spec.timeout_ms} ms` };
-  else if (signal) error = { code: 'KILLED', message: `ended by ${signal}` };
+  else if (exit.signal) error = { code: 'KILLED', message: `ended by ${exit.signal}` };
   else if (exitCode !== 0) error = { code: 'NONZERO_EXIT', message: `exited with code ${exitCode}` };
   return {
     exit_code: exitCode,
-    signal,
+    signal: exit.signal,
     timed_out: timedOut,
     stdout: stdout.text(),
     stderr: stderr.text(),

@@ -106,6 +106,10 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     if (!failed && task.unmet === 0 && task.stored.ready_at === undefined) task.stored.state = 'QUEUED';
     this.counts[task.state]++;
     this.options.journal.put(task.id, task.stored);
+    task.durable = this.options.journal.flushed().then(
+      () => true,
+      () => false,
+    );
     this.emit('change', task);
     if (failed) {
       this.finish(task, 'CANCELED', { error: errorOf('DEPENDENCY_FAILED', `dependency "${failed.id}" ended ${failed.state}`) });
@@ -275,8 +279,10 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.update(task, 'RUNNING', { attempts: attempt, started_at: new Date().toISOString() });
     let result: AttemptResult | undefined;
     try {
-      await this.options.journal.flushed();
-      if (!abort.signal.aborted) {
+      // Only the task's own submission must be on disk before its process starts.
+      const durable = task.durable === undefined || (await task.durable);
+      task.durable = undefined;
+      if (durable && !abort.signal.aborted) {
         result = await this.options.runAttempt({ id: task.id, attempt, spec: task.spec }, abort.signal, (pid) => {
           const started = this.options.processStartTime?.(pid);
           this.options.journal.put(task.id, started ? { pgid: pid, pgid_started: started } : { pgid: pid });

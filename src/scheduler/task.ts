@@ -25,6 +25,8 @@ export class Task {
   /** aborts the running attempt */
   abort: AbortController | undefined;
   cancelRequested = false;
+  /** resolves (false if the journal failed) once the submission is on disk; unset once known */
+  durable: Promise<boolean> | undefined;
   /** the daemon is stopping and killed the running attempt */
   stopRequested = false;
   /** resolved when the task reaches a terminal state */

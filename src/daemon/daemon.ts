@@ -44,6 +44,11 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     durability: config.durability,
     compactAfterBytes: config.compactAfterBytes,
     warn: config.log,
+    onFailure: (error) => {
+      // Without a journal no acknowledgement can be kept: stop rather than run on without durability.
+      config.log(`${error.message}; stopping, since nothing new could be made durable`);
+      process.exit(1);
+    },
   });
   const dataDir = await realpath(config.dataDir);
   config.dataDir = dataDir;

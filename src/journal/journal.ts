@@ -15,6 +15,8 @@ export interface JournalOptions {
   /** the log is compacted into a new snapshot once it is larger than this and the last snapshot */
   compactAfterBytes?: number;
   warn?: (message: string) => void;
+  /** the journal can no longer be written (disk full, I/O error) */
+  onFailure?: (error: Error) => void;
 }
 
 interface Snapshot {
@@ -66,7 +68,7 @@ export class Journal implements TaskJournal {
       }
       const recovered = [...tasks.values()].map(tidy);
       const generation = Math.max(db.data.generation, ...logs) + 1;
-      const log = await LogWriter.open(join(dir, logName(generation)), options.durability === 'fsync');
+      const log = await openLog(join(dir, logName(generation)), options);
       const journal = new Journal(dir, db, snapshotFile, log, generation, options, unlock);
       await journal.writeSnapshot(recovered, generation);
       await journal.removeLogsBefore(generation);
@@ -116,7 +118,7 @@ export class Journal implements TaskJournal {
   private async compact(): Promise<void> {
     try {
       const generation = this.generation + 1;
-      const next = await LogWriter.open(join(this.dir, logName(generation)), this.options.durability === 'fsync');
+      const next = await openLog(join(this.dir, logName(generation)), this.options);
       this.retiring = this.log;
       this.log = next;
       this.generation = generation;
@@ -142,6 +144,12 @@ export class Journal implements TaskJournal {
       if (old < generation) await unlink(join(this.dir, logName(old))).catch(() => undefined);
     }
   }
+}
+
+async function openLog(path: string, options: JournalOptions): Promise<LogWriter> {
+  const log = await LogWriter.open(path, options.durability === 'fsync');
+  if (options.onFailure) log.onFailure = options.onFailure;
+  return log;
 }
 
 async function logGenerations(dir: string): Promise<number[]> {

@@ -11,6 +11,8 @@ export class LogWriter {
   private waiters: { upTo: number; resolve: () => void; reject: (error: Error) => void }[] = [];
   private writing: Promise<void> | undefined;
   private failure: Error | undefined;
+  /** called once if a write or sync fails: from then on nothing appended can be promised */
+  onFailure: (error: Error) => void = () => undefined;
   /** bytes in the file */
   size: number;
 
@@ -30,7 +32,7 @@ export class LogWriter {
   }
 
   append(line: string): void {
-    if (this.failure) throw this.failure;
+    if (this.failure) return; // flushed() rejects: nothing appended now is reported as done
     this.pending.push(line);
     this.appended++;
     this.writing ??= this.drain();
@@ -70,6 +72,7 @@ export class LogWriter {
       this.failure = new Error(`writing the journal ${this.path} failed: ${(error as Error).message}`);
       for (const waiter of this.waiters) waiter.reject(this.failure);
       this.waiters = [];
+      this.onFailure(this.failure);
     } finally {
       this.writing = undefined;
     }

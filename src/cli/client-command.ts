@@ -1,0 +1,127 @@
+import { readFileSync } from 'node:fs';
+import { Command, Option } from 'commander';
+import { ConnectionError, TaskManagerClient, TaskManagerError } from '../client/client.js';
+import { DEFAULT_CONFIG } from '../daemon/config.js';
+import { integerOption } from './options.js';
+
+/** Exit codes of the client subcommands (`run` exits with the task's own code instead of 0/1). */
+export const EXIT = { ok: 0, requestFailed: 1, unreachable: 2, interrupted: 130 } as const;
+
+/** The options every client subcommand has. */
+export interface ClientFlags {
+  host: string;
+  port: number;
+  tokenFile?: string;
+  json?: boolean;
+}
+
+export interface ClientContext<F> {
+  flags: F & ClientFlags;
+  command: Command;
+  /**
+   * Connects (and authenticates) on demand, so that a command can reject bad
+   * arguments before it finds out whether a daemon is there.
+   */
+  connect(): Promise<TaskManagerClient>;
+}
+
+/** What a handler returns: the process's exit code (0 when nothing is returned). */
+type Handler<F, A extends unknown[]> = (context: ClientContext<F>, ...args: A) => Promise<number | void>;
+
+/** A problem with the command line, found before any request; reported like commander's own (exit 1). */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+/** A subcommand with the connection options (`--host`, `--port`, `--token-file`) and `--json`. */
+export function clientCommand(name: string, description: string): Command {
+  return new Command(name)
+    .description(description)
+    .addOption(new Option('--host <host>', 'address of the daemon').env('TASK_MANAGER_HOST').default(DEFAULT_CONFIG.host))
+    .addOption(new Option('--port <port>', 'port of the daemon').env('TASK_MANAGER_PORT').default(DEFAULT_CONFIG.port).argParser(integerOption(1, 65535)))
+    .addOption(new Option('--token-file <path>', 'file holding the token of a daemon started with --token-file').env('TASK_MANAGER_TOKEN_FILE'))
+    .option('--json', 'print the daemon\'s answer as one line of JSON, for scripts');
+}
+
+/**
+ * Wraps a subcommand's handler with the connection and the error handling
+ * all client subcommands share: a missing daemon exits 2 with a hint, a
+ * request the daemon refused prints `CODE: message` and exits 1, and so
+ * does a bad command line.
+ */
+export function clientAction<F extends object = object, A extends unknown[] = []>(handler: Handler<F, A>) {
+  return async (...params: unknown[]): Promise<void> => {
+    // commander calls an action with the declared arguments, then the options and the command
+    const command = params.at(-1) as Command;
+    const args = params.slice(0, -2) as A;
+    const flags = command.opts<F & ClientFlags>();
+    // `task-manager list | head -1` closes our stdout early: that is the reader's choice, not an error
+    process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EPIPE') throw error;
+      process.exit(EXIT.ok);
+    });
+    let connected = false;
+    const connect = async () => {
+      const token = flags.tokenFile === undefined ? undefined : readToken(flags.tokenFile);
+      const client = await TaskManagerClient.connect({ host: flags.host, port: flags.port, token });
+      connected = true;
+      return client;
+    };
+    let code: number;
+    try {
+      code = (await handler({ flags, command, connect }, ...args)) ?? EXIT.ok;
+    } catch (error) {
+      if (error instanceof UsageError) command.error(`error: ${error.message}`);
+      code = report(error, `${flags.host}:${flags.port}`, connected);
+    }
+    await exitWhenWritten(code);
+  };
+}
+
+function readToken(path: string): string {
+  let token: string;
+  try {
+    token = readFileSync(path, 'utf8').trim();
+  } catch (error) {
+    throw new UsageError(`cannot read the token file ${path}: ${(error as Error).message}`);
+  }
+  if (token === '') throw new UsageError(`the token file ${path} is empty`);
+  return token;
+}
+
+/** Prints what went wrong and returns the exit code for it. */
+function report(error: unknown, address: string, connected: boolean): number {
+  if (error instanceof TaskManagerError) {
+    console.error(error.message); // already `CODE: message`
+    return EXIT.requestFailed;
+  }
+  if (error instanceof ConnectionError) {
+    console.error(connected
+      ? `task-manager: lost the connection to the daemon at ${address} (${error.message})`
+      : `cannot connect to the daemon at ${address} — start one with: npm start (or bin/task-manager serve)`);
+    return EXIT.unreachable;
+  }
+  throw error;
+}
+
+/**
+ * Exits once stdout and stderr have taken everything written to them. The
+ * exit is explicit because a graceful close can wait forever: the daemon
+ * keeps a subscription (watch) or an unanswered wait (an interrupted run) open.
+ */
+async function exitWhenWritten(code: number): Promise<never> {
+  const flushed = (stream: NodeJS.WriteStream) => new Promise<void>((resolve) => stream.write('', () => resolve()));
+  await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
+  process.exit(code);
+}
+
+/** Prints a payload the way `--json` promises: the daemon's answer without its envelope, on one line. */
+export function printJson(payload: unknown): void {
+  process.stdout.write(`${JSON.stringify(payload)}\n`);
+}
+
+/** Prints `--json` output or the human-readable text, as the flags ask. */
+export function printResult(flags: ClientFlags, payload: unknown, human: () => string): void {
+  if (flags.json) printJson(payload);
+  else process.stdout.write(`${human()}\n`);
+}

@@ -1,0 +1,48 @@
+import type { Command } from 'commander';
+import { TASK_STATES } from '../../protocol/index.js';
+import { clientAction, clientCommand, printResult } from '../client-command.js';
+import { formatBytes, formatDuration, formatKeyValues } from '../format.js';
+import { formatCounts } from '../task-format.js';
+
+/** `count`, `stats` and `health`: what the daemon says about itself. */
+
+export function countCommand(): Command {
+  return clientCommand('count', 'count tasks by state')
+    .action(clientAction(async ({ flags, connect }) => {
+      const client = await connect();
+      const payload = await client.count();
+      printResult(flags, payload, () => formatKeyValues([
+        ...TASK_STATES.map((state): [string, string] => [state, String(payload.counts[state])]),
+        ['not finished', String(payload.tasks)],
+      ]));
+    }));
+}
+
+export function statsCommand(): Command {
+  return clientCommand('stats', 'show the load of the machine and the daemon')
+    .action(clientAction(async ({ flags, connect }) => {
+      const client = await connect();
+      const stats = await client.stats();
+      printResult(flags, stats, () => {
+        const { cpu, memory, disk, concurrency } = stats;
+        return formatKeyValues([
+          ['load', `${cpu.load_avg.map((load) => load.toFixed(2)).join(' ')} (1, 5, 15 min; ${cpu.cores} cores)`],
+          ['cpu', `${cpu.use_percent.toFixed(1)}% in use`],
+          ['memory', `${formatBytes(memory.free_bytes)} free of ${formatBytes(memory.total_bytes)}; the daemon uses ${formatBytes(memory.daemon_rss_bytes)}`],
+          ['disk', `${formatBytes(disk.free_bytes)} free of ${formatBytes(disk.total_bytes)} at ${disk.path}`],
+          ['running', `${concurrency.running} of at most ${concurrency.limit}`],
+          ['tasks', formatCounts(stats.counts)],
+          ['uptime', formatDuration(stats.uptime_ms)],
+        ]);
+      });
+    }));
+}
+
+export function healthCommand(): Command {
+  return clientCommand('health', 'check that the daemon answers, and show its version and uptime')
+    .action(clientAction(async ({ flags, connect }) => {
+      const client = await connect();
+      const health = await client.health();
+      printResult(flags, health, () => `task-manager ${health.version} at ${flags.host}:${flags.port} is up (for ${formatDuration(health.uptime_ms)})`);
+    }));
+}

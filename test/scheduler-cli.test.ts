@@ -14,7 +14,8 @@ function inputFile(name: string, content: unknown[] | string): string {
 }
 
 const scheduler = (args: string[]) => execa(process.execPath, [SCHEDULER, ...args], { reject: false, cwd: ROOT });
-const lines = (stdout: string) => stdout.trim().split('\n').map((line) => JSON.parse(line));
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+const lines = (stdout: string): any[] => stdout.trim().split('\n').map((line) => JSON.parse(line));
 
 describe('bin/scheduler', () => {
   let daemon: TestDaemon;
@@ -50,7 +51,7 @@ describe('bin/scheduler', () => {
       const result = await scheduler(['-input', file, '-port', String(daemon.port), ...mode]);
       expect(result.exitCode).toBe(1);
       const records = lines(result.stdout);
-      const byName = Object.fromEntries(records.map((r) => [r.id.split(':').pop(), r]));
+      const byName: Record<string, any> = Object.fromEntries(records.map((r) => [r.id.split(':').pop(), r]));
       expect(byName.build).toMatchObject({ state: 'COMPLETED', stdout: 'built' });
       expect(byName.report).toMatchObject({ state: 'COMPLETED', stdout: 'report\n' });
       expect(byName.report.depends_on).toEqual([byName.build.id]);
@@ -71,7 +72,7 @@ describe('bin/scheduler', () => {
 
   it('runs the repository input.json, showing every feature it demonstrates', async () => {
     const result = await scheduler(['-concurrent', '-port', String(daemon.port)]);
-    const byName = Object.fromEntries(lines(result.stdout).map((r) => [r.id.split(':').pop(), r]));
+    const byName: Record<string, any> = Object.fromEntries(lines(result.stdout).map((r) => [r.id.split(':').pop(), r]));
     expect(byName['times-out']).toMatchObject({ state: 'FAILED', timed_out: true, error: { code: 'TIMEOUT' } });
     expect(byName['retried-until-it-works']).toMatchObject({ state: 'COMPLETED', attempts: 3 });
     expect(byName['pipeline-report'].stdout).toBe('sum of 1..1000 = 500500\n');

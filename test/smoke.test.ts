@@ -20,6 +20,14 @@ describe('daemon smoke', () => {
     raw.close();
   });
 
+  it('answers submit at once with the state the task was accepted in', async () => {
+    const raw = await daemon.raw();
+    raw.send(`${JSON.stringify({ op: 'submit', ref: 7, cmd: [CMD, '--sleep', '100'] })}\n`);
+    const response = await raw.next();
+    expect(response).toMatchObject({ ok: true, ref: 7, op: 'submit', task: { state: 'QUEUED', attempts: 0 } });
+    raw.close();
+  });
+
   it('runs through the client library', async () => {
     const client = await daemon.client();
     const { task } = await client.run({ cmd: [CMD, '--stdout', 'hello', '--exit', '3'] });

@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { realpath } from 'node:fs/promises';
 import { createServer, isIP, type Server, type Socket } from 'node:net';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { OWNER_VARIABLE, killLeftovers, processStartTime, runAttempt } from '../executor/index.js';
 import { Journal } from '../journal/index.js';
 import { encodeLine } from '../protocol/index.js';

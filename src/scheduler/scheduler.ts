@@ -56,6 +56,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   private stopping = false;
   /** holds dispatch back until all restored tasks are in the ready queue */
   private restoring = false;
+  private pumpScheduled = false;
 
   constructor(private readonly options: SchedulerOptions) {
     super();
@@ -261,8 +262,22 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     }
   }
 
-  /** Fills free slots from the ready queue, highest priority first. */
+  /**
+   * Fills free slots soon, not at once: the requests of one read are all
+   * registered before any starts (so priorities among them count), and a
+   * submit is answered with the state it was accepted in.
+   */
   private pump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    queueMicrotask(() => {
+      this.pumpScheduled = false;
+      this.fillSlots();
+    });
+  }
+
+  /** Starts ready tasks while slots are free, highest priority first. */
+  private fillSlots(): void {
     while (!this.stopping && !this.restoring && this.running < this.options.concurrency && this.ready.size > 0) {
       const task = this.ready.pop()!;
       if (task.state !== 'QUEUED') continue; // canceled while queued

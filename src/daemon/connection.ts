@@ -55,9 +55,13 @@ export class Connection {
     socket.on('close', () => this.unsubscribe?.());
   }
 
-  /** Closes with SHUTTING_DOWN answered by the waiting handlers first. */
+  /** Reads nothing more and ends the connection once every request in flight is answered. */
   close(): void {
-    this.socket.end();
+    this.closing = true;
+    this.readEnded = true;
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+    this.endIfIdle();
   }
 
   private receive(frames: Frame[]): void {

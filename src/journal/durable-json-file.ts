@@ -1,6 +1,7 @@
 import { open, readFile, rename } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Adapter } from 'lowdb';
+import { JournalCorruptError } from './errors.js';
 
 /**
  * A lowdb adapter whose write survives power loss: temp file, fsync, rename
@@ -24,7 +25,7 @@ export class DurableJSONFile<T> implements Adapter<T> {
     try {
       return JSON.parse(text) as T;
     } catch (error) {
-      throw new Error(`${this.path} is not valid JSON (${(error as Error).message}); it was left as it is`);
+      throw new JournalCorruptError(`${this.path} is not valid JSON (${(error as Error).message}); it was left as it is`);
     }
   }
 

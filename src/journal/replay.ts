@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import type { StoredTask } from '../scheduler/index.js';
+import { JournalCorruptError } from './errors.js';
 
 /** One line of the log: a shallow patch of a task's stored state, or its removal. */
 export type LogEntry = { id: string; set: Partial<StoredTask> } | { id: string; drop: true };
@@ -8,10 +9,6 @@ export const encodeEntry = (entry: LogEntry): string => `${JSON.stringify(entry)
 
 /** Fields that a patch clears by setting them to null. */
 const CLEARABLE = ['ready_at', 'pgid', 'pgid_started'] as const;
-
-export class JournalCorruptError extends Error {
-  override readonly name = 'JournalCorruptError';
-}
 
 /**
  * Applies one log file to `tasks`. A last line cut off mid-write (the daemon

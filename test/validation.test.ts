@@ -1,0 +1,345 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CMD, RawConnection, startDaemon, type TestDaemon } from './helpers.js';
+
+type Row = [name: string, request: Record<string, unknown>, code: string, field: string];
+
+/**
+ * One row per validation rule of the contract: the request, the error code it
+ * must get, and a word the message must contain (the field it is about).
+ */
+const SPEC_ROWS: Row[] = [
+  // envelope
+  ['op of the wrong type', { op: 5 }, 'BAD_REQUEST', 'op'],
+  ['op null', { op: null, cmd: 'true' }, 'BAD_REQUEST', 'op'],
+  ['unknown op', { op: 'explode' }, 'UNKNOWN_OP', 'explode'],
+  ['unknown op even with a cmd', { op: 'execute', cmd: 'true' }, 'UNKNOWN_OP', 'execute'],
+  ['op in the wrong case', { op: 'HEALTH' }, 'UNKNOWN_OP', 'HEALTH'],
+  ['no op and no cmd', { id: 'x' }, 'BAD_REQUEST', 'op'],
+  ['an empty object', {}, 'BAD_REQUEST', 'op'],
+
+  // misspelt and unknown fields
+  ['misspelt timeout_ms', { cmd: 'true', timout_ms: 1000 }, 'BAD_REQUEST', 'timout_ms'],
+  ['misspelt depends_on', { cmd: 'true', depend_on: [] }, 'BAD_REQUEST', 'depend_on'],
+  ['an unknown field on run', { op: 'run', cmd: 'true', colour: 'red' }, 'BAD_REQUEST', 'colour'],
+  ['an unknown field on submit', { op: 'submit', cmd: 'true', nice: 5 }, 'BAD_REQUEST', 'nice'],
+  ['an unknown field on health', { op: 'health', verbose: true }, 'BAD_REQUEST', 'verbose'],
+  ['an unknown field in script', { op: 'run', script: { lang: 'sh', source: 'true', interpreter: 'x' } }, 'BAD_REQUEST', 'interpreter'],
+
+  // cmd / command
+  ['cmd a number', { cmd: 42 }, 'BAD_REQUEST', 'cmd'],
+  ['cmd an object', { cmd: { program: 'ls' } }, 'BAD_REQUEST', 'cmd'],
+  ['cmd null', { op: 'run', cmd: null }, 'BAD_REQUEST', 'cmd'],
+  ['cmd an empty string', { cmd: '' }, 'BAD_REQUEST', 'cmd'],
+  ['cmd only spaces', { cmd: '   ' }, 'BAD_REQUEST', 'cmd'],
+  ['cmd an empty array', { cmd: [] }, 'BAD_REQUEST', 'cmd'],
+  ['cmd array with an empty program', { cmd: ['', 'x'] }, 'BAD_REQUEST', 'cmd'],
+  ['cmd array with a number', { cmd: ['echo', 5] }, 'BAD_REQUEST', 'cmd'],
+  ['cmd array with null', { cmd: ['echo', null] }, 'BAD_REQUEST', 'cmd'],
+  ['cmd with a NUL character', { cmd: 'echo a\u0000b' }, 'BAD_REQUEST', 'cmd'],
+  ['command empty', { command: '' }, 'BAD_REQUEST', 'command'],
+  ['command an empty array', { command: [] }, 'BAD_REQUEST', 'command'],
+  ['cmd and command together', { cmd: 'true', command: 'true' }, 'BAD_REQUEST', 'command'],
+  ['run without cmd or script', { op: 'run' }, 'BAD_REQUEST', 'cmd'],
+  ['submit without cmd or script', { op: 'submit', id: 'no-cmd' }, 'BAD_REQUEST', 'cmd'],
+  ['cmd together with script', { cmd: 'true', script: { lang: 'sh', source: 'true' } }, 'BAD_REQUEST', 'script'],
+
+  // script
+  ['script a string', { op: 'run', script: 'echo hi' }, 'BAD_REQUEST', 'script'],
+  ['script an array', { op: 'run', script: ['sh', 'echo hi'] }, 'BAD_REQUEST', 'script'],
+  ['script without source', { op: 'run', script: { lang: 'sh' } }, 'BAD_REQUEST', 'source'],
+  ['script with source and source_b64', { op: 'run', script: { lang: 'sh', source: 'true', source_b64: 'dHJ1ZQ==' } }, 'BAD_REQUEST', 'source_b64'],
+  ['script without lang', { op: 'run', script: { source: 'true' } }, 'BAD_REQUEST', 'lang'],
+  ['script with a bad lang', { op: 'run', script: { lang: 'ruby', source: 'puts 1' } }, 'BAD_REQUEST', 'lang'],
+  ['script lang in the wrong case', { op: 'run', script: { lang: 'SH', source: 'true' } }, 'BAD_REQUEST', 'lang'],
+  ['script source a number', { op: 'run', script: { lang: 'sh', source: 1 } }, 'BAD_REQUEST', 'source'],
+  ['script source_b64 not base64', { op: 'run', script: { lang: 'sh', source_b64: 'not base64!' } }, 'BAD_REQUEST', 'source_b64'],
+  ['script source_b64 badly padded', { op: 'run', script: { lang: 'sh', source_b64: 'dHJ1ZQ' } }, 'BAD_REQUEST', 'source_b64'],
+  ['script source_b64 a number', { op: 'run', script: { lang: 'bin', source_b64: 12 } }, 'BAD_REQUEST', 'source_b64'],
+
+  // args
+  ['args a string', { cmd: ['echo'], args: 'a b' }, 'BAD_REQUEST', 'args'],
+  ['args with a number', { cmd: ['echo'], args: ['a', 1] }, 'BAD_REQUEST', 'args'],
+  ['args an object', { cmd: ['echo'], args: { a: 'b' } }, 'BAD_REQUEST', 'args'],
+
+  // id
+  ['id a number', { cmd: 'true', id: 5 }, 'BAD_REQUEST', 'id'],
+  ['id empty', { cmd: 'true', id: '' }, 'BAD_REQUEST', 'id'],
+  ['id with a space', { cmd: 'true', id: 'a b' }, 'BAD_REQUEST', 'id'],
+  ['id with a slash', { cmd: 'true', id: 'a/b' }, 'BAD_REQUEST', 'id'],
+  ['id with a non-ASCII letter', { cmd: 'true', id: 'tâche' }, 'BAD_REQUEST', 'id'],
+  ['id with a newline', { cmd: 'true', id: 'a\nb' }, 'BAD_REQUEST', 'id'],
+  ['id of 129 characters', { cmd: 'true', id: 'a'.repeat(129) }, 'BAD_REQUEST', 'id'],
+
+  // timeout_ms
+  ['timeout_ms 0', { cmd: 'true', timeout_ms: 0 }, 'BAD_REQUEST', 'timeout_ms'],
+  ['timeout_ms negative', { cmd: 'true', timeout_ms: -5 }, 'BAD_REQUEST', 'timeout_ms'],
+  ['timeout_ms a float', { cmd: 'true', timeout_ms: 1.5 }, 'BAD_REQUEST', 'timeout_ms'],
+  ['timeout_ms a string', { cmd: 'true', timeout_ms: '1000' }, 'BAD_REQUEST', 'timeout_ms'],
+  ['timeout_ms huge', { cmd: 'true', timeout_ms: 1e300 }, 'BAD_REQUEST', 'timeout_ms'],
+  ['timeout_ms null', { cmd: 'true', timeout_ms: null }, 'BAD_REQUEST', 'timeout_ms'],
+
+  // cwd, env, stdin
+  ['cwd a number', { cmd: 'true', cwd: 1 }, 'BAD_REQUEST', 'cwd'],
+  ['cwd empty', { cmd: 'true', cwd: '' }, 'BAD_REQUEST', 'cwd'],
+  ['cwd an array', { cmd: 'true', cwd: ['/tmp'] }, 'BAD_REQUEST', 'cwd'],
+  ['env a string', { cmd: 'true', env: 'A=1' }, 'BAD_REQUEST', 'env'],
+  ['env an array', { cmd: 'true', env: ['A=1'] }, 'BAD_REQUEST', 'env'],
+  ['env with a number value', { cmd: 'true', env: { A: 1 } }, 'BAD_REQUEST', 'env'],
+  ['env with a null value', { cmd: 'true', env: { A: null } }, 'BAD_REQUEST', 'env'],
+  ['env with a boolean value', { cmd: 'true', env: { A: true } }, 'BAD_REQUEST', 'env'],
+  ['env with an object value', { cmd: 'true', env: { A: { b: 'c' } } }, 'BAD_REQUEST', 'env'],
+  ['env with an empty name', { cmd: 'true', env: { '': 'x' } }, 'BAD_REQUEST', 'env'],
+  ['env with "=" in a name', { cmd: 'true', env: { 'A=B': 'x' } }, 'BAD_REQUEST', 'env'],
+  ['stdin a number', { cmd: 'cat', stdin: 5 }, 'BAD_REQUEST', 'stdin'],
+  ['stdin an array', { cmd: 'cat', stdin: ['a'] }, 'BAD_REQUEST', 'stdin'],
+
+  // depends_on
+  ['depends_on a string', { cmd: 'true', depends_on: 'a' }, 'BAD_REQUEST', 'depends_on'],
+  ['depends_on with a number', { cmd: 'true', depends_on: [1] }, 'BAD_REQUEST', 'depends_on'],
+  ['depends_on with a bad id', { cmd: 'true', depends_on: ['a b'] }, 'BAD_REQUEST', 'depends_on'],
+  ['depends_on an unknown task', { cmd: 'true', depends_on: ['no-such-task-anywhere'] }, 'UNKNOWN_DEPENDENCY', 'no-such-task-anywhere'],
+
+  // start_at, delay_ms
+  ['start_at unparsable', { op: 'submit', cmd: 'true', start_at: 'tomorrow' }, 'BAD_REQUEST', 'start_at'],
+  ['start_at a month 13', { op: 'submit', cmd: 'true', start_at: '2030-13-01T00:00:00Z' }, 'BAD_REQUEST', 'start_at'],
+  ['start_at text that only ends in a digit', { op: 'submit', cmd: 'true', start_at: 'soon 1' }, 'BAD_REQUEST', 'start_at'],
+  ['start_at February 30', { op: 'submit', cmd: 'true', start_at: '2030-02-30T00:00:00Z' }, 'BAD_REQUEST', 'start_at'],
+  ['start_at negative epoch', { op: 'submit', cmd: 'true', start_at: -1 }, 'BAD_REQUEST', 'start_at'],
+  ['start_at a float epoch', { op: 'submit', cmd: 'true', start_at: 1.5 }, 'BAD_REQUEST', 'start_at'],
+  ['start_at a huge epoch', { op: 'submit', cmd: 'true', start_at: 1e300 }, 'BAD_REQUEST', 'start_at'],
+  ['start_at a boolean', { op: 'submit', cmd: 'true', start_at: true }, 'BAD_REQUEST', 'start_at'],
+  ['start_at an object', { op: 'submit', cmd: 'true', start_at: {} }, 'BAD_REQUEST', 'start_at'],
+  ['delay_ms negative', { op: 'submit', cmd: 'true', delay_ms: -1 }, 'BAD_REQUEST', 'delay_ms'],
+  ['delay_ms a float', { op: 'submit', cmd: 'true', delay_ms: 0.5 }, 'BAD_REQUEST', 'delay_ms'],
+  ['delay_ms a string', { op: 'submit', cmd: 'true', delay_ms: '10' }, 'BAD_REQUEST', 'delay_ms'],
+  ['delay_ms huge', { op: 'submit', cmd: 'true', delay_ms: 1e300 }, 'BAD_REQUEST', 'delay_ms'],
+
+  // retries, retry_delay_ms
+  ['retries 101', { cmd: 'true', retries: 101 }, 'BAD_REQUEST', 'retries'],
+  ['retries negative', { cmd: 'true', retries: -1 }, 'BAD_REQUEST', 'retries'],
+  ['retries a float', { cmd: 'true', retries: 2.5 }, 'BAD_REQUEST', 'retries'],
+  ['retries a string', { cmd: 'true', retries: '3' }, 'BAD_REQUEST', 'retries'],
+  ['retries a boolean', { cmd: 'true', retries: true }, 'BAD_REQUEST', 'retries'],
+  ['retry_delay_ms negative', { cmd: 'true', retry_delay_ms: -1 }, 'BAD_REQUEST', 'retry_delay_ms'],
+  ['retry_delay_ms a float', { cmd: 'true', retry_delay_ms: 10.25 }, 'BAD_REQUEST', 'retry_delay_ms'],
+  ['retry_delay_ms a string', { cmd: 'true', retry_delay_ms: '100' }, 'BAD_REQUEST', 'retry_delay_ms'],
+  ['retry_delay_ms huge', { cmd: 'true', retry_delay_ms: 1e300 }, 'BAD_REQUEST', 'retry_delay_ms'],
+
+  // priority
+  ['priority a float', { cmd: 'true', priority: 1.5 }, 'BAD_REQUEST', 'priority'],
+  ['priority a string', { cmd: 'true', priority: 'high' }, 'BAD_REQUEST', 'priority'],
+  ['priority huge', { cmd: 'true', priority: 1e300 }, 'BAD_REQUEST', 'priority'],
+  ['priority hugely negative', { cmd: 'true', priority: -1e300 }, 'BAD_REQUEST', 'priority'],
+
+  // max_output_bytes
+  ['max_output_bytes 0', { cmd: 'true', max_output_bytes: 0 }, 'BAD_REQUEST', 'max_output_bytes'],
+  ['max_output_bytes negative', { cmd: 'true', max_output_bytes: -100 }, 'BAD_REQUEST', 'max_output_bytes'],
+  ['max_output_bytes a float', { cmd: 'true', max_output_bytes: 10.5 }, 'BAD_REQUEST', 'max_output_bytes'],
+  ['max_output_bytes a string', { cmd: 'true', max_output_bytes: '1000' }, 'BAD_REQUEST', 'max_output_bytes'],
+  ['max_output_bytes huge', { cmd: 'true', max_output_bytes: 1e300 }, 'BAD_REQUEST', 'max_output_bytes'],
+
+  // other ops
+  ['status without id', { op: 'status' }, 'BAD_REQUEST', 'id'],
+  ['status with a number id', { op: 'status', id: 7 }, 'BAD_REQUEST', 'id'],
+  ['status with a bad id', { op: 'status', id: 'a b' }, 'BAD_REQUEST', 'id'],
+  ['status of an unknown task', { op: 'status', id: 'never-submitted' }, 'NOT_FOUND', 'never-submitted'],
+  ['wait of an unknown task', { op: 'wait', id: 'never-submitted' }, 'NOT_FOUND', 'never-submitted'],
+  ['wait with a negative timeout_ms', { op: 'wait', id: 'x', timeout_ms: -1 }, 'BAD_REQUEST', 'timeout_ms'],
+  ['wait with a string timeout_ms', { op: 'wait', id: 'x', timeout_ms: '5' }, 'BAD_REQUEST', 'timeout_ms'],
+  ['cancel without id', { op: 'cancel' }, 'BAD_REQUEST', 'id'],
+  ['cancel of an unknown task', { op: 'cancel', id: 'never-submitted' }, 'NOT_FOUND', 'never-submitted'],
+  ['list with a bad state', { op: 'list', state: 'DONE' }, 'BAD_REQUEST', 'state'],
+  ['list with limit 0', { op: 'list', limit: 0 }, 'BAD_REQUEST', 'limit'],
+  ['list with a string limit', { op: 'list', limit: '10' }, 'BAD_REQUEST', 'limit'],
+  ['list with a bad after', { op: 'list', after: 'a b' }, 'BAD_REQUEST', 'after'],
+  ['subscribe with ids a string', { op: 'subscribe', ids: 'abc' }, 'BAD_REQUEST', 'ids'],
+  ['auth without token', { op: 'auth' }, 'BAD_REQUEST', 'token'],
+  ['auth with a number token', { op: 'auth', token: 1234 }, 'BAD_REQUEST', 'token'],
+];
+
+/** Rejects when the promise does not settle in time, so a missing answer fails one test instead of hanging the file. */
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+describe('request validation over a real socket', () => {
+  let daemon: TestDaemon;
+  let n = 0;
+
+  beforeAll(async () => {
+    daemon = await startDaemon();
+  });
+  afterAll(async () => {
+    expect(await daemon.stop()).toBe(0);
+  });
+
+  /**
+   * Sends a line and then a `health` on the same (fresh) connection; returns
+   * the answer to the line after checking the connection still answers.
+   */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  async function sendThenHealth(line: string): Promise<any> {
+    const raw = await daemon.raw();
+    try {
+      const healthRef = `health-${++n}`;
+      raw.send(`${line}\n{"op":"health","ref":"${healthRef}"}\n`);
+      const answers = await within(raw.take(2), 10_000, line);
+      const health = answers.find((a) => a.ref === healthRef);
+      expect(health, `the connection must still answer after ${line}`).toMatchObject({ ok: true, op: 'health' });
+      return answers.find((a) => a !== health);
+    } finally {
+      raw.close();
+    }
+  }
+
+  /** One request on a fresh connection, its answer. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  async function exchange(request: object): Promise<any> {
+    const raw = await daemon.raw();
+    try {
+      raw.send(`${JSON.stringify(request)}\n`);
+      return await within(raw.next(), 20_000, JSON.stringify(request));
+    } finally {
+      raw.close();
+    }
+  }
+
+  it.each(SPEC_ROWS)('%s → %s naming the field', async (_name, request, code, field) => {
+    const ref = `ref-${n + 1}`;
+    const response = await sendThenHealth(JSON.stringify({ ...request, ref }));
+    expect(response.ok).toBe(false);
+    expect(response.ref).toBe(ref);
+    expect(response.error.code).toBe(code);
+    expect(typeof response.error.message).toBe('string');
+    expect(response.error.message).toContain(field);
+  });
+
+  it('suggests timeout_ms for timout_ms, and runs nothing', async () => {
+    const response = await sendThenHealth('{"cmd":"true","id":"typo-task","timout_ms":1000,"ref":"typo"}');
+    expect(response).toMatchObject({ ok: false, ref: 'typo', error: { code: 'BAD_REQUEST' } });
+    expect(response.error.message).toContain('timout_ms');
+    expect(response.error.message).toContain('timeout_ms');
+    const status = await sendThenHealth('{"op":"status","id":"typo-task","ref":"typo-status"}');
+    expect(status).toMatchObject({ ok: false, ref: 'typo-status', error: { code: 'NOT_FOUND' } });
+  });
+
+  it.each([
+    ['an array', '[{"op":"health"}]'],
+    ['a number', '42'],
+    ['null', 'null'],
+    ['a string', '"health"'],
+    ['true', 'true'],
+  ])('answers a JSON value that is not an object (%s) with BAD_REQUEST', async (_name, line) => {
+    const response = await sendThenHealth(line);
+    expect(response.ok).toBe(false);
+    expect(response.error.code).toBe('BAD_REQUEST');
+    expect(response.error.message).toMatch(/object/);
+    expect(response).not.toHaveProperty('ref');
+  });
+
+  it.each([
+    ['an object', { a: 1 }],
+    ['an array', ['r']],
+    ['a boolean', true],
+    ['null', null],
+  ])('refuses a ref that is %s, naming ref, without echoing it', async (_name, ref) => {
+    const response = await sendThenHealth(JSON.stringify({ op: 'health', ref }));
+    expect(response.ok).toBe(false);
+    expect(response.error.code).toBe('BAD_REQUEST');
+    expect(response.error.message).toContain('ref');
+    expect(response).not.toHaveProperty('ref');
+  });
+
+  it.each([
+    ['a string', 'abc'],
+    ['an empty string', ''],
+    ['a number', 17],
+    ['zero', 0],
+    ['a negative float', -2.5],
+  ])('echoes a ref that is %s, on errors and on success', async (_name, ref) => {
+    const error = await sendThenHealth(JSON.stringify({ op: 'bogus', ref }));
+    expect(error).toMatchObject({ ok: false, error: { code: 'UNKNOWN_OP' } });
+    expect(error).toHaveProperty('ref', ref);
+    const ok = await exchange({ op: 'health', ref });
+    expect(ok).toMatchObject({ ok: true, op: 'health' });
+    expect(ok).toHaveProperty('ref', ref);
+  });
+
+  it('echoes the ref of a request that fails later, in the handler (NOT_FOUND)', async () => {
+    const response = await sendThenHealth('{"op":"wait","id":"missing-42","ref":99}');
+    expect(response).toMatchObject({ ok: false, ref: 99, error: { code: 'NOT_FOUND' } });
+  });
+
+  it('does not echo a ref on BAD_JSON (it cannot be read)', async () => {
+    const response = await sendThenHealth('{"op":"health","ref":"broken",');
+    expect(response.ok).toBe(false);
+    expect(response.error.code).toBe('BAD_JSON');
+    expect(response).not.toHaveProperty('ref');
+  });
+
+  it('runs a request with cmd and no op as op "run"', async () => {
+    const response = await exchange({ cmd: 'printf %s no-op', ref: 'no-op' });
+    expect(response).toMatchObject({ ok: true, ref: 'no-op', op: 'run', task: { state: 'COMPLETED', exit_code: 0, stdout: 'no-op' } });
+  });
+
+  it('accepts command as an alias of cmd, with and without op', async () => {
+    expect(await exchange({ command: 'printf %s alias', ref: 'alias' })).toMatchObject({
+      ok: true, ref: 'alias', op: 'run', task: { state: 'COMPLETED', stdout: 'alias' },
+    });
+    expect(await exchange({ op: 'run', command: [CMD, '--stdout', 'alias-array'], ref: 'alias-array' })).toMatchObject({
+      ok: true, ref: 'alias-array', op: 'run', task: { state: 'COMPLETED', stdout: 'alias-array' },
+    });
+  });
+
+  it('accepts a spec using every field with valid values (the rules above are not over-strict)', async () => {
+    expect(await exchange({ op: 'submit', id: 'dep-ok_1.a:b-c', cmd: 'true', ref: 'dep' })).toMatchObject({
+      ok: true, ref: 'dep', task: { id: 'dep-ok_1.a:b-c' },
+    });
+    const response = await exchange({
+      op: 'run',
+      ref: 'full',
+      id: 'x'.repeat(128),
+      cmd: [CMD, '--print-env', 'FULL_VAR', '--echo-stdin'],
+      args: ['--stdout', 'arg'],
+      timeout_ms: 20_000,
+      cwd: '/',
+      env: { FULL_VAR: 'v' },
+      stdin: 'in|',
+      depends_on: ['dep-ok_1.a:b-c'],
+      start_at: new Date(Date.now() - 1000).toISOString(),
+      retries: 100,
+      retry_delay_ms: 0,
+      priority: -5,
+      max_output_bytes: 1,
+    });
+    expect(response).toMatchObject({
+      ok: true, ref: 'full', op: 'run', task: { id: 'x'.repeat(128), state: 'COMPLETED', stdout: 'i', stdout_truncated: true },
+    });
+  });
+
+  it('accepts start_at as epoch milliseconds and delay_ms 0', async () => {
+    expect(await exchange({ cmd: 'printf epoch', start_at: Date.now() - 10, ref: 'epoch' })).toMatchObject({
+      ok: true, ref: 'epoch', task: { state: 'COMPLETED', stdout: 'epoch' },
+    });
+    expect(await exchange({ cmd: 'printf delay', delay_ms: 0, ref: 'delay0' })).toMatchObject({
+      ok: true, ref: 'delay0', task: { state: 'COMPLETED', stdout: 'delay' },
+    });
+  });
+
+  it('answers each request of a burst of bad ones on one connection once, with its ref, and keeps the connection', async () => {
+    const raw = await daemon.raw();
+    const rows = SPEC_ROWS.filter(([, , code]) => code === 'BAD_REQUEST' || code === 'UNKNOWN_OP');
+    const lines = rows.map(([, request], i) => JSON.stringify({ ...request, ref: `burst-${i}` }));
+    raw.send(`${lines.join('\n')}\n{"op":"health","ref":"burst-end"}\n`);
+    const answers = await within(raw.take(lines.length + 1), 20_000, 'the burst');
+    const end = answers.find((a) => a.ref === 'burst-end');
+    expect(end).toMatchObject({ ok: true, op: 'health' });
+    // one answer per request (whether each is right is the table's business)
+    expect(answers.filter((a) => a !== end).map((a) => a.ref).sort()).toEqual(lines.map((_, i) => `burst-${i}`).sort());
+    raw.close();
+  });
+});

@@ -191,11 +191,25 @@ function startAt(value: unknown): number {
     return value;
   }
   if (typeof value === 'string') {
-    const time = Date.parse(value);
-    if (Number.isNaN(time)) throw badRequest(`start_at must be an ISO-8601 date-time, got ${shown(value)}`);
+    const time = isoTime(value);
+    if (time === undefined) throw badRequest(`start_at must be an ISO-8601 date-time such as "2030-01-31T09:30:00Z", got ${shown(value)}`);
     return time;
   }
   throw badRequest(`start_at must be an ISO-8601 string or epoch milliseconds, got ${typeName(value)}`);
+}
+
+const ISO_8601 = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/i;
+
+/** Epoch ms of a strict ISO-8601 date or date-time that names a real day and time, else undefined. */
+function isoTime(text: string): number | undefined {
+  const match = ISO_8601.exec(text);
+  if (!match) return undefined;
+  const [, year, month, day, hour = '0', minute = '0', second = '0'] = match.map((part) => part ?? undefined);
+  const calendar = new Date(Date.UTC(Number(year), Number(month) - 1, Number(day)));
+  const realDay = calendar.getUTCMonth() === Number(month) - 1 && calendar.getUTCDate() === Number(day);
+  if (!realDay || Number(hour) > 23 || Number(minute) > 59 || Number(second) > 59) return undefined;
+  const time = Date.parse(text.replace(' ', 'T'));
+  return Number.isNaN(time) ? undefined : time;
 }
 
 /** Validates the task spec fields of `run`/`submit` and fills in defaults. */

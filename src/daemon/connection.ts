@@ -15,22 +15,34 @@ import {
 import type { DaemonContext } from './context.js';
 import { handlers, type StatelessOp } from './handlers.js';
 
-/** Unsent output past which the connection stops reading requests until the peer catches up. */
-const PAUSE_READING_BYTES = 1024 * 1024;
+/** Unsent output past which answers are held back (as records, not text) and no new request is taken on. */
+const UNSENT_BYTES_LIMIT = 1024 * 1024;
 /** Unsent output past which subscription events are skipped (and counted) instead of queued. */
 const SKIP_EVENTS_BYTES = 4 * 1024 * 1024;
+/**
+ * The output that the answers in flight on one connection may carry at most,
+ * reckoned from each task's max_output_bytes: a client that sends many runs
+ * and never reads cannot make the daemon hold more than this for it.
+ * (With the default cap that is 64 runs or waits in flight at once.)
+ */
+const OUTPUT_BUDGET_BYTES = 128 * 1024 * 1024;
 
 const digest = (text: string) => createHash('sha256').update(text).digest();
 
 /**
  * One client connection: frames lines, answers each request as soon as it
- * is done (requests are handled concurrently), and keeps its own memory
- * bounded when the peer does not read.
+ * is done (requests are handled concurrently), and keeps its memory bounded
+ * when the peer sends faster than it reads.
  */
 export class Connection {
   private readonly framer: LineFramer;
   private authenticated: boolean;
+  /** lines read but not yet taken on */
+  private readonly waiting: Frame[] = [];
+  /** answers that wait for the peer to read what was sent before */
+  private readonly held: object[] = [];
   private inFlight = 0;
+  private reservedOutput = 0;
   private readEnded = false;
   private unsubscribe: (() => void) | undefined;
   private skippedEvents = 0;
@@ -48,7 +60,6 @@ export class Connection {
     socket.on('end', () => {
       this.readEnded = true;
       this.receive(this.framer.end());
-      this.endIfIdle();
     });
     socket.on('drain', () => this.drained());
     socket.on('error', () => undefined); // resets are normal; 'close' follows
@@ -59,36 +70,67 @@ export class Connection {
   close(): void {
     this.closing = true;
     this.readEnded = true;
+    this.waiting.length = 0;
     this.unsubscribe?.();
     this.unsubscribe = undefined;
     this.endIfIdle();
   }
 
   private receive(frames: Frame[]): void {
-    for (const frame of frames) {
-      if (this.closing) return;
-      if (frame.kind === 'too_long') {
-        this.fail(undefined, new RequestError('LINE_TOO_LONG', `the line is longer than ${this.ctx.config.maxLineBytes} bytes (--max-line-bytes); it was skipped`));
-        continue;
-      }
-      const decoded = decodeLine(frame.line);
-      if (!decoded.ok) {
-        this.fail(undefined, new RequestError('BAD_JSON', decoded.message));
-        continue;
-      }
-      const ref = readableRef(decoded.value);
-      let request: ValidRequest;
-      try {
-        request = parseRequest(decoded.value);
-      } catch (error) {
-        this.fail(ref, error);
-        continue;
-      }
-      this.handle(request);
+    if (!this.closing) this.waiting.push(...frames);
+    this.admit();
+  }
+
+  /** Takes on waiting lines in order while the connection has room, and reads more only when all are taken. */
+  private admit(): void {
+    while (this.waiting.length > 0 && !this.closing && !this.congested()) {
+      const frame = this.waiting[0]!;
+      const request = this.parse(frame);
+      const cost = request ? this.outputCost(request) : 0;
+      if (cost > 0 && this.inFlight > 0 && this.reservedOutput + cost > OUTPUT_BUDGET_BYTES) break;
+      this.waiting.shift();
+      if (request) this.handle(request, cost);
+    }
+    if (this.waiting.length > 0 || this.congested()) this.socket.pause();
+    else if (!this.readEnded) this.socket.resume();
+    this.endIfIdle();
+  }
+
+  private congested(): boolean {
+    return this.held.length > 0 || this.socket.writableLength > UNSENT_BYTES_LIMIT;
+  }
+
+  /** A request, or undefined when the line was answered with an error. */
+  private parse(frame: Frame): ValidRequest | undefined {
+    if (frame.kind === 'too_long') {
+      this.fail(undefined, new RequestError('LINE_TOO_LONG', `the line is longer than ${this.ctx.config.maxLineBytes} bytes (--max-line-bytes); it was skipped`));
+      return undefined;
+    }
+    const decoded = decodeLine(frame.line);
+    if (!decoded.ok) {
+      this.fail(undefined, new RequestError('BAD_JSON', decoded.message));
+      return undefined;
+    }
+    try {
+      return parseRequest(decoded.value);
+    } catch (error) {
+      this.fail(readableRef(decoded.value), error);
+      return undefined;
     }
   }
 
-  private handle(request: ValidRequest): void {
+  /** The output an answer to this request may carry once its task has finished. */
+  private outputCost(request: ValidRequest): number {
+    if (request.op === 'run') return 2 * request.spec.max_output_bytes;
+    if (request.op !== 'wait') return 0;
+    try {
+      return 2 * this.ctx.scheduler.get(request.id).spec.max_output_bytes;
+    } catch {
+      return 0; // NOT_FOUND is answered at once
+    }
+  }
+
+  private handle(request: ValidRequest, cost: number): void {
     if (request.op === 'auth') return this.authenticate(request.ref, request.token);
     if (!this.authenticated) {
       this.closeWith(request.ref, new RequestError('UNAUTHORIZED', 'this daemon needs a token: send {"op":"auth","token":"..."} first'));
@@ -96,6 +138,7 @@ export class Connection {
     }
     if (request.op === 'subscribe') return this.subscribe(request.ref, request.ids);
     this.inFlight++;
+    this.reservedOutput += cost;
     const op: StatelessOp = request.op;
     const handler = handlers[op] as (request: ValidRequest, ctx: DaemonContext) => unknown;
     Promise.resolve()
@@ -106,7 +149,8 @@ export class Connection {
       )
       .finally(() => {
         this.inFlight--;
-        this.endIfIdle();
+        this.reservedOutput -= cost;
+        this.admit();
       });
   }
 
@@ -126,7 +170,7 @@ export class Connection {
     this.unsubscribe = this.ctx.subscribers.add({
       ids: ids && new Set(ids),
       deliver: (line) => {
-        if (this.socket.writableLength > SKIP_EVENTS_BYTES) this.skippedEvents++;
+        if (this.held.length > 0 || this.socket.writableLength > SKIP_EVENTS_BYTES) this.skippedEvents++;
         else this.write(line);
       },
     });
@@ -136,49 +180,59 @@ export class Connection {
     this.send({ ok: true, ...(ref === undefined ? {} : { ref }), op, ...payload });
   }
 
-  private closeWith(ref: Ref | undefined, error: RequestError): void {
-    this.closing = true;
-    this.socket.end(encodeLine({ ok: false, ...(ref === undefined ? {} : { ref }), error: { code: error.code, message: error.message } }));
-  }
-
   private fail(ref: Ref | undefined, error: unknown): void {
     const known = error instanceof RequestError;
     if (!known) this.ctx.config.log(`internal error: ${(error as Error)?.stack ?? String(error)}`);
-    const code: RequestErrorCode = known ? error.code : 'INTERNAL';
-    const message = known ? error.message : 'the daemon failed to carry out the request';
-    this.send({ ok: false, ...(ref === undefined ? {} : { ref }), error: { code, message } });
+    this.send(errorResponse(ref, known ? error.code : 'INTERNAL', known ? error.message : 'the daemon failed to carry out the request'));
+  }
+
+  private closeWith(ref: Ref | undefined, error: RequestError): void {
+    this.closing = true;
+    this.waiting.length = 0;
+    this.socket.end(encodeLine(errorResponse(ref, error.code, error.message)));
   }
 
   /** Every report waits until the journal holds what it reports. */
   private send(message: object): void {
-    const line = encodeLine(message);
     this.ctx.journal.flushed().then(
-      () => this.write(line),
+      () => this.deliver(message),
       (error: Error) => {
         this.ctx.config.log(error.message);
-        this.write(encodeLine({ ok: false, error: { code: 'INTERNAL', message: 'the journal could not be written' } }));
+        this.deliver(errorResponse(undefined, 'INTERNAL', 'the journal could not be written'));
       },
     );
+  }
+
+  /** Writes an answer, or holds it (unserialized, so its output is not copied) while the peer is behind. */
+  private deliver(message: object): void {
+    if (this.congested()) this.held.push(message);
+    else this.write(encodeLine(message));
   }
 
   private write(line: string): void {
     if (this.socket.destroyed || !this.socket.writable) return;
     this.socket.write(line);
-    if (this.socket.writableLength > PAUSE_READING_BYTES) this.socket.pause();
   }
 
   private drained(): void {
-    if (this.skippedEvents > 0) {
+    while (this.held.length > 0 && this.socket.writableLength <= UNSENT_BYTES_LIMIT) this.write(encodeLine(this.held.shift()!));
+    if (this.skippedEvents > 0 && this.held.length === 0) {
       this.write(encodeLine({ event: 'dropped', count: this.skippedEvents }));
       this.skippedEvents = 0;
     }
-    if (this.socket.isPaused() && !this.readEnded) this.socket.resume();
+    this.admit();
   }
 
   /** A peer that has closed its side gets its answers, then the connection ends. */
   private endIfIdle(): void {
-    if (this.readEnded && this.inFlight === 0 && !this.unsubscribe) {
+    if (this.readEnded && this.waiting.length === 0 && this.inFlight === 0 && this.held.length === 0 && !this.unsubscribe) {
       void this.ctx.journal.flushed().finally(() => this.socket.end());
     }
   }
 }
+
+const errorResponse = (ref: Ref | undefined, code: RequestErrorCode, message: string) => ({
+  ok: false,
+  ...(ref === undefined ? {} : { ref }),
+  error: { code, message },
+});

@@ -59,6 +59,7 @@ export class TaskManagerClient extends EventEmitter<ClientEvents> {
   private readonly pending = new Map<Ref, Pending>();
   private nextRef = 1;
   private closedError: Error | undefined;
+  private subscribed = false;
 
   private constructor(private readonly socket: Socket) {
     super();
@@ -150,6 +151,7 @@ export class TaskManagerClient extends EventEmitter<ClientEvents> {
   /** Starts the stream of state changes, delivered as `task` events (and `dropped` when the daemon had to skip some). */
   async subscribe(ids?: string[]): Promise<void> {
     await this.request('subscribe', ids === undefined ? {} : { ids });
+    this.subscribed = true;
   }
 
   async auth(token: string): Promise<void> {
@@ -165,7 +167,10 @@ export class TaskManagerClient extends EventEmitter<ClientEvents> {
     return new Promise((resolve) => {
       if (this.socket.destroyed) return resolve();
       this.socket.once('close', () => resolve());
-      this.socket.end();
+      // The daemon keeps a subscribed connection open after a half-close (the stream lasts until
+      // the client disconnects), so a subscriber disconnects outright.
+      if (this.subscribed) this.socket.destroy();
+      else this.socket.end();
     });
   }
 

@@ -2,7 +2,7 @@ import { setMaxListeners } from 'node:events';
 import { realpath } from 'node:fs/promises';
 import { createServer, isIP, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { OWNER_VARIABLE, killLeftovers, processStartTime, runAttempt } from '../executor/index.js';
+import { Executor, OWNER_VARIABLE, killLeftovers, processStartTime } from '../executor/index.js';
 import { Journal } from '../journal/index.js';
 import { encodeLine } from '../protocol/index.js';
 import { Scheduler } from '../scheduler/index.js';
@@ -23,12 +23,11 @@ const isLoopback = (host: string) =>
   host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
 
 /** The daemon's own settings stay out of the tasks' environment (the token above all). */
-function taskEnvironment(owner: string): Record<string, string> {
+function taskEnvironment(): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [key, value] of Object.entries(process.env)) {
     if (value !== undefined && !key.startsWith('TASK_MANAGER_')) env[key] = value;
   }
-  env[OWNER_VARIABLE] = owner;
   return env;
 }
 
@@ -55,7 +54,10 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
   const killed = await killLeftovers(dataDir, tasks.filter((task) => task.state === 'RUNNING'));
   if (killed > 0) config.log(`killed ${killed} process group(s) left running by the previous daemon`);
 
-  const baseEnv = taskEnvironment(dataDir);
+  const executor = new Executor(
+    { baseEnv: taskEnvironment(), scriptDir: join(dataDir, 'scripts'), killGraceMs: config.killGraceMs },
+    config.log,
+  );
   const scheduler = new Scheduler({
     concurrency: config.concurrency,
     journal,
@@ -63,10 +65,9 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     maxQueue: config.maxQueue,
     processStartTime,
     runAttempt: ({ id, attempt, spec }, signal, onSpawn) =>
-      runAttempt(spec, {
-        env: { ...baseEnv, ...spec.env, TASK_MANAGER_TASK_ID: id, TASK_MANAGER_ATTEMPT: String(attempt) },
-        scriptDir: join(dataDir, 'scripts'),
-        killGraceMs: config.killGraceMs,
+      executor.run(spec, {
+        // Set after the task's own env, which must not move the owner mark that recovery relies on.
+        env: { ...spec.env, TASK_MANAGER_TASK_ID: id, TASK_MANAGER_ATTEMPT: String(attempt), [OWNER_VARIABLE]: dataDir },
         signal,
         onSpawn,
       }),
@@ -117,6 +118,7 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
   const stop = async () => {
     server.close();
     await scheduler.stop(config.shutdownGraceMs);
+    executor.close();
     stopping.abort(); // whoever still waits for a task is told the daemon is stopping
     await journal.flushed().catch(() => undefined);
     for (const connection of connections) connection.close();

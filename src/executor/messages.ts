@@ -1,0 +1,13 @@
+import type { TaskSpec } from '../protocol/index.js';
+import type { AttemptResult } from './run-attempt.js';
+
+/** What the daemon tells its executor process. */
+export type ToExecutor =
+  | { type: 'init'; baseEnv: Record<string, string>; scriptDir: string; killGraceMs: number }
+  | { type: 'run'; attempt: number; spec: TaskSpec; env: Record<string, string> }
+  | { type: 'abort'; attempt: number };
+
+/** What the executor process reports back, per attempt. */
+export type FromExecutor =
+  | { type: 'spawned'; attempt: number; pid: number }
+  | { type: 'result'; attempt: number; result: AttemptResult };

@@ -452,4 +452,25 @@ describe('kill -9 recovery', () => {
     await again.close();
     expect(await second.stop()).toBe(0);
   });
+
+  it('after a clean stop leaves alone a process a task detached on purpose', async () => {
+    const dir = tempDir('tm-detached-');
+    dirs.push(dir);
+    const pidFile = join(dir, 'pid');
+    const first = await startDaemon();
+    daemons.push(first);
+    const client = await first.client();
+    const detach = `setsid ${CMD} --pid-file ${pidFile} --sleep 30000 </dev/null >/dev/null 2>&1 & sleep 0.3`;
+    expect((await client.run({ cmd: detach })).task.state).toBe('COMPLETED');
+    await client.close();
+    const pid = await eventually(() => existsSync(pidFile) && Number(readFileSync(pidFile, 'utf8')));
+    taskPids.add(pid);
+    expect(await first.stop()).toBe(0);
+    const second = await startDaemon([], { dataDir: first.dataDir });
+    daemons.push(second);
+    expect((await (await second.client()).health()).version).toBeTypeOf('string');
+    expect(second.stderr()).not.toMatch(/killed/);
+    process.kill(pid, 0); // still alive: throws if not
+    process.kill(pid, 'SIGKILL');
+  });
 });

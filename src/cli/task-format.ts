@@ -8,6 +8,10 @@ const shellQuote = (word: string) => (SHELL_SAFE.test(word) ? word : `'${word.re
 
 /** The task's command as one line: a shell string as is, an argv quoted as a shell would need it. */
 export function describeCommand(task: TaskRecord): string {
+  return commandText(task).replace(/\r?\n/g, '⏎');
+}
+
+function commandText(task: TaskRecord): string {
   const args = (task.args ?? []).map(shellQuote);
   if (task.script) return [`<${task.script.lang} script>`, ...args].join(' ');
   if (task.cmd === null) return '-';

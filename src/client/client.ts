@@ -31,9 +31,10 @@ export class TaskManagerError extends Error {
   override readonly name = 'TaskManagerError';
   constructor(
     readonly code: RequestErrorCode,
-    message: string,
+    /** the daemon's own message, without the code */
+    readonly reason: string,
   ) {
-    super(`${code}: ${message}`);
+    super(`${code}: ${reason}`);
   }
 }
 

@@ -48,7 +48,7 @@ export async function runTasks(specs: TaskSpecInput[], options: RunTasksOptions 
     } catch (error) {
       if (isTransient(error)) throw error;
       if (!(error instanceof TaskManagerError)) throw error;
-      settle(index, { ok: false, id: tasks[index]!.id, error: { code: error.code, message: error.message } });
+      settle(index, { ok: false, id: tasks[index]!.id, error: { code: error.code, message: error.reason } });
     }
   };
 

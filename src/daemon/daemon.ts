@@ -39,7 +39,7 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
         'Give --token-file, or listen on 127.0.0.1 and reach it through an SSH tunnel.',
     );
   }
-  const { journal, tasks } = await Journal.open(config.dataDir, {
+  const { journal, tasks, crashed } = await Journal.open(config.dataDir, {
     durability: config.durability,
     compactAfterBytes: config.compactAfterBytes,
     warn: config.log,
@@ -51,7 +51,9 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
   });
   const dataDir = await realpath(config.dataDir);
   config.dataDir = dataDir;
-  const killed = await killLeftovers(dataDir, tasks.filter((task) => task.state === 'RUNNING'));
+  // After a crash, anything this data dir's daemon started may still run (after a clean stop nothing
+  // does, and a process a task detached on purpose is left alone).
+  const killed = crashed ? await killLeftovers(dataDir, tasks.filter((task) => task.state === 'RUNNING')) : 0;
   if (killed > 0) config.log(`killed ${killed} process group(s) left running by the previous daemon`);
 
   const executor = new Executor(

@@ -2,7 +2,7 @@ import { mkdir, readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Low } from 'lowdb';
 import type { StoredTask, TaskJournal, TaskPatch } from '../scheduler/index.js';
-import { DurableJSONFile } from './durable-json-file.js';
+import { DurableJSONFile, syncDirectory } from './durable-json-file.js';
 import { lockDataDir } from './lock.js';
 import { LogWriter } from './log-writer.js';
 import { encodeEntry, replayLog, tidy } from './replay.js';
@@ -53,10 +53,10 @@ export class Journal implements TaskJournal {
   ) {}
 
   /** Locks the data dir, replays snapshot and logs, and starts a fresh log generation. */
-  static async open(dir: string, options: JournalOptions): Promise<{ journal: Journal; tasks: StoredTask[] }> {
+  static async open(dir: string, options: JournalOptions): Promise<{ journal: Journal; tasks: StoredTask[]; crashed: boolean }> {
     const warn = options.warn ?? ((message: string) => console.warn(message));
     await mkdir(dir, { recursive: true, mode: 0o700 });
-    const unlock = await lockDataDir(join(dir, 'lock'));
+    const { release: unlock, tookOverStale: crashed } = await lockDataDir(join(dir, 'lock'));
     try {
       const snapshotFile = new DurableJSONFile<Snapshot>(join(dir, SNAPSHOT));
       const db = new Low<Snapshot>(snapshotFile, { format: 1, generation: 0, tasks: [] });
@@ -72,7 +72,7 @@ export class Journal implements TaskJournal {
       const journal = new Journal(dir, db, snapshotFile, log, generation, options, unlock);
       await journal.writeSnapshot(recovered, generation);
       await journal.removeLogsBefore(generation);
-      return { journal, tasks: recovered };
+      return { journal, tasks: recovered, crashed };
     } catch (error) {
       await unlock();
       throw error;
@@ -119,6 +119,7 @@ export class Journal implements TaskJournal {
     try {
       const generation = this.generation + 1;
       const next = await openLog(join(this.dir, logName(generation)), this.options);
+      await syncDirectory(this.dir); // the new log's name must be durable before anything is acknowledged from it
       this.retiring = this.log;
       this.log = next;
       this.generation = generation;

@@ -51,6 +51,7 @@ function shown(value: unknown): string {
 }
 
 function typeName(value: unknown): string {
+  if (value === undefined) return 'nothing';
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
   return typeof value === 'object' ? 'an object' : `${typeof value} ${shown(value)}`;
@@ -122,6 +123,7 @@ function argumentArray(value: unknown, name: string, { nonEmpty = false } = {}):
 }
 
 export function taskId(value: unknown, name = 'id'): string {
+  if (value === undefined) throw badRequest(`${name} is required`);
   if (typeof value !== 'string') throw badRequest(`${name} must be a string, got ${typeName(value)}`);
   if (!ID_PATTERN.test(value)) {
     throw badRequest(`${name} must be 1 to 128 characters of A-Z a-z 0-9 . _ : -, got ${shown(value)}`);

@@ -5,7 +5,7 @@
  * touches the daemon's event loop, which keeps serving clients meanwhile.
  */
 import type { FromExecutor, ToExecutor } from './messages.js';
-import { runAttempt } from './run-attempt.js';
+import { runAttempt, startFailure } from './run-attempt.js';
 
 let settings: Extract<ToExecutor, { type: 'init' }> | undefined;
 const running = new Map<number, AbortController>();
@@ -27,10 +27,12 @@ process.on('message', (message: ToExecutor) => {
       killGraceMs,
       signal: abort.signal,
       onSpawn: (pid) => report({ type: 'spawned', attempt: message.attempt, pid }),
-    }).then((result) => {
-      running.delete(message.attempt);
-      report({ type: 'result', attempt: message.attempt, result });
-    });
+    })
+      .catch((error: Error) => startFailure(`the attempt could not be run: ${error.message}`))
+      .then((result) => {
+        running.delete(message.attempt);
+        report({ type: 'result', attempt: message.attempt, result });
+      });
   }
 });
 

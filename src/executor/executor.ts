@@ -1,4 +1,5 @@
 import { fork, type ChildProcess } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { TaskSpec } from '../protocol/index.js';
 import type { FromExecutor, ToExecutor } from './messages.js';
@@ -15,19 +16,26 @@ export interface ExecutorSettings {
 }
 
 interface Pending {
+  worker: Worker;
   resolve: (result: AttemptResult) => void;
   onSpawn?: (pid: number) => void;
   pid?: number;
 }
 
+interface Worker {
+  child: ChildProcess;
+  running: number;
+}
+
 const ENTRY = fileURLToPath(new URL('./executor-process.js', import.meta.url));
 
 /**
- * Runs attempts in the executor process (see executor-process.ts), started
- * on first use and again if it ever dies.
+ * Runs attempts in executor processes (see executor-process.ts): one per
+ * core, since a process blocks while each child it forks execs, each started
+ * on first use and again if it ever dies. An attempt goes to the least busy.
  */
 export class Executor {
-  private child: ChildProcess | undefined;
+  private readonly workers: (Worker | undefined)[];
   private readonly pending = new Map<number, Pending>();
   private nextAttempt = 1;
   private closed = false;
@@ -35,40 +43,55 @@ export class Executor {
   constructor(
     private readonly settings: ExecutorSettings,
     private readonly log: (line: string) => void,
-  ) {}
+    size = Math.min(availableParallelism(), 4),
+  ) {
+    this.workers = Array.from({ length: size }, () => undefined);
+  }
 
   run(spec: TaskSpec, options: { env: Record<string, string>; signal?: AbortSignal; onSpawn?: (pid: number) => void }): Promise<AttemptResult> {
     const attempt = this.nextAttempt++;
-    const child = this.process();
+    const worker = this.leastBusy();
+    worker.running++;
     return new Promise((resolve) => {
-      const abort = () => child.connected && child.send({ type: 'abort', attempt } satisfies ToExecutor);
+      const abort = () => worker.child.connected && worker.child.send({ type: 'abort', attempt } satisfies ToExecutor);
       this.pending.set(attempt, {
+        worker,
         resolve: (result) => {
+          worker.running--;
           options.signal?.removeEventListener('abort', abort);
           resolve(result);
         },
         ...(options.onSpawn ? { onSpawn: options.onSpawn } : {}),
       });
-      child.send({ type: 'run', attempt, spec, env: options.env } satisfies ToExecutor);
+      worker.child.send({ type: 'run', attempt, spec, env: options.env } satisfies ToExecutor);
       options.signal?.addEventListener('abort', abort, { once: true });
       if (options.signal?.aborted) abort();
     });
   }
 
-  /** Once nothing runs any more: ends the executor process. */
+  /** Once nothing runs any more: ends the executor processes. */
   close(): void {
     this.closed = true;
-    this.child?.disconnect();
+    for (const worker of this.workers) if (worker?.child.connected) worker.child.disconnect();
   }
 
-  private process(): ChildProcess {
-    if (this.child?.connected) return this.child;
+  private leastBusy(): Worker {
+    let best = 0;
+    for (let i = 0; i < this.workers.length; i++) {
+      const worker = this.workers[i];
+      if (!worker?.child.connected) return (this.workers[i] = this.startWorker());
+      if (worker.running < this.workers[best]!.running) best = i;
+    }
+    return this.workers[best]!;
+  }
+
+  private startWorker(): Worker {
     const child = fork(ENTRY, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const worker: Worker = { child, running: 0 };
     child.on('message', (message: FromExecutor) => this.receive(message));
-    child.once('exit', (code, signal) => this.lost(child, code, signal));
+    child.once('exit', (code, signal) => this.lost(worker, code, signal));
     child.send({ type: 'init', ...this.settings } satisfies ToExecutor);
-    this.child = child;
-    return child;
+    return worker;
   }
 
   private receive(message: FromExecutor): void {
@@ -83,12 +106,14 @@ export class Executor {
     }
   }
 
-  /** The executor process died: its attempts' process groups are killed and the attempts fail. */
-  private lost(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
-    if (this.child === child) this.child = undefined;
-    if (this.closed && this.pending.size === 0) return;
-    this.log(`the executor process ended (${signal ?? `code ${code}`}) with ${this.pending.size} attempt(s) running`);
+  /** An executor process died: its attempts' process groups are killed and the attempts fail. */
+  private lost(worker: Worker, code: number | null, signal: NodeJS.Signals | null): void {
+    const index = this.workers.indexOf(worker);
+    if (index >= 0) this.workers[index] = undefined;
+    if (this.closed && worker.running === 0) return;
+    this.log(`an executor process ended (${signal ?? `code ${code}`}) with ${worker.running} attempt(s) running`);
     for (const [attempt, waiting] of this.pending) {
+      if (waiting.worker !== worker) continue;
       if (waiting.pid !== undefined) signalGroup(waiting.pid, 'SIGKILL');
       this.pending.delete(attempt);
       waiting.resolve(startFailure('the executor process ended unexpectedly during the attempt'));

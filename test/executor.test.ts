@@ -1,7 +1,7 @@
-import { chmodSync, existsSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CMD, eventually, isAlive, removeDir, startDaemon, tempDir, type RawConnection, type TestDaemon } from './helpers.js';
+import { CMD, eventually, isAlive, isGone, readPid, removeDir, startDaemon, tempDir, type RawConnection, type TestDaemon } from './helpers.js';
 
 const KILL_GRACE_MS = 300;
 
@@ -14,22 +14,6 @@ function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-/** Dead, or a zombie nobody has reaped yet (it runs no more code either). */
-function isGone(pid: number): boolean {
-  if (!isAlive(pid)) return true;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
-  } catch {
-    return true;
-  }
-}
-
-const readPid = (file: string): number | undefined => {
-  if (!existsSync(file)) return undefined;
-  const pid = Number(readFileSync(file, 'utf8'));
-  return Number.isInteger(pid) && pid > 0 ? pid : undefined;
-};
 
 describe('executor through a real daemon', () => {
   let daemon: TestDaemon;

@@ -1,11 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { TaskManagerClient } from '../src/index.js';
+import { TaskManagerClient, type TaskRecord, type TaskState } from '../src/index.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const CMD = join(ROOT, 'bin/cmd');
@@ -149,5 +149,68 @@ export function isAlive(pid: number): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/** Dead, or a zombie nobody has reaped yet (it runs no more code either). */
+export function isGone(pid: number): boolean {
+  if (!isAlive(pid)) return true;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
+  } catch {
+    return true;
+  }
+}
+
+export const readPid = (file: string): number | undefined => {
+  if (!existsSync(file)) return undefined;
+  const pid = Number(readFileSync(file, 'utf8'));
+  return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+};
+
+/** Every `task` event of a subscription, with a way to wait for one that matches. */
+export class EventLog {
+  readonly events: TaskRecord[] = [];
+  private waiters: { match: (task: TaskRecord) => boolean; resolve: (task: TaskRecord) => void }[] = [];
+
+  private constructor(readonly client: TaskManagerClient) {
+    client.on('task', (task) => {
+      this.events.push(task);
+      this.waiters = this.waiters.filter((waiter) => {
+        if (!waiter.match(task)) return true;
+        waiter.resolve(task);
+        return false;
+      });
+    });
+  }
+
+  static async open(daemon: TestDaemon, ids?: string[]): Promise<EventLog> {
+    const client = await daemon.client();
+    const log = new EventLog(client);
+    await client.subscribe(ids);
+    return log;
+  }
+
+  /** The first event (already seen or still to come) that matches. */
+  next(match: (task: TaskRecord) => boolean, what: string, timeoutMs = 20_000): Promise<TaskRecord> {
+    const seen = this.events.find(match);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no event ${what} within ${timeoutMs} ms`)), timeoutMs);
+      this.waiters.push({ match, resolve: (task) => (clearTimeout(timer), resolve(task)) });
+    });
+  }
+
+  state(id: string, state: TaskState): Promise<TaskRecord> {
+    return this.next((task) => task.id === id && task.state === state, `${id} ${state}`);
+  }
+
+  statesOf(id: string): TaskState[] {
+    return this.events.filter((task) => task.id === id).map((task) => task.state);
+  }
+
+  close(): Promise<void> {
+    return this.client.close();
   }
 }

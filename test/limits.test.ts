@@ -69,14 +69,6 @@ class ManualReader {
   }
 }
 
-/** Resolves with the first message, or 'timeout'. */
-function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([promise, new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), ms)))]).finally(() =>
-    clearTimeout(timer),
-  );
-}
-
 /** A task printing exactly one million bytes, cheaply (no Node start-up per task). */
 const MILLION_BYTES = ['sh', '-c', 'head -c 1000000 /dev/zero | tr "\\0" x'];
 

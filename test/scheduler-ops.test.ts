@@ -3,8 +3,8 @@ import { cpus, totalmem } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TaskManagerError, type TaskManagerClient } from '../src/index.js';
-import type { TaskRecord, TaskState } from '../src/protocol/index.js';
-import { CMD, eventually, isAlive, removeDir, startDaemon, tempDir, type TestDaemon } from './helpers.js';
+import type { TaskState } from '../src/protocol/index.js';
+import { CMD, EventLog, eventually, isAlive, isGone, readPid, removeDir, startDaemon, tempDir, type TestDaemon } from './helpers.js';
 
 /**
  * The query and control ops around the scheduler: cancel, wait, list, count,
@@ -14,23 +14,6 @@ import { CMD, eventually, isAlive, removeDir, startDaemon, tempDir, type TestDae
  */
 
 const STATES: TaskState[] = ['PENDING', 'QUEUED', 'RUNNING', 'COMPLETED', 'FAILED', 'CANCELED'];
-
-/** Dead or a zombie nobody reaped yet (a container's pid 1 may not reap orphans). */
-function gone(pid: number): boolean {
-  if (!isAlive(pid)) return true;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
-  } catch {
-    return true;
-  }
-}
-
-const readPid = (file: string): number | undefined => {
-  if (!existsSync(file)) return undefined;
-  const pid = Number(readFileSync(file, 'utf8'));
-  return pid > 0 ? pid : undefined;
-};
 
 const recordedStarts = (file: string): number =>
   existsSync(file) ? readFileSync(file, 'utf8').trim().split('\n').filter((line) => JSON.parse(line).event === 'start').length : 0;
@@ -44,52 +27,6 @@ async function codeOf(promise: Promise<unknown>): Promise<string> {
     return (error as TaskManagerError).code;
   }
   throw new Error('the request succeeded, an error was expected');
-}
-
-/** Every `task` event of a subscription, with a way to wait for one that matches. */
-class EventLog {
-  readonly events: TaskRecord[] = [];
-  private waiters: { match: (task: TaskRecord) => boolean; resolve: (task: TaskRecord) => void }[] = [];
-
-  private constructor(readonly client: TaskManagerClient) {
-    client.on('task', (task) => {
-      this.events.push(task);
-      this.waiters = this.waiters.filter((waiter) => {
-        if (!waiter.match(task)) return true;
-        waiter.resolve(task);
-        return false;
-      });
-    });
-  }
-
-  static async open(daemon: TestDaemon, ids?: string[]): Promise<EventLog> {
-    const client = await daemon.client();
-    const log = new EventLog(client);
-    await client.subscribe(ids);
-    return log;
-  }
-
-  next(match: (task: TaskRecord) => boolean, what: string, timeoutMs = 20_000): Promise<TaskRecord> {
-    const seen = this.events.find(match);
-    if (seen) return Promise.resolve(seen);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no event ${what} within ${timeoutMs} ms`)), timeoutMs);
-      this.waiters.push({ match, resolve: (task) => (clearTimeout(timer), resolve(task)) });
-    });
-  }
-
-  state(id: string, state: TaskState): Promise<TaskRecord> {
-    return this.next((task) => task.id === id && task.state === state, `${id} ${state}`);
-  }
-
-  statesOf(id: string): TaskState[] {
-    return this.events.filter((task) => task.id === id).map((task) => task.state);
-  }
-
-  /** destroy, not close(): see the test "a subscribed client can close gracefully" */
-  close(): void {
-    this.client.destroy();
-  }
 }
 
 describe('cancel and wait', () => {
@@ -147,8 +84,8 @@ describe('cancel and wait', () => {
     expect(Date.now() - asked).toBeLessThan(10_000);
     expect(canceled).toMatchObject({ id: 'cr-tree', state: 'CANCELED', attempts: 1, error: { code: 'CANCELED' } });
     expect(canceled.finished_at).toEqual(expect.any(String));
-    await eventually(() => gone(mainPid), 5000);
-    await eventually(() => gone(grandchildPid), 5000);
+    await eventually(() => isGone(mainPid), 5000);
+    await eventually(() => isGone(grandchildPid), 5000);
   });
 
   it('cancels a RUNNING task that ignores SIGTERM (SIGKILL after the grace period)', async () => {
@@ -158,7 +95,7 @@ describe('cancel and wait', () => {
     const pid = await eventually(() => readPid(pidFile));
     const canceled = await client.cancel('cr-stubborn');
     expect(canceled.state).toBe('CANCELED');
-    await eventually(() => gone(pid), 5000);
+    await eventually(() => isGone(pid), 5000);
   });
 
   it('does not retry a task canceled while running', async () => {

@@ -1,9 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { TaskManagerClient } from '../src/index.js';
-import type { TaskRecord, TaskState } from '../src/protocol/index.js';
-import { CMD, removeDir, startDaemon, tempDir, type TestDaemon } from './helpers.js';
+import type { TaskState } from '../src/protocol/index.js';
+import { CMD, EventLog, removeDir, startDaemon, tempDir, type TestDaemon } from './helpers.js';
 
 /**
  * The scheduler as seen through the wire: the concurrency limit, priorities,
@@ -17,53 +16,6 @@ const ms = (iso: string | undefined): number => {
   expect(Number.isNaN(time)).toBe(false);
   return time;
 };
-
-/** Every `task` event of a subscription, with a way to wait for one that matches. */
-class EventLog {
-  readonly events: TaskRecord[] = [];
-  private waiters: { match: (task: TaskRecord) => boolean; resolve: (task: TaskRecord) => void }[] = [];
-
-  private constructor(readonly client: TaskManagerClient) {
-    client.on('task', (task) => {
-      this.events.push(task);
-      this.waiters = this.waiters.filter((waiter) => {
-        if (!waiter.match(task)) return true;
-        waiter.resolve(task);
-        return false;
-      });
-    });
-  }
-
-  static async open(daemon: TestDaemon, ids?: string[]): Promise<EventLog> {
-    const client = await daemon.client();
-    const log = new EventLog(client);
-    await client.subscribe(ids);
-    return log;
-  }
-
-  /** The first event (already seen or still to come) that matches. */
-  next(match: (task: TaskRecord) => boolean, what: string, timeoutMs = 20_000): Promise<TaskRecord> {
-    const seen = this.events.find(match);
-    if (seen) return Promise.resolve(seen);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no event ${what} within ${timeoutMs} ms`)), timeoutMs);
-      this.waiters.push({ match, resolve: (task) => (clearTimeout(timer), resolve(task)) });
-    });
-  }
-
-  state(id: string, state: TaskState): Promise<TaskRecord> {
-    return this.next((task) => task.id === id && task.state === state, `${id} ${state}`);
-  }
-
-  statesOf(id: string): TaskState[] {
-    return this.events.filter((task) => task.id === id).map((task) => task.state);
-  }
-
-  /** destroy, not close: a graceful close() of a subscribed client never resolves (see scheduler-ops.test.ts) */
-  close(): void {
-    this.client.destroy();
-  }
-}
 
 describe('concurrency limit', () => {
   let daemon: TestDaemon;

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CMD, RawConnection, startDaemon, type TestDaemon } from './helpers.js';
+import { CMD, startDaemon, type TestDaemon } from './helpers.js';
 
 type Row = [name: string, request: Record<string, unknown>, code: string, field: string];
 

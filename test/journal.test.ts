@@ -263,6 +263,29 @@ describe('data dir lock', () => {
   });
 });
 
+describe('data dir lock held by a zombie', () => {
+  it('takes over the lock of a killed daemon that nobody has reaped yet', async () => {
+    const dataDir = dir('tm-journal-zombie-');
+    // `exec sleep` becomes the daemon's parent and never reaps it: killed, the daemon stays a zombie.
+    const holder = spawn('sh', ['-c', `"${process.execPath}" "${TASK_MANAGER}" serve --port 0 --data-dir "${dataDir}" & echo $!; exec sleep 120`], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    try {
+      let output = '';
+      holder.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      await eventually(() => output.includes('listening'));
+      const pid = Number(output.split('\n')[0]);
+      process.kill(pid, 'SIGKILL');
+      await eventually(() => readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z '));
+      const second = await daemon([], dataDir);
+      expect(readFileSync(join(dataDir, 'lock'), 'utf8')).toMatch(new RegExp(`^${second.process.pid} `));
+      expect(await second.stop()).toBe(0);
+    } finally {
+      holder.kill('SIGKILL');
+    }
+  });
+});
+
 describe('retention', () => {
   it('--keep-finished 5 keeps the 5 newest finished tasks, in memory, in the journal and across a restart', async () => {
     const dataDir = dir('tm-journal-keep-');

@@ -74,6 +74,7 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
         onSpawn,
       }),
   });
+  executor.warm();
   journal.snapshotSource = () => scheduler.snapshot();
   scheduler.restore(tasks);
 

@@ -69,6 +69,11 @@ export class Executor {
     });
   }
 
+  /** Starts every executor process now, so that the first tasks do not wait for them. */
+  warm(): void {
+    for (let i = 0; i < this.workers.length; i++) if (!this.workers[i]?.child.connected) this.workers[i] = this.startWorker();
+  }
+
   /** Once nothing runs any more: ends the executor processes. */
   close(): void {
     this.closed = true;
@@ -76,13 +81,8 @@ export class Executor {
   }
 
   private leastBusy(): Worker {
-    let best = 0;
-    for (let i = 0; i < this.workers.length; i++) {
-      const worker = this.workers[i];
-      if (!worker?.child.connected) return (this.workers[i] = this.startWorker());
-      if (worker.running < this.workers[best]!.running) best = i;
-    }
-    return this.workers[best]!;
+    this.warm(); // replaces any that died
+    return this.workers.reduce((best, worker) => (worker!.running < best!.running ? worker : best))!;
   }
 
   private startWorker(): Worker {

@@ -21,6 +21,12 @@ function statFields(pid: number): string[] | undefined {
   }
 }
 
-/** Whether the process that had this pid and start time is still running. */
-export const isSameProcessAlive = (pid: number, startTime: string | undefined): boolean =>
-  startTime !== undefined && processStartTime(pid) === startTime;
+/**
+ * Whether the process that had this pid and start time is still running. A
+ * zombie is not: it has died, only its parent has not collected it yet (in a
+ * container whose init does not reap orphans, that may be never).
+ */
+export function isSameProcessAlive(pid: number, startTime: string | undefined): boolean {
+  const fields = statFields(pid);
+  return startTime !== undefined && fields !== undefined && fields[0] !== 'Z' && fields[19] === startTime;
+}

@@ -54,7 +54,7 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
   // After a crash, anything this data dir's daemon started may still run (after a clean stop nothing
   // does, and a process a task detached on purpose is left alone).
   const killed = crashed ? await killLeftovers(dataDir, tasks.filter((task) => task.state === 'RUNNING')) : 0;
-  if (killed > 0) config.log(`killed ${killed} process group(s) left running by the previous daemon`);
+  if (killed > 0) config.log(`killed ${killed} process(es) left running by the previous daemon`);
 
   const executor = new Executor(
     { baseEnv: taskEnvironment(), scriptDir: join(dataDir, 'scripts'), killGraceMs: config.killGraceMs },

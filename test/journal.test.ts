@@ -319,6 +319,32 @@ describe('retention', () => {
   });
 });
 
+describe('retained output', () => {
+  it('--keep-output-bytes drops the oldest outputs first, keeps the records, and survives a restart', async () => {
+    const dataDir = dir('tm-journal-output-');
+    const first = await daemon(['--keep-output-bytes', '3000'], dataDir);
+    const client = await first.client();
+    for (let i = 0; i < 5; i++) await client.run({ id: `out-${i}`, cmd: [CMD, '--stdout-bytes', '1000'] });
+    const check = async (c: TaskManagerClient) => {
+      for (let i = 0; i < 5; i++) {
+        const task = await c.status(`out-${i}`);
+        expect(task.state).toBe('COMPLETED');
+        if (i < 2) expect(task).toMatchObject({ stdout: '', output_dropped: true });
+        else expect(task.stdout).toHaveLength(1000);
+        if (i >= 2) expect(task.output_dropped).toBeUndefined();
+      }
+    };
+    await check(client);
+    await client.close();
+    expect(await first.stop()).toBe(0);
+    const second = await daemon(['--keep-output-bytes', '3000'], dataDir);
+    const again = await second.client();
+    await check(again);
+    await again.close();
+    expect(await second.stop()).toBe(0);
+  });
+});
+
 describe('graceful stop', () => {
   it('lets a short task finish within --shutdown-grace-ms, kills a long one to run again after restart, and answers waiters SHUTTING_DOWN', async () => {
     const dataDir = dir('tm-journal-grace-');

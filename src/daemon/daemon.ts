@@ -64,6 +64,7 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     concurrency: config.concurrency,
     journal,
     keepFinished: config.keepFinished,
+    keepOutputBytes: config.keepOutputBytes,
     maxQueue: config.maxQueue,
     processStartTime,
     runAttempt: ({ id, attempt, spec }, signal, onSpawn) =>

@@ -91,6 +91,8 @@ export interface TaskRecord {
   depends_on: string[];
   /** attempts cut short by a daemon stop or crash (they do not use up retries) */
   interrupted?: number;
+  /** the output was dropped to keep retained output within --keep-output-bytes */
+  output_dropped?: true;
   error: TaskError | null;
 }
 

@@ -23,6 +23,8 @@ export interface SchedulerOptions {
   journal: TaskJournal;
   /** finished tasks kept before the oldest are dropped */
   keepFinished: number;
+  /** output (stdout + stderr, in characters) of finished tasks kept before the oldest outputs are dropped */
+  keepOutputBytes: number;
   /** tasks not yet finished that may exist at once */
   maxQueue: number;
   /** the process start time of a pid, to recognise it after a restart */
@@ -45,6 +47,9 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   private readonly tasks = new Map<string, Task>();
   /** finished task ids, oldest first, for retention */
   private readonly finishedIds = new Set<string>();
+  /** finished tasks that still hold their output, oldest first, and its total size */
+  private readonly withOutput = new Set<string>();
+  private outputBytes = 0;
   private readonly ready = new Heap<Task>((a, b) =>
     a.spec.priority !== b.spec.priority ? a.spec.priority > b.spec.priority : a.stored.seq < b.stored.seq,
   );
@@ -376,15 +381,35 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.retain(task);
   }
 
+  /** Keeps finished tasks, and their output, within the retention bounds: oldest go first. */
   private retain(task: Task): void {
     this.finishedIds.add(task.id);
+    if (outputSize(task) > 0) {
+      this.withOutput.add(task.id);
+      this.outputBytes += outputSize(task);
+    }
     while (this.finishedIds.size > this.options.keepFinished) {
       const oldest = this.finishedIds.values().next().value!;
       this.finishedIds.delete(oldest);
       const dropped = this.tasks.get(oldest)!;
+      this.forgetOutput(dropped);
       this.tasks.delete(oldest);
       this.counts[dropped.state]--;
       this.options.journal.drop(oldest);
     }
+    for (const id of this.withOutput) {
+      if (this.outputBytes <= this.options.keepOutputBytes || id === task.id) break;
+      const oldest = this.tasks.get(id)!;
+      this.forgetOutput(oldest);
+      Object.assign(oldest.stored, { stdout: '', stderr: '', output_dropped: true });
+      this.options.journal.put(id, { stdout: '', stderr: '', output_dropped: true });
+    }
   }
+
+  private forgetOutput(task: Task): void {
+    if (this.withOutput.delete(task.id)) this.outputBytes -= outputSize(task);
+  }
+
 }
+
+const outputSize = (task: Task) => (task.stored.stdout?.length ?? 0) + (task.stored.stderr?.length ?? 0);

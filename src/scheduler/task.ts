@@ -69,6 +69,7 @@ export class Task {
     if (s.finished_at) record.finished_at = s.finished_at;
     record.depends_on = s.depends_on;
     if (s.interrupted) record.interrupted = s.interrupted;
+    if (s.output_dropped) record.output_dropped = true;
     record.error = s.error;
     return record;
   }

@@ -129,6 +129,22 @@ describe('token authentication', () => {
 });
 
 describe('token rules at start-up', () => {
+  it('closes a connection that does not authenticate within --auth-timeout-ms, freeing its slot', async () => {
+    const token = newToken();
+    const daemon = await startDaemon(['--token-file', tokenFile('idle', token), '--auth-timeout-ms', '300', '--max-connections', '1']);
+    try {
+      const idle = await daemon.raw();
+      expect(await idle.next()).toMatchObject({ ok: false, error: { code: 'UNAUTHORIZED' } });
+      await idle.closed;
+      const next = await daemon.raw();
+      next.send(`${JSON.stringify({ op: 'auth', ref: 'a', token })}\n{"op":"health","ref":"h"}\n`);
+      expect(await next.take(2)).toMatchObject([{ ok: true, ref: 'a' }, { ok: true, ref: 'h' }]);
+      next.close();
+    } finally {
+      await daemon.stop();
+    }
+  });
+
   it('refuses a token file that group or others can read, saying to chmod it', async () => {
     for (const mode of [0o644, 0o640, 0o604]) {
       const file = tokenFile(`token-${mode.toString(8)}`, newToken(), mode);

@@ -34,6 +34,7 @@ export function serveCommand(): Command {
     .addOption(option('--shutdown-grace-ms <ms>', 'on stop, how long running tasks get before they are killed (to run again at the next start)', 'TASK_MANAGER_SHUTDOWN_GRACE_MS').default(defaults.shutdownGraceMs).argParser(integerOption(0)))
     .addOption(option('--kill-grace-ms <ms>', 'between SIGTERM and SIGKILL for a timed-out or canceled task', 'TASK_MANAGER_KILL_GRACE_MS').default(defaults.killGraceMs).argParser(integerOption(0)))
     .addOption(option('--compact-after-bytes <n>', 'journal log size that triggers a new snapshot', 'TASK_MANAGER_COMPACT_AFTER_BYTES').default(defaults.compactAfterBytes).argParser(integerOption(1024)))
+    .addOption(option('--auth-timeout-ms <ms>', 'with --token-file: a connection that has not authenticated by then is closed', 'TASK_MANAGER_AUTH_TIMEOUT_MS').default(defaults.authTimeoutMs).argParser(integerOption(1)))
     .addOption(option('--token-file <path>', 'require clients to auth with the token in this file (mode 600)', 'TASK_MANAGER_TOKEN_FILE'))
     .action(async (flags: Record<string, unknown>) => {
       try {
@@ -50,6 +51,7 @@ export function serveCommand(): Command {
           maxConnections: flags.maxConnections as number,
           shutdownGraceMs: flags.shutdownGraceMs as number,
           killGraceMs: flags.killGraceMs as number,
+          authTimeoutMs: flags.authTimeoutMs as number,
           compactAfterBytes: flags.compactAfterBytes as number,
         };
         if (typeof flags.tokenFile === 'string') config.token = readTokenFile(flags.tokenFile);

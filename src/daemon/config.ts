@@ -21,6 +21,8 @@ export interface DaemonConfig {
   killGraceMs: number;
   /** when set, a connection must `auth` with it first */
   token?: string;
+  /** with a token: how long a connection may stay without authenticating */
+  authTimeoutMs: number;
   /** the journal log is compacted once it is larger than this */
   compactAfterBytes: number;
   log: (line: string) => void;
@@ -39,6 +41,7 @@ export const DEFAULT_CONFIG: DaemonConfig = {
   maxConnections: 1024,
   shutdownGraceMs: 10_000,
   killGraceMs: 2_000,
+  authTimeoutMs: 10_000,
   compactAfterBytes: 64 * 1024 * 1024,
   log: (line) => console.error(line),
 };

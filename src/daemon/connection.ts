@@ -55,6 +55,15 @@ export class Connection {
   ) {
     this.framer = new LineFramer(ctx.config.maxLineBytes);
     this.authenticated = ctx.config.token === undefined;
+    if (!this.authenticated) {
+      // Without this, clients that never authenticate could hold every connection slot.
+      const timer = setTimeout(() => {
+        if (!this.authenticated && !this.closing) {
+          this.closeWith(undefined, new RequestError('UNAUTHORIZED', `no auth within ${ctx.config.authTimeoutMs} ms`));
+        }
+      }, ctx.config.authTimeoutMs);
+      socket.once('close', () => clearTimeout(timer));
+    }
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.receive(this.framer.push(chunk)));
     socket.on('end', () => {

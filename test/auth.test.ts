@@ -136,10 +136,20 @@ describe('token rules at start-up', () => {
       const idle = await daemon.raw();
       expect(await idle.next()).toMatchObject({ ok: false, error: { code: 'UNAUTHORIZED' } });
       await idle.closed;
-      const next = await daemon.raw();
-      next.send(`${JSON.stringify({ op: 'auth', ref: 'a', token })}\n{"op":"health","ref":"h"}\n`);
-      expect(await next.take(2)).toMatchObject([{ ok: true, ref: 'a' }, { ok: true, ref: 'h' }]);
-      next.close();
+      // The daemon may see the close a moment after the client does: until then the one slot is taken.
+      for (;;) {
+        const next = await daemon.raw();
+        next.send(`${JSON.stringify({ op: 'auth', ref: 'a', token })}\n{"op":"health","ref":"h"}\n`);
+        const first = await next.next();
+        if (first.error?.code === 'TOO_MANY_CONNECTIONS') {
+          next.close();
+          await new Promise((resolve) => setTimeout(resolve, 20));
+          continue;
+        }
+        expect([first, await next.next()]).toMatchObject([{ ok: true, ref: 'a' }, { ok: true, ref: 'h' }]);
+        next.close();
+        break;
+      }
     } finally {
       await daemon.stop();
     }

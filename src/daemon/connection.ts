@@ -1,4 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import type { Socket } from 'node:net';
 import {
   LineFramer,
@@ -42,7 +43,11 @@ export class Connection {
   /** answers that wait for the peer to read what was sent before */
   private readonly held: object[] = [];
   private inFlight = 0;
+  /** answers on their way through the journal flush, not yet written or held */
+  private unsent = 0;
   private reservedOutput = 0;
+  /** aborted when the connection closes: requests still waiting on tasks let go of them */
+  private readonly gone = new AbortController();
   private readEnded = false;
   private unsubscribe: (() => void) | undefined;
   private skippedEvents = 0;
@@ -54,6 +59,7 @@ export class Connection {
     private readonly ctx: DaemonContext,
   ) {
     this.framer = new LineFramer(ctx.config.maxLineBytes);
+    setMaxListeners(0, this.gone.signal); // one listener per request waiting on a task
     this.authenticated = ctx.config.token === undefined;
     if (!this.authenticated) {
       // Without this, clients that never authenticate could hold every connection slot.
@@ -72,7 +78,10 @@ export class Connection {
     });
     socket.on('drain', () => this.drained());
     socket.on('error', () => undefined); // resets are normal; 'close' follows
-    socket.on('close', () => this.unsubscribe?.());
+    socket.on('close', () => {
+      this.unsubscribe?.();
+      this.gone.abort();
+    });
   }
 
   /** Reads nothing more and ends the connection once every request in flight is answered. */
@@ -149,9 +158,9 @@ export class Connection {
     this.inFlight++;
     this.reservedOutput += cost;
     const op: StatelessOp = request.op;
-    const handler = handlers[op] as (request: ValidRequest, ctx: DaemonContext) => unknown;
+    const handler = handlers[op] as (request: ValidRequest, ctx: DaemonContext, gone: AbortSignal) => unknown;
     Promise.resolve()
-      .then(() => handler(request, this.ctx))
+      .then(() => handler(request, this.ctx, this.gone.signal))
       .then(
         (payload) => this.reply(request.ref, op, payload as object),
         (error: unknown) => this.fail(request.ref, error),
@@ -198,18 +207,26 @@ export class Connection {
   private closeWith(ref: Ref | undefined, error: RequestError): void {
     this.closing = true;
     this.waiting.length = 0;
-    this.socket.end(encodeLine(errorResponse(ref, error.code, error.message)));
+    // Destroyed once the line is out: a peer that keeps its side open must not keep the slot.
+    this.socket.end(encodeLine(errorResponse(ref, error.code, error.message)), () => this.socket.destroy());
   }
 
   /** Every report waits until the journal holds what it reports. */
   private send(message: object): void {
-    this.ctx.journal.flushed().then(
-      () => this.deliver(message),
-      (error: Error) => {
-        this.ctx.config.log(error.message);
-        this.deliver(errorResponse(undefined, 'INTERNAL', 'the journal could not be written'));
-      },
-    );
+    this.unsent++;
+    this.ctx.journal
+      .flushed()
+      .then(
+        () => this.deliver(message),
+        (error: Error) => {
+          this.ctx.config.log(error.message);
+          this.deliver(errorResponse(undefined, 'INTERNAL', 'the journal could not be written'));
+        },
+      )
+      .finally(() => {
+        this.unsent--;
+        this.endIfIdle();
+      });
   }
 
   /** Writes an answer, or holds it (unserialized, so its output is not copied) while the peer is behind. */
@@ -229,15 +246,15 @@ export class Connection {
       this.write(encodeLine({ event: 'dropped', count: this.skippedEvents }));
       this.skippedEvents = 0;
     }
-    this.admit();
+    this.admit(); // and ends the connection if that was all
   }
 
-  /** A peer that has closed its side gets its answers, then the connection ends. */
+  /** A peer that has closed its side gets all its answers, then the connection ends. */
   private endIfIdle(): void {
-    if (this.readEnded && this.waiting.length === 0 && this.inFlight === 0 && this.held.length === 0 && !this.unsubscribe) {
-      void this.ctx.journal.flushed().finally(() => this.socket.end());
-    }
+    const idle = this.waiting.length === 0 && this.inFlight === 0 && this.unsent === 0 && this.held.length === 0;
+    if (this.readEnded && idle && !this.unsubscribe) this.socket.end(); // end() still sends what is buffered
   }
+
 }
 
 const errorResponse = (ref: Ref | undefined, code: RequestErrorCode, message: string) => ({

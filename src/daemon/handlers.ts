@@ -11,22 +11,25 @@ export type StatelessOp = Exclude<ValidRequest['op'], 'subscribe' | 'auth'>;
 
 const withDuplicate = (task: TaskRecord, duplicate: boolean) => (duplicate ? { task, duplicate: true as const } : { task });
 
-export const handlers: { [O in StatelessOp]: (request: RequestOf<O>, ctx: DaemonContext) => Payload<O> | Promise<Payload<O>> } = {
+/** Each op's handler; `gone` aborts when the asking connection closes. */
+export const handlers: {
+  [O in StatelessOp]: (request: RequestOf<O>, ctx: DaemonContext, gone: AbortSignal) => Payload<O> | Promise<Payload<O>>;
+} = {
   submit: ({ spec, id }, ctx) => {
     const { task, duplicate } = ctx.scheduler.submit(spec, id);
     return withDuplicate(task.record(), duplicate);
   },
 
-  run: async ({ spec, id }, ctx) => {
+  run: async ({ spec, id }, ctx, gone) => {
     const { task, duplicate } = ctx.scheduler.submit(spec, id);
-    await unlessStopping(ctx, ctx.scheduler.wait(task));
+    await unlessStopping(ctx, ctx.scheduler.wait(task, undefined, gone));
     return withDuplicate(task.record(), duplicate);
   },
 
   status: ({ id }, ctx) => ({ task: ctx.scheduler.get(id).record() }),
 
-  wait: async ({ id, timeout_ms }, ctx) => {
-    const { task, waitedOut } = await unlessStopping(ctx, ctx.scheduler.wait(ctx.scheduler.get(id), timeout_ms));
+  wait: async ({ id, timeout_ms }, ctx, gone) => {
+    const { task, waitedOut } = await unlessStopping(ctx, ctx.scheduler.wait(ctx.scheduler.get(id), timeout_ms, gone));
     return waitedOut ? { task: task.record(), waited_out: true } : { task: task.record() };
   },
 

@@ -89,6 +89,8 @@ export class Executor {
     const child = fork(ENTRY, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     const worker: Worker = { child, running: 0 };
     child.on('message', (message: FromExecutor) => this.receive(message));
+    // A send to a process that just died fails with EPIPE: its 'exit' settles its attempts.
+    child.on('error', (error) => this.log(`executor process: ${error.message}`));
     child.once('exit', (code, signal) => this.lost(worker, code, signal));
     child.send({ type: 'init', ...this.settings } satisfies ToExecutor);
     return worker;

@@ -46,6 +46,8 @@ async function program(spec: TaskSpec, scriptDir: string): Promise<Program> {
   return { file: file!, argv: [...argv, ...args] };
 }
 
+/** After the main process has exited, how long its output pipes may stay open before they are closed. */
+const PIPES_AFTER_EXIT_MS = 200;
 const SPAWN_RETRIES = 5; // a freshly written executable can be briefly busy (ETXTBSY) while another spawn forks
 
 /**
@@ -104,6 +106,7 @@ async function spawnOnce(prog: Program, spec: TaskSpec, options: AttemptOptions)
   let stopping = false;
   let killTimer: NodeJS.Timeout | undefined;
   let timeoutTimer: NodeJS.Timeout | undefined;
+  let streamsTimer: NodeJS.Timeout | undefined;
   const stop = () => {
     if (stopping) return;
     stopping = true;
@@ -118,7 +121,14 @@ async function spawnOnce(prog: Program, spec: TaskSpec, options: AttemptOptions)
       child.stdin.on('error', () => undefined); // the program may exit without reading its input
       child.stdin.end(spec.stdin);
     }
-    child.once('exit', () => signalGroup(child.pid!, 'SIGKILL'));
+    child.once('exit', () => {
+      signalGroup(child.pid!, 'SIGKILL');
+      // A process that left the group (setsid) may still hold the pipes: stop waiting for them soon.
+      streamsTimer = setTimeout(() => {
+        child.stdout!.destroy();
+        child.stderr!.destroy();
+      }, PIPES_AFTER_EXIT_MS);
+    });
     if (spec.timeout_ms !== undefined) {
       timeoutTimer = setTimeout(() => {
         timedOut = true;
@@ -133,6 +143,7 @@ async function spawnOnce(prog: Program, spec: TaskSpec, options: AttemptOptions)
   const duration = performance.now() - started;
   clearTimeout(timeoutTimer);
   clearTimeout(killTimer);
+  clearTimeout(streamsTimer);
   options.signal?.removeEventListener('abort', stop);
 
   if ('error' in exit) {

@@ -19,6 +19,8 @@ const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 const MAX_ARGUMENT_BYTES = 128 * 1024 - 1;
 const MAX_ARGUMENTS = 10_000;
 const MAX_PAYLOAD_BYTES = 8 * 1024 * 1024;
+/** The last instant a JavaScript Date can hold (year 275760). */
+const LATEST_DATE_MS = 8.64e15;
 
 type Fields = Record<string, unknown>;
 
@@ -72,9 +74,10 @@ function editDistance(a: string, b: string): number {
 function rejectUnknownFields(fields: Fields, allowed: readonly string[], where: string): void {
   for (const key of Object.keys(fields)) {
     if (allowed.includes(key)) continue;
-    const near = allowed.find((name) => editDistance(key, name) <= 2);
+    // Only names of about the right length are compared: the distance costs |key| x |name|.
+    const near = allowed.find((name) => Math.abs(name.length - key.length) <= 2 && editDistance(key, name) <= 2);
     const hint = near ? ` (did you mean "${near}"?)` : `; ${where} takes ${allowed.map((f) => `"${f}"`).join(', ') || 'no fields'}`;
-    throw badRequest(`unknown field "${key}"${hint}`);
+    throw badRequest(`unknown field ${shown(key)}${hint}`);
   }
 }
 
@@ -187,14 +190,14 @@ function environment(value: unknown): Record<string, string> {
 
 function startAt(value: unknown): number {
   if (typeof value === 'number') {
-    if (!Number.isSafeInteger(value) || value < 0) {
-      throw badRequest(`start_at must be epoch milliseconds (a non-negative integer) or an ISO-8601 string, got ${value}`);
+    if (!Number.isSafeInteger(value) || value < 0 || value > LATEST_DATE_MS) {
+      throw badRequest(`start_at must be epoch milliseconds (an integer from 0 to ${LATEST_DATE_MS}) or an ISO-8601 string, got ${value}`);
     }
     return value;
   }
   if (typeof value === 'string') {
     const time = isoTime(value);
-    if (time === undefined) throw badRequest(`start_at must be an ISO-8601 date-time such as "2030-01-31T09:30:00Z", got ${shown(value)}`);
+    if (time === undefined || time > LATEST_DATE_MS) throw badRequest(`start_at must be an ISO-8601 date-time such as "2030-01-31T09:30:00Z", got ${shown(value)}`);
     return time;
   }
   throw badRequest(`start_at must be an ISO-8601 string or epoch milliseconds, got ${typeName(value)}`);

@@ -166,18 +166,26 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     return Array.from(this.tasks.values(), (task) => task.stored);
   }
 
-  /** Resolves with the task once it is terminal, or with `waitedOut` after timeoutMs. */
-  async wait(task: Task, timeoutMs?: number): Promise<{ task: Task; waitedOut: boolean }> {
-    if (isTerminal(task.state)) return { task, waitedOut: false };
-    if (timeoutMs === undefined) {
-      await task.finished();
-      return { task, waitedOut: false };
-    }
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<true>((resolve) => (timer = setTimeout(resolve, timeoutMs, true)));
-    const waitedOut = await Promise.race([task.finished().then(() => false), timedOut]);
-    clearTimeout(timer);
-    return { task, waitedOut };
+  /**
+   * Resolves with the task once it is terminal, or with `waitedOut` after
+   * timeoutMs or once `signal` aborts (whoever asked has gone). Nothing of
+   * the wait is left behind on the task either way.
+   */
+  wait(task: Task, timeoutMs?: number, signal?: AbortSignal): Promise<{ task: Task; waitedOut: boolean }> {
+    if (isTerminal(task.state)) return Promise.resolve({ task, waitedOut: false });
+    return new Promise((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      const done = (waitedOut: boolean) => {
+        stopWaiting();
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', gone);
+        resolve({ task, waitedOut });
+      };
+      const gone = () => done(true);
+      const stopWaiting = task.onSettled(() => done(false));
+      if (timeoutMs !== undefined) timer = setTimeout(done, timeoutMs, true);
+      signal?.addEventListener('abort', gone, { once: true });
+    });
   }
 
   /** Cancels a task; a running one is killed with its process group first. */
@@ -188,7 +196,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     if (task.state === 'RUNNING') {
       task.cancelRequested = true;
       task.abort?.abort();
-      await task.finished();
+      await this.wait(task);
     } else {
       this.finish(task, 'CANCELED', { error: errorOf('CANCELED', 'canceled before it started') });
     }

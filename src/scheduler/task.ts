@@ -29,9 +29,8 @@ export class Task {
   durable: Promise<boolean> | undefined;
   /** the daemon is stopping and killed the running attempt */
   stopRequested = false;
-  /** resolved when the task reaches a terminal state */
-  private settle: (() => void) | undefined;
-  private settled: Promise<void> | undefined;
+  /** called once when the task reaches a terminal state */
+  private readonly settledCallbacks = new Set<() => void>();
 
   constructor(readonly stored: StoredTask) {}
 
@@ -74,14 +73,15 @@ export class Task {
     return record;
   }
 
-  finished(): Promise<void> {
-    this.settled ??= new Promise((resolve) => (this.settle = resolve));
-    return this.settled;
+  /** Calls back once the task is terminal; returns a function that cancels the call. */
+  onSettled(callback: () => void): () => void {
+    this.settledCallbacks.add(callback);
+    return () => this.settledCallbacks.delete(callback);
   }
 
   markSettled(): void {
-    this.settle?.();
-    this.settled ??= Promise.resolve();
+    for (const callback of this.settledCallbacks) callback();
+    this.settledCallbacks.clear();
   }
 }
 

@@ -322,7 +322,7 @@ describe('retention', () => {
 describe('retained output', () => {
   it('--keep-output-bytes drops the oldest outputs first, keeps the records, and survives a restart', async () => {
     const dataDir = dir('tm-journal-output-');
-    const first = await daemon(['--keep-output-bytes', '3000'], dataDir);
+    const first = await daemon(['--keep-output-bytes', '3100'], dataDir);
     const client = await first.client();
     for (let i = 0; i < 5; i++) await client.run({ id: `out-${i}`, cmd: [CMD, '--stdout-bytes', '1000'] });
     const check = async (c: TaskManagerClient) => {
@@ -337,7 +337,7 @@ describe('retained output', () => {
     await check(client);
     await client.close();
     expect(await first.stop()).toBe(0);
-    const second = await daemon(['--keep-output-bytes', '3000'], dataDir);
+    const second = await daemon(['--keep-output-bytes', '3100'], dataDir);
     const again = await second.client();
     await check(again);
     await again.close();

@@ -1,5 +1,5 @@
 import { setMaxListeners } from 'node:events';
-import { realpath } from 'node:fs/promises';
+import { mkdir, realpath, rm } from 'node:fs/promises';
 import { createServer, isIP, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { Executor, OWNER_VARIABLE, killLeftovers, processStartTime } from '../executor/index.js';
@@ -51,13 +51,19 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
   });
   const dataDir = await realpath(config.dataDir);
   config.dataDir = dataDir;
-  // After a crash, anything this data dir's daemon started may still run (after a clean stop nothing
-  // does, and a process a task detached on purpose is left alone).
-  const killed = crashed ? await killLeftovers(dataDir, tasks.filter((task) => task.state === 'RUNNING')) : 0;
+  // After a crash (a stale lock, or tasks still RUNNING in the journal), anything this data dir's
+  // daemon started may still run; after a clean stop nothing does, and what a task detached on
+  // purpose is left alone.
+  const running = tasks.filter((task) => task.state === 'RUNNING');
+  const killed = crashed || running.length > 0 ? await killLeftovers(dataDir, running) : 0;
   if (killed > 0) config.log(`killed ${killed} process(es) left running by the previous daemon`);
 
+  // Script files of attempts that a crash cut short are of no use to anyone now.
+  const scriptDir = join(dataDir, 'scripts');
+  await rm(scriptDir, { recursive: true, force: true });
+  await mkdir(scriptDir, { mode: 0o700 });
   const executor = new Executor(
-    { baseEnv: taskEnvironment(), scriptDir: join(dataDir, 'scripts'), killGraceMs: config.killGraceMs },
+    { baseEnv: taskEnvironment(), scriptDir, killGraceMs: config.killGraceMs },
     config.log,
   );
   const scheduler = new Scheduler({

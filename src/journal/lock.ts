@@ -1,4 +1,4 @@
-import { open, readFile, unlink } from 'node:fs/promises';
+import { link, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { isSameProcessAlive, processStartTime } from '../executor/index.js';
 
 export class DataDirLockedError extends Error {
@@ -11,28 +11,48 @@ export interface DataDirLock {
   release: () => Promise<void>;
 }
 
+const code = (error: unknown) => (error as NodeJS.ErrnoException).code;
+
 /**
  * Makes this process the only daemon on a data dir. The lock file names the
  * holder by pid and process start time, so a lock left by a crashed daemon
- * (or one whose pid now belongs to another process) is taken over.
+ * (or one whose pid now belongs to another process) is taken over. The lock
+ * appears with its content at once (a hard link of a file already written),
+ * and a stale one is moved aside before it is replaced, so two daemons
+ * starting together cannot both hold it.
  */
 export async function lockDataDir(path: string): Promise<DataDirLock> {
-  const me = `${process.pid} ${processStartTime(process.pid) ?? ''}\n`;
+  const mine = `${path}.${process.pid}`;
+  const aside = `${path}.stale.${process.pid}`;
+  await writeFile(mine, `${process.pid} ${processStartTime(process.pid) ?? ''}\n`, { mode: 0o600 });
   let tookOverStale = false;
-  for (;;) {
-    try {
-      const file = await open(path, 'wx', 0o600);
-      await file.writeFile(me);
-      await file.close();
-      return { tookOverStale, release: () => unlink(path).catch(() => undefined) };
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+  try {
+    for (;;) {
+      try {
+        await link(mine, path);
+        return { tookOverStale, release: () => unlink(path).catch(() => undefined) };
+      } catch (error) {
+        if (code(error) !== 'EEXIST') throw error;
+      }
+      const seen = await readFile(path, 'utf8').catch(() => undefined);
+      if (seen === undefined) continue; // removed meanwhile
+      const [pid, started] = seen.trim().split(' ');
+      if (isSameProcessAlive(Number(pid), started)) {
+        throw new DataDirLockedError(`another daemon (pid ${pid}) is using this data dir (${path}); stop it or choose another --data-dir`);
+      }
+      try {
+        await rename(path, aside);
+      } catch (error) {
+        if (code(error) === 'ENOENT') continue; // another daemon moved it first
+        throw error;
+      }
+      const moved = await readFile(aside, 'utf8').catch(() => undefined);
+      // What was moved may be a live lock another daemon linked after our read: put it back.
+      if (moved !== seen) await link(aside, path).catch(() => undefined);
+      else tookOverStale = true;
+      await unlink(aside).catch(() => undefined);
     }
-    const [pid, started] = (await readFile(path, 'utf8').catch(() => '')).trim().split(' ');
-    if (pid && Number(pid) !== process.pid && isSameProcessAlive(Number(pid), started)) {
-      throw new DataDirLockedError(`another daemon (pid ${pid}) is using this data dir (${path}); stop it or choose another --data-dir`);
-    }
-    await unlink(path).catch(() => undefined); // stale: its daemon is gone
-    tookOverStale = true;
+  } finally {
+    await unlink(mine).catch(() => undefined);
   }
 }

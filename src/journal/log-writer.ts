@@ -55,12 +55,17 @@ export class LogWriter {
     await new Promise<void>((resolve) => setImmediate(resolve));
     try {
       while (this.pending.length > 0) {
-        const batch = this.pending.join('');
+        const batch = Buffer.from(this.pending.join(''));
         const upTo = this.appended;
         this.pending = [];
-        await this.file.write(batch);
+        // A write may take fewer bytes than given (a file system filling up): write the rest, or fail.
+        for (let offset = 0; offset < batch.length; ) {
+          const { bytesWritten } = await this.file.write(batch, offset, batch.length - offset);
+          if (bytesWritten === 0) throw new Error('no space left to write');
+          offset += bytesWritten;
+        }
         if (this.sync) await this.file.datasync();
-        this.size += Buffer.byteLength(batch);
+        this.size += batch.length;
         this.written = upTo;
         this.waiters = this.waiters.filter((waiter) => {
           if (waiter.upTo > upTo) return true;

@@ -28,9 +28,24 @@ export class Heap<T> {
     const items = this.items;
     const top = items[0];
     const last = items.pop();
-    if (items.length === 0 || last === undefined) return top;
-    items[0] = last;
-    let i = 0;
+    if (items.length > 0 && last !== undefined) {
+      items[0] = last;
+      this.siftDown(0);
+    }
+    return top;
+  }
+
+  /** Keeps only the items for which `keep` is true, in O(n). */
+  filter(keep: (item: T) => boolean): void {
+    const kept = this.items.filter(keep);
+    this.items.length = 0;
+    this.items.push(...kept);
+    for (let i = (kept.length >> 1) - 1; i >= 0; i--) this.siftDown(i);
+  }
+
+  private siftDown(start: number): void {
+    const items = this.items;
+    let i = start;
     for (;;) {
       const left = 2 * i + 1;
       const right = left + 1;
@@ -41,6 +56,5 @@ export class Heap<T> {
       [items[i], items[first]] = [items[first]!, items[i]!];
       i = first;
     }
-    return top;
   }
 }

@@ -47,8 +47,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   private readonly tasks = new Map<string, Task>();
   /** finished task ids, oldest first, for retention */
   private readonly finishedIds = new Set<string>();
-  /** finished tasks that still hold their output, oldest first, and its total size */
-  private readonly withOutput = new Set<string>();
+  /** finished tasks that still hold their output, oldest first, with its size, and the total */
+  private readonly withOutput = new Map<string, number>();
   private outputBytes = 0;
   private readonly ready = new Heap<Task>((a, b) =>
     a.spec.priority !== b.spec.priority ? a.spec.priority > b.spec.priority : a.stored.seq < b.stored.seq,
@@ -62,6 +62,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   /** holds dispatch back until all restored tasks are in the ready queue */
   private restoring = false;
   private pumpScheduled = false;
+  /** entries of finished tasks still in the ready queue or the timers (removed lazily) */
+  private staleEntries = 0;
 
   constructor(private readonly options: SchedulerOptions) {
     super();
@@ -252,7 +254,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       if (dep.state === 'COMPLETED') continue;
       if (isTerminal(dep.state)) return dep;
       task.unmet++;
-      dep.dependents.push(task);
+      dep.dependents.add(task);
     }
     return undefined;
   }
@@ -373,10 +375,12 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   }
 
   private finish(task: Task, state: 'COMPLETED' | 'FAILED' | 'CANCELED', patch: TaskPatch): void {
+    if (task.state === 'QUEUED' || (task.state === 'PENDING' && task.stored.ready_at !== undefined)) this.dropStaleEntries();
     this.update(task, state, { ...patch, ready_at: undefined, finished_at: new Date().toISOString() });
     task.markSettled();
     const dependents = task.dependents;
-    task.dependents = [];
+    task.dependents = new Set();
+    for (const dep of task.spec.depends_on) this.tasks.get(dep)?.dependents.delete(task);
     for (const dependent of dependents) {
       if (isTerminal(dependent.state)) continue;
       if (state === 'COMPLETED') {
@@ -389,12 +393,22 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.retain(task);
   }
 
+  /** Canceled waiting tasks stay in the heaps until popped: clear them out once they outnumber the live ones. */
+  private dropStaleEntries(): void {
+    if (++this.staleEntries < 1024 || this.staleEntries < (this.ready.size + this.timers.size) / 2) return;
+    const live = (task: Task) => !isTerminal(task.state);
+    this.ready.filter(live);
+    this.timers.prune(live);
+    this.staleEntries = 0;
+  }
+
   /** Keeps finished tasks, and their output, within the retention bounds: oldest go first. */
   private retain(task: Task): void {
     this.finishedIds.add(task.id);
-    if (outputSize(task) > 0) {
-      this.withOutput.add(task.id);
-      this.outputBytes += outputSize(task);
+    const size = outputSize(task);
+    if (size > 0) {
+      this.withOutput.set(task.id, size);
+      this.outputBytes += size;
     }
     while (this.finishedIds.size > this.options.keepFinished) {
       const oldest = this.finishedIds.values().next().value!;
@@ -405,7 +419,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       this.counts[dropped.state]--;
       this.options.journal.drop(oldest);
     }
-    for (const id of this.withOutput) {
+    for (const id of this.withOutput.keys()) {
       if (this.outputBytes <= this.options.keepOutputBytes || id === task.id) break;
       const oldest = this.tasks.get(id)!;
       this.forgetOutput(oldest);
@@ -415,9 +429,16 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   }
 
   private forgetOutput(task: Task): void {
-    if (this.withOutput.delete(task.id)) this.outputBytes -= outputSize(task);
+    this.outputBytes -= this.withOutput.get(task.id) ?? 0;
+    this.withOutput.delete(task.id);
   }
 
 }
 
-const outputSize = (task: Task) => (task.stored.stdout?.length ?? 0) + (task.stored.stderr?.length ?? 0);
+/**
+ * Output size as it is written in the journal: escaped JSON, where a control
+ * character takes six. That is what must fit the snapshot (a JavaScript
+ * string holds at most about 512 M characters).
+ */
+const outputSize = ({ stored }: Task) =>
+  (stored.stdout ? JSON.stringify(stored.stdout).length : 0) + (stored.stderr ? JSON.stringify(stored.stderr).length : 0);

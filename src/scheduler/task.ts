@@ -19,7 +19,7 @@ export type TaskPatch = Partial<StoredTask>;
 /** A task inside the scheduler: the stored state and the links that are rebuilt at start. */
 export class Task {
   /** tasks that wait for this one */
-  dependents: Task[] = [];
+  dependents = new Set<Task>();
   /** dependencies not yet COMPLETED */
   unmet = 0;
   /** aborts the running attempt */

@@ -28,6 +28,12 @@ export class TimerQueue<T> {
     if (at < this.armedFor) this.arm();
   }
 
+  /** Drops the entries for which `keep` is false (lazy removal leaves them until they fall due). */
+  prune(keep: (item: T) => boolean): void {
+    this.heap.filter((entry) => keep(entry.item));
+    if (this.armedFor !== -Infinity) this.arm();
+  }
+
   clear(): void {
     clearTimeout(this.timer);
     this.timer = undefined;

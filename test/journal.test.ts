@@ -286,7 +286,7 @@ describe('data dir lock held by a zombie', () => {
       await eventually(deadOrZombie, 30_000);
       const second = await daemon([], dataDir);
       expect(readFileSync(join(dataDir, 'lock'), 'utf8')).toMatch(new RegExp(`^${second.process.pid} `));
-      expect(await second.stop()).toBe(0);
+      expect(await second.stop(), second.stderr()).toBe(0);
     } finally {
       holder.kill('SIGKILL');
     }

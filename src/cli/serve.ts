@@ -55,16 +55,20 @@ export function serveCommand(): Command {
           compactAfterBytes: flags.compactAfterBytes as number,
         };
         if (typeof flags.tokenFile === 'string') config.token = readTokenFile(flags.tokenFile);
-        const daemon = await startDaemon(config);
-        console.log(`task-manager listening on ${daemon.host}:${daemon.port} (data dir ${flags.dataDir}, concurrency ${config.concurrency})`);
+        // Handlers first: a signal during start-up stops the daemon as soon as it is up.
         let signals = 0;
+        let stop: (() => Promise<void>) | undefined;
         const onSignal = (signal: NodeJS.Signals) => {
           if (++signals > 1) process.exit(130);
           console.error(`${signal}: stopping (running tasks get ${config.shutdownGraceMs} ms; ${signal} again to quit at once)`);
-          daemon.stop().then(() => process.exit(0));
+          void stop?.().then(() => process.exit(0));
         };
         process.on('SIGINT', onSignal);
         process.on('SIGTERM', onSignal);
+        const daemon = await startDaemon(config);
+        stop = daemon.stop;
+        console.log(`task-manager listening on ${daemon.host}:${daemon.port} (data dir ${flags.dataDir}, concurrency ${config.concurrency})`);
+        if (signals > 0) await daemon.stop().then(() => process.exit(0));
       } catch (error) {
         const known = error instanceof ConfigError || error instanceof DataDirLockedError || error instanceof JournalCorruptError;
         const code = (error as NodeJS.ErrnoException).code;

@@ -120,7 +120,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     );
     this.emit('change', task);
     if (failed) {
-      this.finish(task, 'CANCELED', { error: errorOf('DEPENDENCY_FAILED', `dependency "${failed.id}" ended ${failed.state}`) });
+      this.finish(task, 'CANCELED', { error: dependencyFailed(failed) });
     } else {
       this.becomeReadyIfDue(task);
     }
@@ -153,7 +153,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       // had it failed, this task would have been canceled with it.
       const failed = this.linkDependencies(task, task.spec.depends_on.flatMap((dep) => this.tasks.get(dep) ?? []));
       if (failed) {
-        this.finish(task, 'CANCELED', { error: errorOf('DEPENDENCY_FAILED', `dependency "${failed.id}" ended ${failed.state}`) });
+        this.finish(task, 'CANCELED', { error: dependencyFailed(failed) });
       } else {
         if (task.unmet > 0 && task.state === 'QUEUED') this.update(task, 'PENDING', {});
         this.becomeReadyIfDue(task);
@@ -387,7 +387,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
         dependent.unmet--;
         this.becomeReadyIfDue(dependent);
       } else {
-        this.finish(dependent, 'CANCELED', { error: errorOf('DEPENDENCY_FAILED', `dependency "${task.id}" ended ${state}`) });
+        this.finish(dependent, 'CANCELED', { error: dependencyFailed(task) });
       }
     }
     this.retain(task);
@@ -442,3 +442,5 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
  */
 const outputSize = ({ stored }: Task) =>
   (stored.stdout ? JSON.stringify(stored.stdout).length : 0) + (stored.stderr ? JSON.stringify(stored.stderr).length : 0);
+
+const dependencyFailed = (dependency: Task) => errorOf('DEPENDENCY_FAILED', `dependency "${dependency.id}" ended ${dependency.state}`);

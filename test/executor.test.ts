@@ -322,4 +322,17 @@ describe('executor through a real daemon', () => {
       expect(names).not.toContain('TASK_MANAGER_CONCURRENCY');
     });
   });
+
+  it('ends a task when its main process exits, even if a process it detached still holds its output', async () => {
+    const pidFile = join(dir, 'detached-pid');
+    const started = Date.now();
+    const response = await run({ cmd: `setsid ${CMD} --pid-file ${pidFile} --sleep 30000 & sleep 0.3; echo hi`, timeout_ms: 20_000 });
+    try {
+      expect(response.task).toMatchObject({ state: 'COMPLETED', exit_code: 0, stdout: 'hi\n', timed_out: false });
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      const pid = readPid(pidFile);
+      if (pid !== undefined && !isGone(pid)) process.kill(pid, 'SIGKILL');
+    }
+  });
 });

@@ -341,4 +341,18 @@ describe('framing over a real socket', () => {
     expect(await conn.next()).toMatchObject({ ok: true, ref: 'mixed', task: { stdout: 'ok' } });
     conn.close();
   });
+
+  it('after a half-close, sends every answer before closing, even large ones the client reads late', async () => {
+    const conn = await open();
+    conn.socket.pause(); // read nothing yet: the daemon's unsent output piles up
+    const runs = Array.from({ length: 6 }, (_, i) => JSON.stringify({ op: 'run', ref: `big-${i}`, cmd: ['sh', '-c', 'head -c 1000000 /dev/zero | tr "\\0" a'] }));
+    conn.send(`${runs.join('\n')}\n`);
+    conn.socket.end();
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    conn.socket.resume();
+    const answers = await conn.take(6);
+    expect(answers.map((a) => a.ref).sort()).toEqual(runs.map((_, i) => `big-${i}`));
+    expect(answers.every((a) => a.ok && a.task.stdout.length === 1_000_000)).toBe(true);
+    await conn.closed;
+  });
 });

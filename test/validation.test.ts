@@ -342,4 +342,22 @@ describe('request validation over a real socket', () => {
     expect(answers.filter((a) => a !== end).map((a) => a.ref).sort()).toEqual(lines.map((_, i) => `burst-${i}`).sort());
     raw.close();
   });
+
+  it('answers a start_at beyond what a date can hold with BAD_REQUEST, registering nothing', async () => {
+    const answer = await sendThenHealth(JSON.stringify({ op: 'submit', ref: 'far', id: 'too-far', cmd: 'true', start_at: 9e15 }));
+    expect(answer).toMatchObject({ ok: false, ref: 'far', error: { code: 'BAD_REQUEST' } });
+    expect(answer.error.message).toContain('start_at');
+    const status = await sendThenHealth('{"op":"status","ref":"s","id":"too-far"}');
+    expect(status).toMatchObject({ ok: false, error: { code: 'NOT_FOUND' } });
+    expect(await sendThenHealth('{"op":"list","ref":"l"}')).toMatchObject({ ok: true, ref: 'l' });
+  });
+
+  it('answers an unknown field with a very long name at once, with a short message', async () => {
+    const key = 'k'.repeat(500_000);
+    const started = Date.now();
+    const answer = await sendThenHealth(`{"op":"health","ref":"long-key","${key}":1}`);
+    expect(answer).toMatchObject({ ok: false, ref: 'long-key', error: { code: 'BAD_REQUEST' } });
+    expect(answer.error.message.length).toBeLessThan(1000);
+    expect(Date.now() - started).toBeLessThan(5000);
+  });
 });

@@ -395,7 +395,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
 
   /** Canceled waiting tasks stay in the heaps until popped: clear them out once they outnumber the live ones. */
   private dropStaleEntries(): void {
-    if (++this.staleEntries < 1024 || this.staleEntries < (this.ready.size + this.timers.size) / 2) return;
+    if (++this.staleEntries < 64 || this.staleEntries < (this.ready.size + this.timers.size) / 2) return;
     const live = (task: Task) => !isTerminal(task.state);
     this.ready.filter(live);
     this.timers.prune(live);

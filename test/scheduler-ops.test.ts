@@ -372,8 +372,11 @@ describe('idempotent ids, scripts and subscribe', () => {
   it('removes the script file of a canceled script too', async () => {
     const scriptsDir = join(realpathSync(daemon.dataDir), 'scripts');
     const log = await EventLog.open(daemon, ['script-cancel']);
-    await client.submit({ id: 'script-cancel', script: { lang: 'sh', source: 'echo "$0"; exec sleep 30' } });
+    const started = join(files, 'script-cancel-started');
+    // The marker says the script has printed its path: a cancel before that would find no output.
+    await client.submit({ id: 'script-cancel', script: { lang: 'sh', source: `echo "$0"; touch ${started}; exec sleep 30` } });
     await log.state('script-cancel', 'RUNNING');
+    await eventually(() => existsSync(started));
     const file = await eventually(() => readdirSync(scriptsDir)[0]);
     const canceled = await client.cancel('script-cancel');
     expect(canceled.state).toBe('CANCELED');

@@ -1,18 +1,9 @@
 import { chmodSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CMD, eventually, isAlive, isGone, readPid, removeDir, startDaemon, tempDir, type RawConnection, type TestDaemon } from './helpers.js';
+import { CMD, eventually, isAlive, isGone, readPid, removeDir, startDaemon, tempDir, within, type RawConnection, type TestDaemon } from './helpers.js';
 
 const KILL_GRACE_MS = 300;
-
-/** Rejects when the promise does not settle in time, so a missing answer fails one test instead of hanging the file. */
-function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
 
 
 describe('executor through a real daemon', () => {

@@ -214,3 +214,12 @@ export class EventLog {
     return this.client.close();
   }
 }
+
+/** Rejects when the promise does not settle in time, so a missing answer fails one test instead of hanging the file. */
+export function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}

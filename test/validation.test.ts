@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CMD, startDaemon, type TestDaemon } from './helpers.js';
+import { CMD, startDaemon, within, type TestDaemon } from './helpers.js';
 
 type Row = [name: string, request: Record<string, unknown>, code: string, field: string];
 
@@ -156,15 +156,6 @@ const SPEC_ROWS: Row[] = [
   ['auth without token', { op: 'auth' }, 'BAD_REQUEST', 'token'],
   ['auth with a number token', { op: 'auth', token: 1234 }, 'BAD_REQUEST', 'token'],
 ];
-
-/** Rejects when the promise does not settle in time, so a missing answer fails one test instead of hanging the file. */
-function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
 
 describe('request validation over a real socket', () => {
   let daemon: TestDaemon;

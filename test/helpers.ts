@@ -27,17 +27,24 @@ export interface TestDaemon {
   stop(): Promise<number | null>;
   /** SIGKILL, no cleanup: a crash */
   kill(): Promise<void>;
+  /** resolves with the exit code once the daemon has exited */
+  exited: Promise<number | null>;
 }
 
 const running = new Set<ChildProcess>();
 process.on('exit', () => running.forEach((child) => child.kill('SIGKILL')));
 
 /** Starts `bin/task-manager serve` as a real process on an ephemeral port. */
-export async function startDaemon(args: string[] = [], options: { dataDir?: string; env?: NodeJS.ProcessEnv } = {}): Promise<TestDaemon> {
+export async function startDaemon(
+  args: string[] = [],
+  options: { dataDir?: string; env?: NodeJS.ProcessEnv; detached?: boolean } = {},
+): Promise<TestDaemon> {
   const dataDir = options.dataDir ?? tempDir('tm-data-');
   const child = spawn(process.execPath, [TASK_MANAGER, 'serve', '--port', '0', '--data-dir', dataDir, ...args], {
     env: { ...process.env, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    // Its own process group, as a shell gives a foreground job: signals can go to the whole group.
+    detached: options.detached ?? false,
   });
   running.add(child);
   let stderr = '';
@@ -69,6 +76,7 @@ export async function startDaemon(args: string[] = [], options: { dataDir?: stri
       child.kill('SIGKILL');
       await exited;
     },
+    exited,
   };
 }
 

@@ -1,6 +1,6 @@
 import { statSync, readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import { ConfigError, DEFAULT_CONFIG, startDaemon, type DaemonConfig } from '../daemon/index.js';
+import { ConfigError, DEFAULT_CONFIG, startDaemon, type DaemonConfig, type RunningDaemon } from '../daemon/index.js';
 import { DataDirLockedError, JournalCorruptError } from '../journal/index.js';
 import { integerOption } from './options.js';
 
@@ -57,18 +57,29 @@ export function serveCommand(): Command {
         if (typeof flags.tokenFile === 'string') config.token = readTokenFile(flags.tokenFile);
         // Handlers first: a signal during start-up stops the daemon as soon as it is up.
         let signals = 0;
-        let stop: (() => Promise<void>) | undefined;
+        let daemon: RunningDaemon | undefined;
         const onSignal = (signal: NodeJS.Signals) => {
-          if (++signals > 1) process.exit(130);
-          console.error(`${signal}: stopping (running tasks get ${config.shutdownGraceMs} ms; ${signal} again to quit at once)`);
-          void stop?.().then(() => process.exit(0));
+          signals++;
+          if (signals === 1) {
+            console.error(`${signal}: stopping (running tasks get ${config.shutdownGraceMs} ms; ${signal} again to kill them now)`);
+            void daemon?.stop().then(() => process.exit(0));
+          } else if (signals === 2) {
+            console.error(`${signal}: killing running tasks now; they run again at the next start (${signal} again to quit at once)`);
+            daemon?.hurry();
+          } else {
+            process.exit(130); // the journal is consistent at every instant: the next start recovers
+          }
         };
-        process.on('SIGINT', onSignal);
-        process.on('SIGTERM', onSignal);
-        const daemon = await startDaemon(config);
-        stop = daemon.stop;
+        // SIGHUP too: a closed terminal should stop the daemon the same careful way.
+        for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, onSignal);
+        daemon = await startDaemon(config);
+        void daemon.failed.then(() => daemon!.stop().finally(() => process.exit(1)));
         console.log(`task-manager listening on ${daemon.host}:${daemon.port} (data dir ${flags.dataDir}, concurrency ${config.concurrency})`);
-        if (signals > 0) await daemon.stop().then(() => process.exit(0));
+        if (signals > 0) {
+          const stopping = daemon.stop();
+          if (signals > 1) daemon.hurry();
+          await stopping.then(() => process.exit(0));
+        }
       } catch (error) {
         const known = error instanceof ConfigError || error instanceof DataDirLockedError || error instanceof JournalCorruptError;
         const code = (error as NodeJS.ErrnoException).code;

@@ -17,6 +17,15 @@ export interface RunningDaemon {
   port: number;
   /** Stops accepting, lets running tasks finish within the grace period, flushes and closes. */
   stop(): Promise<void>;
+  /** Ends the grace period of a stop at once: running tasks are killed now, to run again at the next start. */
+  hurry(): void;
+  /**
+   * Settles if the daemon can no longer keep its promises (the journal cannot
+   * be written: disk full, I/O error). By then it has killed its running
+   * tasks (they run again at the next start) and stopped accepting; what is
+   * left is for its host to end the process.
+   */
+  failed: Promise<Error>;
 }
 
 const isLoopback = (host: string) =>
@@ -39,15 +48,13 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
         'Give --token-file, or listen on 127.0.0.1 and reach it through an SSH tunnel.',
     );
   }
+  let fail: (error: Error) => void = () => undefined;
+  const failed = new Promise<Error>((resolve) => (fail = resolve));
   const { journal, tasks, crashed } = await Journal.open(config.dataDir, {
     durability: config.durability,
     compactAfterBytes: config.compactAfterBytes,
     warn: config.log,
-    onFailure: (error) => {
-      // Without a journal no acknowledgement can be kept: stop rather than run on without durability.
-      config.log(`${error.message}; stopping, since nothing new could be made durable`);
-      process.exit(1);
-    },
+    onFailure: (error) => fail(error),
   });
   const dataDir = await realpath(config.dataDir);
   config.dataDir = dataDir;
@@ -73,13 +80,16 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     keepOutputBytes: config.keepOutputBytes,
     maxQueue: config.maxQueue,
     processStartTime,
-    runAttempt: ({ id, attempt, spec }, signal, onSpawn) =>
-      executor.run(spec, {
-        // Set after the task's own env, which must not move the owner mark that recovery relies on.
-        env: { ...spec.env, TASK_MANAGER_TASK_ID: id, TASK_MANAGER_ATTEMPT: String(attempt), [OWNER_VARIABLE]: dataDir },
+    runAttempt: ({ id, attempt, spec }, signal, onSpawn) => {
+      const marks = { TASK_MANAGER_TASK_ID: id, TASK_MANAGER_ATTEMPT: String(attempt), [OWNER_VARIABLE]: dataDir };
+      return executor.run(spec, {
+        // Set after the task's own env, which must not move the marks that recovery relies on.
+        env: { ...spec.env, ...marks },
+        marks: Object.entries(marks).map(([name, value]) => `${name}=${value}`),
         signal,
         onSpawn,
-      }),
+      });
+    },
   });
   executor.warm();
   journal.snapshotSource = () => scheduler.snapshot();
@@ -138,10 +148,22 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     clearTimeout(patience);
     await journal.close();
   };
+  const hurry = () => {
+    scheduler.endGrace();
+    executor.killAll();
+  };
+  void failed.then((error) => {
+    // Without a journal no acknowledgement can be kept: stop rather than run on without durability.
+    config.log(`${error.message}; stopping, since nothing new could be made durable (running tasks are killed and run again at the next start)`);
+    stopped ??= stop();
+    hurry();
+  });
   return {
     host: config.host,
     port,
     stop: () => (stopped ??= stop()),
+    hurry,
+    failed,
   };
 }
 

@@ -10,7 +10,15 @@ import { runAttempt, startFailure } from './run-attempt.js';
 let settings: Extract<ToExecutor, { type: 'init' }> | undefined;
 const running = new Map<number, AbortController>();
 
-const report = (message: FromExecutor) => process.send!(message);
+// The daemon alone decides when tasks stop. A signal meant for it (Ctrl-C reaches the whole
+// foreground process group; systemd signals the whole control group) must not end this process
+// and its attempts with it: the daemon's graceful stop takes care of them.
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => undefined);
+
+/** Sends a report unless the daemon is gone (its successor cleans up; the report has no reader). */
+const report = (message: FromExecutor) => {
+  if (process.connected) process.send!(message, undefined, undefined, () => undefined);
+};
 
 process.on('message', (message: ToExecutor) => {
   if (message.type === 'init') {
@@ -20,11 +28,10 @@ process.on('message', (message: ToExecutor) => {
   } else {
     const abort = new AbortController();
     running.set(message.attempt, abort);
-    const { baseEnv, scriptDir, killGraceMs } = settings!;
+    const { baseEnv, scriptDir } = settings!;
     void runAttempt(message.spec, {
       env: { ...baseEnv, ...message.env },
       scriptDir,
-      killGraceMs,
       signal: abort.signal,
       onSpawn: (pid) => report({ type: 'spawned', attempt: message.attempt, pid }),
     })

@@ -2,9 +2,11 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { TaskSpec } from '../protocol/index.js';
+import { killGroups, markedProcesses } from './leftovers.js';
 import type { FromExecutor, ToExecutor } from './messages.js';
 import { signalGroup } from './process-group.js';
-import { startFailure, type AttemptResult } from './run-attempt.js';
+import { processState } from './process-info.js';
+import { interruption, timedOut, type AttemptResult } from './run-attempt.js';
 
 export interface ExecutorSettings {
   /** the environment every task starts from */
@@ -15,11 +17,28 @@ export interface ExecutorSettings {
   killGraceMs: number;
 }
 
-interface Pending {
+export interface RunOptions {
+  /** added to the base environment */
+  env: Record<string, string>;
+  /** aborting it kills the attempt's process group (cancel, stop); before the process exists, it is not started */
+  signal?: AbortSignal;
+  onSpawn?: (pid: number) => void;
+  /** environment entries ("NAME=value") that only this attempt's processes carry, to find them if their pid never arrived */
+  marks: string[];
+}
+
+/** One attempt in flight, as the daemon supervises it. */
+interface Attempt {
   worker: Worker;
-  resolve: (result: AttemptResult) => void;
+  spec: TaskSpec;
+  marks: string[];
+  resolve: (result: AttemptResult | undefined) => void;
   onSpawn?: (pid: number) => void;
   pid?: number;
+  /** a stop was asked for: SIGTERM once the pid is known, SIGKILL after the grace period */
+  stopping: boolean;
+  timedOut: boolean;
+  timers: NodeJS.Timeout[];
 }
 
 interface Worker {
@@ -28,17 +47,26 @@ interface Worker {
 }
 
 const ENTRY = fileURLToPath(new URL('./executor-process.js', import.meta.url));
+/** How often busy executor processes are checked for being stopped (SIGSTOP, a debugger). */
+const WATCH_EVERY_MS = 500;
 
 /**
  * Runs attempts in executor processes (see executor-process.ts): one per
  * core, since a process blocks while each child it forks execs, each started
  * on first use and again if it ever dies. An attempt goes to the least busy.
+ *
+ * The daemon itself enforces timeouts and kills, by signalling the attempt's
+ * process group: an executor process that is stopped, or killed (by a task
+ * that kills its parent, say), cannot hold a timeout, a cancel or a stop up.
+ * A stopped one is killed; a dead one's attempts are interrupted (their
+ * groups killed first) and run again.
  */
 export class Executor {
   private readonly workers: (Worker | undefined)[];
-  private readonly pending = new Map<number, Pending>();
+  private readonly attempts = new Map<number, Attempt>();
   private nextAttempt = 1;
   private closed = false;
+  private watchdog: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly settings: ExecutorSettings,
@@ -48,22 +76,35 @@ export class Executor {
     this.workers = Array.from({ length: size }, () => undefined);
   }
 
-  run(spec: TaskSpec, options: { env: Record<string, string>; signal?: AbortSignal; onSpawn?: (pid: number) => void }): Promise<AttemptResult> {
-    const attempt = this.nextAttempt++;
+  /** Resolves with the attempt's result, or undefined when it was aborted before its process started. */
+  run(spec: TaskSpec, options: RunOptions): Promise<AttemptResult | undefined> {
+    const id = this.nextAttempt++;
     const worker = this.leastBusy();
     worker.running++;
+    this.watch();
     return new Promise((resolve) => {
-      const abort = () => worker.child.connected && worker.child.send({ type: 'abort', attempt } satisfies ToExecutor);
-      this.pending.set(attempt, {
+      const attempt: Attempt = {
         worker,
+        spec,
+        marks: options.marks,
+        stopping: false,
+        timedOut: false,
+        timers: [],
         resolve: (result) => {
           worker.running--;
+          attempt.timers.forEach(clearTimeout);
           options.signal?.removeEventListener('abort', abort);
+          this.attempts.delete(id);
           resolve(result);
         },
         ...(options.onSpawn ? { onSpawn: options.onSpawn } : {}),
-      });
-      worker.child.send({ type: 'run', attempt, spec, env: options.env } satisfies ToExecutor);
+      };
+      const abort = () => {
+        this.stop(attempt);
+        if (worker.child.connected) worker.child.send({ type: 'abort', attempt: id } satisfies ToExecutor);
+      };
+      this.attempts.set(id, attempt);
+      worker.child.send({ type: 'run', attempt: id, spec, env: options.env } satisfies ToExecutor);
       options.signal?.addEventListener('abort', abort, { once: true });
       if (options.signal?.aborted) abort();
     });
@@ -74,9 +115,18 @@ export class Executor {
     for (let i = 0; i < this.workers.length; i++) if (!this.workers[i]?.child.connected) this.workers[i] = this.startWorker();
   }
 
+  /** SIGKILLs every running attempt's process group now (a stop that cannot wait). */
+  killAll(): void {
+    for (const attempt of this.attempts.values()) {
+      attempt.stopping = true;
+      if (attempt.pid !== undefined) signalGroup(attempt.pid, 'SIGKILL');
+    }
+  }
+
   /** Once nothing runs any more: ends the executor processes. */
   close(): void {
     this.closed = true;
+    clearInterval(this.watchdog);
     for (const worker of this.workers) if (worker?.child.connected) worker.child.disconnect();
   }
 
@@ -86,39 +136,97 @@ export class Executor {
   }
 
   private startWorker(): Worker {
-    const child = fork(ENTRY, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    // Its own process group: Ctrl-C in the daemon's terminal is for the daemon, not for it.
+    const child = fork(ENTRY, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], detached: true });
     const worker: Worker = { child, running: 0 };
     child.on('message', (message: FromExecutor) => this.receive(message));
     // A send to a process that just died fails with EPIPE: its 'exit' settles its attempts.
     child.on('error', (error) => this.log(`executor process: ${error.message}`));
-    child.once('exit', (code, signal) => this.lost(worker, code, signal));
-    child.send({ type: 'init', ...this.settings } satisfies ToExecutor);
+    child.once('exit', (code, signal) => void this.lost(worker, code, signal));
+    const { baseEnv, scriptDir } = this.settings;
+    child.send({ type: 'init', baseEnv, scriptDir } satisfies ToExecutor);
     return worker;
   }
 
   private receive(message: FromExecutor): void {
-    const waiting = this.pending.get(message.attempt);
-    if (!waiting) return;
+    const attempt = this.attempts.get(message.attempt);
+    if (!attempt) return;
     if (message.type === 'spawned') {
-      waiting.pid = message.pid;
-      waiting.onSpawn?.(message.pid);
+      attempt.pid = message.pid;
+      attempt.onSpawn?.(message.pid);
+      const timeoutMs = attempt.spec.timeout_ms;
+      if (timeoutMs !== undefined) {
+        attempt.timers.push(
+          setTimeout(() => {
+            attempt.timedOut = true;
+            this.stop(attempt);
+          }, timeoutMs),
+        );
+      }
+      if (attempt.stopping) this.signal(attempt);
+    } else if (message.result === null) {
+      attempt.resolve(undefined);
     } else {
-      this.pending.delete(message.attempt);
-      waiting.resolve(message.result);
+      attempt.resolve(attempt.timedOut ? timedOut(message.result, attempt.spec.timeout_ms!) : message.result);
     }
   }
 
-  /** An executor process died: its attempts' process groups are killed and the attempts fail. */
-  private lost(worker: Worker, code: number | null, signal: NodeJS.Signals | null): void {
+  /** Asks an attempt to end: SIGTERM to its group, SIGKILL after the grace period. */
+  private stop(attempt: Attempt): void {
+    if (attempt.stopping) return;
+    attempt.stopping = true;
+    if (attempt.pid !== undefined) this.signal(attempt);
+  }
+
+  private signal(attempt: Attempt): void {
+    const pid = attempt.pid!;
+    signalGroup(pid, 'SIGTERM');
+    attempt.timers.push(setTimeout(() => signalGroup(pid, 'SIGKILL'), this.settings.killGraceMs));
+  }
+
+  /** While attempts run, checks now and then that no executor process is stopped; a stopped one is killed. */
+  private watch(): void {
+    this.watchdog ??= setInterval(() => {
+      if (this.attempts.size === 0) {
+        clearInterval(this.watchdog);
+        this.watchdog = undefined;
+        return;
+      }
+      for (const worker of this.workers) {
+        const pid = worker?.child.pid;
+        if (!worker || worker.running === 0 || pid === undefined) continue;
+        const state = processState(pid);
+        if (state !== 'T' && state !== 't') continue;
+        this.log(`an executor process (pid ${pid}) is stopped; killing it (its ${worker.running} attempt(s) run again)`);
+        worker.child.kill('SIGKILL');
+      }
+    }, WATCH_EVERY_MS).unref();
+  }
+
+  /**
+   * An executor process died: its attempts' processes are killed (found by
+   * their marks when their pid never arrived), then the attempts end as
+   * interrupted, or timed out if their time was already up.
+   */
+  private async lost(worker: Worker, code: number | null, signal: NodeJS.Signals | null): Promise<void> {
     const index = this.workers.indexOf(worker);
     if (index >= 0) this.workers[index] = undefined;
     if (this.closed && worker.running === 0) return;
-    this.log(`an executor process ended (${signal ?? `code ${code}`}) with ${worker.running} attempt(s) running`);
-    for (const [attempt, waiting] of this.pending) {
-      if (waiting.worker !== worker) continue;
-      if (waiting.pid !== undefined) signalGroup(waiting.pid, 'SIGKILL');
-      this.pending.delete(attempt);
-      waiting.resolve(startFailure('the executor process ended unexpectedly during the attempt'));
+    const how = signal ?? `code ${code}`;
+    this.log(`an executor process ended (${how}) with ${worker.running} attempt(s) running; they run again`);
+    const orphans = [...this.attempts.values()].filter((attempt) => attempt.worker === worker);
+    const groups = new Set<number>();
+    for (const attempt of orphans) {
+      if (attempt.pid !== undefined) groups.add(attempt.pid);
+      else for (const pid of await markedProcesses(attempt.marks)) groups.add(pid);
+    }
+    await killGroups(groups);
+    for (const attempt of orphans) {
+      attempt.resolve(
+        attempt.timedOut
+          ? timedOut(undefined, attempt.spec.timeout_ms!)
+          : interruption(`the executor process running it ended (${how}) during the attempt; it runs again`),
+      );
     }
   }
 }

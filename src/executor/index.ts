@@ -1,4 +1,4 @@
-export { Executor, type ExecutorSettings } from './executor.js';
+export { Executor, type ExecutorSettings, type RunOptions } from './executor.js';
 export { startFailure, type AttemptResult } from './run-attempt.js';
 export { signalGroup } from './process-group.js';
 export { isSameProcessAlive, processStartTime } from './process-info.js';

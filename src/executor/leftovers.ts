@@ -22,7 +22,26 @@ export async function killLeftovers(owner: string, groups: RecordedGroup[]): Pro
   for (const { pgid, pgid_started } of groups) {
     if (pgid !== undefined && isSameProcessAlive(pgid, pgid_started)) doomed.add(pgid);
   }
-  for (const pid of await markedProcesses(`${OWNER_VARIABLE}=${owner}`)) doomed.add(pid);
+  for (const pid of await markedProcesses([`${OWNER_VARIABLE}=${owner}`])) doomed.add(pid);
+  await killGroups(doomed);
+  return doomed.size;
+}
+
+/** Processes whose environment holds every one of `entries` ("NAME=value"). */
+export async function markedProcesses(entries: string[]): Promise<number[]> {
+  const found: number[] = [];
+  for (const name of await readdir('/proc')) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid) || pid === process.pid) continue;
+    const environ = (await readFile(`/proc/${pid}/environ`, 'latin1').catch(() => '')).split('\0');
+    if (entries.every((entry) => environ.includes(entry))) found.push(pid);
+  }
+  return found;
+}
+
+/** SIGKILLs each process and its group, and resolves once they are gone (5 s at most). */
+export async function killGroups(pids: Iterable<number>): Promise<void> {
+  const doomed = [...pids];
   for (const pid of doomed) {
     signalGroup(pid, 'SIGKILL');
     try {
@@ -31,19 +50,7 @@ export async function killLeftovers(owner: string, groups: RecordedGroup[]): Pro
       // already gone
     }
   }
-  for (let waited = 0; waited < 5000 && [...doomed].some(isAlive); waited += 20) await sleep(20);
-  return doomed.size;
-}
-
-async function markedProcesses(mark: string): Promise<number[]> {
-  const found: number[] = [];
-  for (const name of await readdir('/proc')) {
-    const pid = Number(name);
-    if (!Number.isInteger(pid) || pid === process.pid) continue;
-    const environ = await readFile(`/proc/${pid}/environ`, 'latin1').catch(() => '');
-    if (environ.split('\0').includes(mark)) found.push(pid);
-  }
-  return found;
+  for (let waited = 0; waited < 5000 && doomed.some(isAlive); waited += 20) await sleep(20);
 }
 
 /** Alive and not a zombie (a zombie has died already; only its parent's wait is missing). */

@@ -3,11 +3,11 @@ import type { AttemptResult } from './run-attempt.js';
 
 /** What the daemon tells its executor process. */
 export type ToExecutor =
-  | { type: 'init'; baseEnv: Record<string, string>; scriptDir: string; killGraceMs: number }
+  | { type: 'init'; baseEnv: Record<string, string>; scriptDir: string }
   | { type: 'run'; attempt: number; spec: TaskSpec; env: Record<string, string> }
   | { type: 'abort'; attempt: number };
 
-/** What the executor process reports back, per attempt. */
+/** What the executor process reports back, per attempt; a null result: aborted before it started. */
 export type FromExecutor =
   | { type: 'spawned'; attempt: number; pid: number }
-  | { type: 'result'; attempt: number; result: AttemptResult };
+  | { type: 'result'; attempt: number; result: AttemptResult | null };

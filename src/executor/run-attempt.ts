@@ -12,9 +12,7 @@ export interface AttemptOptions {
   env: Record<string, string>;
   /** where script payloads are written */
   scriptDir: string;
-  /** how long a process group has between SIGTERM and SIGKILL */
-  killGraceMs: number;
-  /** aborting it kills the attempt (cancellation, shutdown) */
+  /** aborted before the process exists: it is not started */
   signal?: AbortSignal;
   /** called once the process exists, with its pid (= its process group id) */
   onSpawn?: (pid: number) => void;
@@ -51,14 +49,17 @@ const PIPES_AFTER_EXIT_MS = 200;
 const SPAWN_RETRIES = 5; // a freshly written executable can be briefly busy (ETXTBSY) while another spawn forks
 
 /**
- * Runs one attempt of a task in its own process group, with Node's own
- * spawn: execa costs about 40 % more CPU per process on this hot path
- * (docs/performance.md), which caps the daemon's throughput. Output beyond the cap
- * is counted, not kept; on timeout or abort the whole group gets SIGTERM and,
- * after the grace period, SIGKILL. When the main process exits, whatever it
- * left running in its group is killed too, so nothing outlives its task.
+ * Starts one attempt of a task in its own process group and collects what
+ * it leaves: exit status and output (beyond the cap, counted, not kept).
+ * Node's own spawn, since execa costs about 40 % more CPU per process on
+ * this hot path (docs/performance.md). When the main process exits,
+ * whatever it left running in its group is killed too, so nothing outlives
+ * its task. Timeouts and kills are the daemon's business (executor.ts), so
+ * they hold even when this process is stopped or gone.
+ *
+ * Resolves with null when `signal` was aborted before the process started.
  */
-export async function runAttempt(spec: TaskSpec, options: AttemptOptions): Promise<AttemptResult> {
+export async function runAttempt(spec: TaskSpec, options: AttemptOptions): Promise<AttemptResult | null> {
   let prog: Program;
   try {
     prog = await program(spec, options.scriptDir);
@@ -67,6 +68,7 @@ export async function runAttempt(spec: TaskSpec, options: AttemptOptions): Promi
   }
   try {
     for (let tries = 1; ; tries++) {
+      if (options.signal?.aborted) return null;
       const result = await spawnOnce(prog, spec, options);
       if (result !== 'busy' || tries === SPAWN_RETRIES) return result === 'busy' ? startFailure('executable busy (ETXTBSY)') : result;
       await sleep(10 * tries);
@@ -78,10 +80,28 @@ export async function runAttempt(spec: TaskSpec, options: AttemptOptions): Promi
 
 /** The result of an attempt whose program never started. */
 export function startFailure(message: string): AttemptResult {
+  return failedWithout({ code: 'SPAWN_FAILED', message });
+}
+
+/** The result of an attempt whose process was lost with its executor: it runs again. */
+export function interruption(message: string): AttemptResult {
+  return failedWithout({ code: 'INTERRUPTED', message });
+}
+
+/** An attempt the daemon ended at its timeout: what it reported, or nothing if it could not report. */
+export function timedOut(result: AttemptResult | undefined, timeoutMs: number): AttemptResult {
+  return {
+    ...(result ?? failedWithout(null)),
+    exit_code: -1,
+    timed_out: true,
+    error: { code: 'TIMEOUT', message: `timed out after ${timeoutMs} ms` },
+  };
+}
+
+function failedWithout(error: TaskError | null): AttemptResult {
   return {
     exit_code: null, signal: null, timed_out: false, stdout: '', stderr: '',
-    stdout_truncated: false, stderr_truncated: false, duration_ms: 0,
-    error: { code: 'SPAWN_FAILED', message },
+    stdout_truncated: false, stderr_truncated: false, duration_ms: 0, error,
   };
 }
 
@@ -102,17 +122,7 @@ async function spawnOnce(prog: Program, spec: TaskSpec, options: AttemptOptions)
     child.once('close', (code, signal) => resolve({ code, signal }));
   });
 
-  let timedOut = false;
-  let stopping = false;
-  let killTimer: NodeJS.Timeout | undefined;
-  let timeoutTimer: NodeJS.Timeout | undefined;
   let streamsTimer: NodeJS.Timeout | undefined;
-  const stop = () => {
-    if (stopping) return;
-    stopping = true;
-    signalGroup(child.pid!, 'SIGTERM');
-    killTimer = setTimeout(() => signalGroup(child.pid!, 'SIGKILL'), options.killGraceMs);
-  };
   if (child.pid !== undefined) {
     options.onSpawn?.(child.pid);
     child.stdout!.on('data', (chunk: Buffer) => stdout.push(chunk));
@@ -129,37 +139,24 @@ async function spawnOnce(prog: Program, spec: TaskSpec, options: AttemptOptions)
         child.stderr!.destroy();
       }, PIPES_AFTER_EXIT_MS);
     });
-    if (spec.timeout_ms !== undefined) {
-      timeoutTimer = setTimeout(() => {
-        timedOut = true;
-        stop();
-      }, spec.timeout_ms);
-    }
-    options.signal?.addEventListener('abort', stop, { once: true });
-    if (options.signal?.aborted) stop();
   }
 
   const exit = await ended;
   const duration = performance.now() - started;
-  clearTimeout(timeoutTimer);
-  clearTimeout(killTimer);
   clearTimeout(streamsTimer);
-  options.signal?.removeEventListener('abort', stop);
 
   if ('error' in exit) {
     if (exit.error.code === 'ETXTBSY') return 'busy';
     const missingCwd = exit.error.code === 'ENOENT' && spec.cwd !== undefined && !existsSync(spec.cwd);
     return startFailure(missingCwd ? `cwd ${spec.cwd} does not exist` : exit.error.message);
   }
-  const exitCode = timedOut ? -1 : exit.code;
   let error: TaskError | null = null;
-  if (timedOut) error = { code: 'TIMEOUT', message: `timed out after ${spec.timeout_ms} ms` };
-  else if (exit.signal) error = { code: 'KILLED', message: `ended by ${exit.signal}` };
-  else if (exitCode !== 0) error = { code: 'NONZERO_EXIT', message: `exited with code ${exitCode}` };
+  if (exit.signal) error = { code: 'KILLED', message: `ended by ${exit.signal}` };
+  else if (exit.code !== 0) error = { code: 'NONZERO_EXIT', message: `exited with code ${exit.code}` };
   return {
-    exit_code: exitCode,
+    exit_code: exit.code,
     signal: exit.signal,
-    timed_out: timedOut,
+    timed_out: false,
     stdout: stdout.text(),
     stderr: stderr.text(),
     stdout_truncated: stdout.truncated,

@@ -28,7 +28,7 @@ export const TASK_ERRORS = {
   KILLED: 'the program was ended by a signal',
   DEPENDENCY_FAILED: 'a task it depends on failed or was canceled',
   CANCELED: 'the task was canceled',
-  INTERRUPTED: 'the daemon stopped while the attempt was running',
+  INTERRUPTED: 'the daemon stopped, or lost the process supervising it, while the attempt ran; it runs again',
 } as const;
 
 export type TaskErrorCode = keyof typeof TASK_ERRORS;

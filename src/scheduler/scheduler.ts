@@ -13,8 +13,13 @@ export interface TaskJournal {
   flushed(): Promise<void>;
 }
 
+/** Runs one attempt; resolves with undefined when it was aborted before its process started. */
 export interface AttemptRunner {
-  (task: { id: string; attempt: number; spec: TaskSpec }, signal: AbortSignal, onSpawn: (pid: number) => void): Promise<AttemptResult>;
+  (
+    task: { id: string; attempt: number; spec: TaskSpec },
+    signal: AbortSignal,
+    onSpawn: (pid: number) => void,
+  ): Promise<AttemptResult | undefined>;
 }
 
 export interface SchedulerOptions {
@@ -36,6 +41,14 @@ export interface SchedulerEvents {
 }
 
 const MAX_BACKOFF_MS = 24 * 3600 * 1000;
+/**
+ * Executor processes lost in a row during one task's attempts before the
+ * attempt counts as failed: a task that kills its parent would otherwise be
+ * run again, and take its neighbours down with it, forever.
+ */
+const MAX_EXECUTOR_LOSSES = 3;
+/** Signals that a stop of the whole service sends every process (systemd's KillMode=control-group). */
+const STOP_SIGNALS = new Set(['SIGTERM', 'SIGINT', 'SIGHUP']);
 const emptyCounts = (): Counts => Object.fromEntries(TASK_STATES.map((s) => [s, 0])) as Counts;
 
 /**
@@ -114,10 +127,6 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     if (!failed && task.unmet === 0 && task.stored.ready_at === undefined) task.stored.state = 'QUEUED';
     this.counts[task.state]++;
     this.options.journal.put(task.id, task.stored);
-    task.durable = this.options.journal.flushed().then(
-      () => true,
-      () => false,
-    );
     this.emit('change', task);
     if (failed) {
       this.finish(task, 'CANCELED', { error: dependencyFailed(failed) });
@@ -229,7 +238,10 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.timers.clear();
     const all = Promise.all(this.attempts);
     let timer: NodeJS.Timeout | undefined;
-    const grace = new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)));
+    const grace = new Promise<void>((resolve) => {
+      this.endGrace = resolve;
+      timer = setTimeout(resolve, graceMs);
+    });
     await Promise.race([all, grace]);
     clearTimeout(timer);
     for (const task of this.tasks.values()) {
@@ -238,8 +250,11 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       task.abort?.abort();
     }
     await all;
-    await this.options.journal.flushed();
+    await this.options.journal.flushed().catch(() => undefined); // a failed journal is the daemon's to report
   }
+
+  /** Ends the grace period of a stop now: running tasks are killed, to run again after a restart. */
+  endGrace: () => void = () => undefined;
 
   private newId(): string {
     let id: string;
@@ -309,9 +324,13 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.update(task, 'RUNNING', { attempts: attempt, started_at: new Date().toISOString() });
     let result: AttemptResult | undefined;
     try {
-      // Only the task's own submission must be on disk before its process starts.
-      const durable = task.durable === undefined || (await task.durable);
-      task.durable = undefined;
+      // The task and its RUNNING state are on disk before its process starts: after a crash, the
+      // record never shows fewer starts than really happened. For a task that starts as soon as
+      // it is submitted, both lines share one flush.
+      const durable = await this.options.journal.flushed().then(
+        () => true,
+        () => false,
+      );
       if (durable && !abort.signal.aborted) {
         result = await this.options.runAttempt({ id: task.id, attempt, spec: task.spec }, abort.signal, (pid) => {
           const started = this.options.processStartTime?.(pid);
@@ -328,15 +347,23 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.pump();
   }
 
-  /** Decides what follows an attempt; `result` is absent when it was stopped before its process started. */
+  /** Decides what follows an attempt; `result` is absent when its process never started. */
   private attemptEnded(task: Task, result: AttemptResult | undefined): void {
     const outcome: TaskPatch = { ...result, pgid: undefined, pgid_started: undefined };
+    if (result?.error?.code !== 'INTERRUPTED') {
+      task.executorLosses = 0;
+    } else if (++task.executorLosses >= MAX_EXECUTOR_LOSSES) {
+      const message = `killed with its executor process, which ended during ${task.executorLosses} attempts in a row (does the task kill its parent process?)`;
+      result.error = errorOf('KILLED', message);
+    }
     if (task.cancelRequested) {
       this.finish(task, 'CANCELED', { ...outcome, error: errorOf('CANCELED', 'canceled while running') });
-    } else if (result?.error === null) {
+    } else if (!result) {
+      this.notStarted(task);
+    } else if (result.error === null) {
       this.finish(task, 'COMPLETED', outcome);
-    } else if (task.stopRequested || !result) {
-      this.interrupted(task, outcome);
+    } else if (this.wasInterrupted(task, result)) {
+      this.interrupted(task, outcome, result.error.code === 'INTERRUPTED' ? result.error.message : undefined);
     } else if (task.stored.attempts < task.stored.max_attempts) {
       const backoff = Math.min(task.spec.retry_delay_ms * 2 ** (task.stored.attempts - 1), MAX_BACKOFF_MS);
       this.update(task, 'PENDING', { ...outcome, ready_at: Date.now() + backoff });
@@ -346,14 +373,37 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     }
   }
 
+  /**
+   * Cut short by something other than the task itself: the daemon's stop,
+   * including a stop signal that reached the task's processes too (systemd
+   * signals the whole control group), or the loss of its executor process.
+   */
+  private wasInterrupted(task: Task, result: AttemptResult): boolean {
+    if (result.error?.code === 'INTERRUPTED') return true;
+    return task.stopRequested || (this.stopping && !result.timed_out && STOP_SIGNALS.has(result.signal ?? ''));
+  }
+
+  /** The attempt was called off before its process started: it does not count, and the task waits again. */
+  private notStarted(task: Task): void {
+    this.update(task, 'QUEUED', { attempts: task.stored.attempts - 1 });
+    if (!this.stopping) {
+      this.ready.push(task);
+      this.pump();
+    }
+  }
+
   /** An attempt ended by the daemon's stop, not by the task: it runs again, without using up a retry. */
-  private interrupted(task: Task, outcome: TaskPatch): void {
+  private interrupted(task: Task, outcome: TaskPatch, why = 'the daemon stopped during the attempt; it runs again'): void {
     this.update(task, 'QUEUED', {
       ...outcome,
       attempts: task.stored.attempts - 1,
       interrupted: (task.stored.interrupted ?? 0) + 1,
-      error: errorOf('INTERRUPTED', 'the daemon stopped during the attempt; it runs again'),
+      error: errorOf('INTERRUPTED', why),
     });
+    if (!this.stopping && !this.restoring) {
+      this.ready.push(task);
+      this.pump();
+    }
   }
 
   /** The one place a task changes: in memory, in the journal, and to listeners. */

@@ -25,8 +25,8 @@ export class Task {
   /** aborts the running attempt */
   abort: AbortController | undefined;
   cancelRequested = false;
-  /** resolves (false if the journal failed) once the submission is on disk; unset once known */
-  durable: Promise<boolean> | undefined;
+  /** executor processes lost in a row during its attempts */
+  executorLosses = 0;
   /** the daemon is stopping and killed the running attempt */
   stopRequested = false;
   /** called once when the task reaches a terminal state */

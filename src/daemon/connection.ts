@@ -15,6 +15,7 @@ import {
 } from '../protocol/index.js';
 import type { DaemonContext } from './context.js';
 import { handlers, type StatelessOp } from './handlers.js';
+import { HTTP_REFUSAL, looksLikeHttp, type HttpLine } from './http-guard.js';
 
 /** Unsent output past which answers are held back (as records, not text) and no new request is taken on. */
 const UNSENT_BYTES_LIMIT = 1024 * 1024;
@@ -61,6 +62,8 @@ export class Connection {
   private skippedEvents = 0;
   /** set once the connection is to be closed: nothing more is read */
   private closing = false;
+  /** the connection's first line, which alone may get an HTTP answer */
+  private firstFrame: Frame | undefined;
 
   constructor(
     private readonly socket: Socket,
@@ -103,6 +106,7 @@ export class Connection {
   }
 
   private receive(frames: Frame[]): void {
+    this.firstFrame ??= frames[0];
     if (!this.closing) this.waiting.push(...frames);
     this.admit();
   }
@@ -131,6 +135,8 @@ export class Connection {
     if (frame.kind === 'too_long') {
       return this.refuse(undefined, new RequestError('LINE_TOO_LONG', `the line is longer than ${this.ctx.config.maxLineBytes} bytes (--max-line-bytes); it was skipped`));
     }
+    const http = looksLikeHttp(frame.line);
+    if (http) return this.refuseHttp(http, frame === this.firstFrame);
     const decoded = decodeLine(frame.line);
     if (!decoded.ok) return this.refuse(undefined, new RequestError('BAD_JSON', decoded.message));
     try {
@@ -144,6 +150,15 @@ export class Connection {
   private refuse(ref: Ref | undefined, error: unknown): undefined {
     if (this.authenticated) this.fail(ref, error);
     else this.closeUnauthorized(ref, error instanceof RequestError ? `${NEEDS_AUTH} (this line: ${error.code}, ${error.message})` : NEEDS_AUTH);
+    return undefined;
+  }
+
+  /** Ends a connection that speaks HTTP, before any later line of it is looked at. */
+  private refuseHttp(line: HttpLine, first: boolean): undefined {
+    const what = line === 'request-line' ? 'an HTTP request line' : 'an HTTP header line';
+    this.ctx.config.log(`closed the connection from ${peerName(this.socket)}: it sent ${what}, and this port speaks newline-delimited JSON`);
+    // Only a client that opened with a request line is known to expect an HTTP answer.
+    this.closeAfter(first && line === 'request-line' ? HTTP_REFUSAL : '');
     return undefined;
   }
 
@@ -267,6 +282,12 @@ export class Connection {
     if (this.readEnded && idle && !this.unsubscribe) this.socket.end(); // end() still sends what is buffered
   }
 
+}
+
+/** The peer's address as `host:port`, for the log. */
+function peerName(socket: Socket): string {
+  const host = socket.remoteFamily === 'IPv6' ? `[${socket.remoteAddress}]` : socket.remoteAddress;
+  return `${host}:${socket.remotePort}`;
 }
 
 const errorResponse = (ref: Ref | undefined, code: RequestErrorCode, message: string) => ({

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TaskManagerClient, TaskManagerError } from '../src/index.js';
-import { CMD, RawConnection, TASK_MANAGER, startDaemon, tempDir, type TestDaemon } from './helpers.js';
+import { CMD, RawConnection, TASK_MANAGER, startDaemon, tasksAfterARun, tempDir, type TestDaemon } from './helpers.js';
 
 const dir = tempDir('tm-auth-');
 
@@ -86,16 +86,47 @@ describe('token authentication', () => {
     }
   });
 
-  it('treats a malformed auth as BAD_REQUEST: the connection stays open and unauthenticated', async () => {
+  /**
+   * Sends `first`, then in the same write a correct auth and a run that would create a file, and
+   * expects exactly one UNAUTHORIZED line and the end of the connection; nothing after `first` is read.
+   */
+  async function refusedFirst(name: string, first: string | Buffer) {
+    const marker = join(dir, `first-${name}`);
     const raw = await daemon.raw();
-    raw.socket.on('error', () => undefined);
-    raw.send('{"op":"auth","ref":"n","token":12345678901234567890}\n{"op":"auth","ref":"m"}\n');
-    const answers = await raw.take(2);
-    for (const answer of answers) expect(answer).toMatchObject({ ok: false, error: { code: 'BAD_REQUEST' } });
-    expect(answers.find((a) => a.ref === 'n').error.message).toContain('token');
-    raw.send('{"op":"health","ref":"h"}\n');
-    expect(await raw.next()).toMatchObject({ ok: false, ref: 'h', error: { code: 'UNAUTHORIZED' } });
-    await raw.closed;
+    raw.socket.on('error', () => undefined); // the daemon may end the connection while this is still writing
+    raw.send(Buffer.concat([Buffer.from(first), Buffer.from(authLine(token, 'late-auth') + recordRun(marker, 'late-run'))]));
+    const refusal = await raw.next();
+    expect(refusal, name).toMatchObject({ ok: false, error: { code: 'UNAUTHORIZED' } });
+    expect(refusal.error.message).toContain('"op":"auth"');
+    expect(await nextOrNothing(raw)).toBe('nothing');
+    return { refusal, marker };
+  }
+
+  it.each([
+    ['garbage', 'hello daemon\n', 'BAD_JSON'],
+    ['invalid JSON', '{"op":"auth","token":\n', 'BAD_JSON'],
+    ['invalid UTF-8', Buffer.from([0xff, 0xfe, 0x0a]), 'BAD_JSON'],
+    ['a line that is not an object', '[1,2,3]\n', 'BAD_REQUEST'],
+    ['an unknown op', '{"op":"explode","ref":"x"}\n', 'UNKNOWN_OP'],
+    ['an over-long line', `${'x'.repeat(1024 * 1024 + 10)}\n`, 'LINE_TOO_LONG'],
+  ])('answers %s before auth with one UNAUTHORIZED (saying what the line was) and closes, reading nothing after it', async (name, first, code) => {
+    const { refusal, marker } = await refusedFirst(name, first);
+    expect(refusal.error.message).toContain(code);
+    expect(await tasksAfterARun(await authed())).not.toContain(marker);
+    expect(existsSync(marker)).toBe(false);
+  });
+
+  it('refuses a malformed auth with UNAUTHORIZED, echoing its ref and saying what was wrong, and closes', async () => {
+    for (const [line, field] of [
+      ['{"op":"auth","ref":"n","token":12345678901234567890}\n', 'token must be a string'],
+      ['{"op":"auth","ref":"n"}\n', 'token is required'],
+      ['{"op":"auth","ref":"n","token":"x","user":"me"}\n', 'user'],
+    ] as const) {
+      const { refusal, marker } = await refusedFirst(line, line);
+      expect(refusal, line).toMatchObject({ ref: 'n', error: { code: 'UNAUTHORIZED' } });
+      expect(refusal.error.message).toContain(field);
+      expect(await tasksAfterARun(await authed())).not.toContain(marker);
+    }
   });
 
   it('accepts the right token (the file read without its newline), after which requests work', async () => {

@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { looksLikeHttp } from '../src/daemon/http-guard.js';
 import { CMD, startDaemon, type TestDaemon } from './helpers.js';
 
 /**
@@ -70,7 +71,11 @@ function defang(value: unknown): unknown {
   return request;
 }
 
-/** For byte-level items: any line that happens to parse as JSON is replaced by its defanged form. */
+/**
+ * For byte-level items: any line that happens to parse as JSON is replaced by its defanged form, and one
+ * that happens to look like HTTP gets a leading space (the daemon ends such a connection on purpose:
+ * test/cross-protocol.test.ts).
+ */
 function defangLines(bytes: Buffer): Buffer {
   const pieces: Buffer[] = [];
   let start = 0;
@@ -83,7 +88,7 @@ function defangLines(bytes: Buffer): Buffer {
       const parsed: unknown = JSON.parse(text);
       if (isObject(parsed)) replaced = Buffer.from(JSON.stringify(defang(parsed)));
     } catch {
-      // not JSON: stays as it is
+      if (looksLikeHttp(piece)) replaced = Buffer.concat([Buffer.from(' '), piece]);
     }
     pieces.push(replaced);
     if (newline === -1) break;

@@ -223,6 +223,17 @@ export class EventLog {
   }
 }
 
+/**
+ * The daemon's tasks as JSON text, listed once a run of this client's own has finished, so that
+ * anything another connection sent before has been registered by then. Closes the client.
+ */
+export async function tasksAfterARun(client: TaskManagerClient): Promise<string> {
+  await client.run({ cmd: [CMD, '--stdout', 'later'] });
+  const { tasks } = await client.list({ limit: 10_000 });
+  await client.close();
+  return JSON.stringify(tasks);
+}
+
 /** Rejects when the promise does not settle in time, so a missing answer fails one test instead of hanging the file. */
 export function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;

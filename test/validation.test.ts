@@ -343,6 +343,23 @@ describe('request validation over a real socket', () => {
     expect(await sendThenHealth('{"op":"list","ref":"l"}')).toMatchObject({ ok: true, ref: 'l' });
   });
 
+  it('refuses an env variable named __proto__ with BAD_REQUEST saying why, registering nothing', async () => {
+    // Written as text: in a JavaScript object literal, __proto__ would set the prototype instead of a key.
+    const line = `{"op":"submit","ref":"proto","id":"proto-env","cmd":["true"],"env":{"A":"1","__proto__":"x"}}`;
+    const answer = await sendThenHealth(line);
+    expect(answer).toMatchObject({ ok: false, ref: 'proto', error: { code: 'BAD_REQUEST' } });
+    expect(answer.error.message).toContain('env.__proto__');
+    expect(answer.error.message).toContain('prototype');
+    expect(await sendThenHealth('{"op":"status","ref":"s","id":"proto-env"}')).toMatchObject({ ok: false, error: { code: 'NOT_FOUND' } });
+  });
+
+  it('passes env variables named like other Object.prototype members to the task unchanged', async () => {
+    for (const name of ['constructor', 'toString', 'hasOwnProperty', '__defineSetter__', 'valueOf']) {
+      const response = await exchange({ op: 'run', ref: name, cmd: [CMD, '--print-env', name], env: { [name]: `value of ${name}` } });
+      expect(response, name).toMatchObject({ ok: true, ref: name, task: { state: 'COMPLETED', stdout: `value of ${name}\n` } });
+    }
+  });
+
   it('answers an unknown field with a very long name at once, with a short message', async () => {
     const key = 'k'.repeat(500_000);
     const started = Date.now();
@@ -350,5 +367,20 @@ describe('request validation over a real socket', () => {
     expect(answer).toMatchObject({ ok: false, ref: 'long-key', error: { code: 'BAD_REQUEST' } });
     expect(answer.error.message.length).toBeLessThan(1000);
     expect(Date.now() - started).toBeLessThan(5000);
+  });
+});
+
+describe("the daemon's own environment", () => {
+  it('reaches the task whole, a variable named __proto__ included', async () => {
+    // A computed key: an own property named __proto__, as the operating system would hand it to Node.
+    const daemon = await startDaemon([], { env: { ['__proto__']: 'inherited' } });
+    try {
+      const raw = await daemon.raw();
+      raw.send(`${JSON.stringify({ op: 'run', ref: 'inherit', cmd: [CMD, '--print-env', '__proto__'] })}\n`);
+      expect(await within(raw.next(), 20_000, 'run')).toMatchObject({ ok: true, task: { state: 'COMPLETED', stdout: 'inherited\n' } });
+      raw.close();
+    } finally {
+      expect(await daemon.stop()).toBe(0);
+    }
   });
 });

@@ -15,6 +15,7 @@ import {
 } from '../protocol/index.js';
 import type { DaemonContext } from './context.js';
 import { handlers, type StatelessOp } from './handlers.js';
+import { HTTP_REFUSAL, looksLikeHttp, type HttpLine } from './http-guard.js';
 
 /** Unsent output past which answers are held back (as records, not text) and no new request is taken on. */
 const UNSENT_BYTES_LIMIT = 1024 * 1024;
@@ -27,6 +28,14 @@ const SKIP_EVENTS_BYTES = 4 * 1024 * 1024;
  * (With the default cap that is 64 runs or waits in flight at once.)
  */
 const OUTPUT_BUDGET_BYTES = 128 * 1024 * 1024;
+/**
+ * How long a connection the daemon has ended still reads (and drops) what the
+ * peer sends: closing with unread input makes the kernel reset the connection,
+ * which can destroy the last answer before the peer has read it.
+ */
+const LINGER_MS = 2000;
+
+const NEEDS_AUTH = 'this daemon needs a token: send {"op":"auth","token":"..."} first';
 
 const digest = (text: string) => createHash('sha256').update(text).digest();
 
@@ -53,6 +62,8 @@ export class Connection {
   private skippedEvents = 0;
   /** set once the connection is to be closed: nothing more is read */
   private closing = false;
+  /** the connection's first line, which alone may get an HTTP answer */
+  private firstFrame: Frame | undefined;
 
   constructor(
     private readonly socket: Socket,
@@ -65,7 +76,7 @@ export class Connection {
       // Without this, clients that never authenticate could hold every connection slot.
       const timer = setTimeout(() => {
         if (!this.authenticated && !this.closing) {
-          this.closeWith(undefined, new RequestError('UNAUTHORIZED', `no auth within ${ctx.config.authTimeoutMs} ms`));
+          this.closeUnauthorized(undefined, `no auth within ${ctx.config.authTimeoutMs} ms`);
         }
       }, ctx.config.authTimeoutMs);
       socket.once('close', () => clearTimeout(timer));
@@ -95,6 +106,7 @@ export class Connection {
   }
 
   private receive(frames: Frame[]): void {
+    this.firstFrame ??= frames[0];
     if (!this.closing) this.waiting.push(...frames);
     this.admit();
   }
@@ -118,23 +130,36 @@ export class Connection {
     return this.held.length > 0 || this.socket.writableLength > UNSENT_BYTES_LIMIT;
   }
 
-  /** A request, or undefined when the line was answered with an error. */
+  /** A request, or undefined when the line was answered with an error (or ended the connection). */
   private parse(frame: Frame): ValidRequest | undefined {
     if (frame.kind === 'too_long') {
-      this.fail(undefined, new RequestError('LINE_TOO_LONG', `the line is longer than ${this.ctx.config.maxLineBytes} bytes (--max-line-bytes); it was skipped`));
-      return undefined;
+      return this.refuse(undefined, new RequestError('LINE_TOO_LONG', `the line is longer than ${this.ctx.config.maxLineBytes} bytes (--max-line-bytes); it was skipped`));
     }
+    const http = looksLikeHttp(frame.line);
+    if (http) return this.refuseHttp(http, frame === this.firstFrame);
     const decoded = decodeLine(frame.line);
-    if (!decoded.ok) {
-      this.fail(undefined, new RequestError('BAD_JSON', decoded.message));
-      return undefined;
-    }
+    if (!decoded.ok) return this.refuse(undefined, new RequestError('BAD_JSON', decoded.message));
     try {
       return parseRequest(decoded.value);
     } catch (error) {
-      this.fail(readableRef(decoded.value), error);
-      return undefined;
+      return this.refuse(readableRef(decoded.value), error);
     }
+  }
+
+  /** Answers a line that is not a request. Before authentication the connection ends with it. */
+  private refuse(ref: Ref | undefined, error: unknown): undefined {
+    if (this.authenticated) this.fail(ref, error);
+    else this.closeUnauthorized(ref, error instanceof RequestError ? `${NEEDS_AUTH} (this line: ${error.code}, ${error.message})` : NEEDS_AUTH);
+    return undefined;
+  }
+
+  /** Ends a connection that speaks HTTP, before any later line of it is looked at. */
+  private refuseHttp(line: HttpLine, first: boolean): undefined {
+    const what = line === 'request-line' ? 'an HTTP request line' : 'an HTTP header line';
+    this.ctx.config.log(`closed the connection from ${peerName(this.socket)}: it sent ${what}, and this port speaks newline-delimited JSON`);
+    // Only a client that opened with a request line is known to expect an HTTP answer.
+    this.closeAfter(first && line === 'request-line' ? HTTP_REFUSAL : '');
+    return undefined;
   }
 
   /** The output an answer to this request may carry once its task has finished. */
@@ -150,10 +175,7 @@ export class Connection {
 
   private handle(request: ValidRequest, cost: number): void {
     if (request.op === 'auth') return this.authenticate(request.ref, request.token);
-    if (!this.authenticated) {
-      this.closeWith(request.ref, new RequestError('UNAUTHORIZED', 'this daemon needs a token: send {"op":"auth","token":"..."} first'));
-      return;
-    }
+    if (!this.authenticated) return this.closeUnauthorized(request.ref, NEEDS_AUTH);
     if (request.op === 'subscribe') return this.subscribe(request.ref, request.ids);
     this.inFlight++;
     this.reservedOutput += cost;
@@ -174,10 +196,7 @@ export class Connection {
 
   private authenticate(ref: Ref | undefined, token: string): void {
     const expected = this.ctx.config.token;
-    if (expected !== undefined && !timingSafeEqual(digest(token), digest(expected))) {
-      this.closeWith(ref, new RequestError('UNAUTHORIZED', 'the token is wrong'));
-      return;
-    }
+    if (expected !== undefined && !timingSafeEqual(digest(token), digest(expected))) return this.closeUnauthorized(ref, 'the token is wrong');
     this.authenticated = true;
     this.reply(ref, 'auth', {});
   }
@@ -204,11 +223,19 @@ export class Connection {
     this.send(errorResponse(ref, known ? error.code : 'INTERNAL', known ? error.message : 'the daemon failed to carry out the request'));
   }
 
-  private closeWith(ref: Ref | undefined, error: RequestError): void {
+  /** Refuses an unauthenticated connection: one UNAUTHORIZED line, then the end. */
+  private closeUnauthorized(ref: Ref | undefined, message: string): void {
+    this.closeAfter(encodeLine(errorResponse(ref, 'UNAUTHORIZED', message)));
+  }
+
+  /** Sends the last words at once and ends the connection; nothing more it sends is taken on. */
+  private closeAfter(lastWords: string): void {
     this.closing = true;
     this.waiting.length = 0;
-    // Destroyed once the line is out: a peer that keeps its side open must not keep the slot.
-    this.socket.end(encodeLine(errorResponse(ref, error.code, error.message)), () => this.socket.destroy());
+    this.socket.end(lastWords);
+    // A peer that keeps its side open must not keep the slot for long.
+    const linger = setTimeout(() => this.socket.destroy(), LINGER_MS);
+    this.socket.once('close', () => clearTimeout(linger));
   }
 
   /** Every report waits until the journal holds what it reports. */
@@ -255,6 +282,12 @@ export class Connection {
     if (this.readEnded && idle && !this.unsubscribe) this.socket.end(); // end() still sends what is buffered
   }
 
+}
+
+/** The peer's address as `host:port`, for the log. */
+function peerName(socket: Socket): string {
+  const host = socket.remoteFamily === 'IPv6' ? `[${socket.remoteAddress}]` : socket.remoteAddress;
+  return `${host}:${socket.remotePort}`;
 }
 
 const errorResponse = (ref: Ref | undefined, code: RequestErrorCode, message: string) => ({

@@ -33,11 +33,10 @@ const isLoopback = (host: string) =>
 
 /** The daemon's own settings stay out of the tasks' environment (the token above all). */
 function taskEnvironment(): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [key, value] of Object.entries(process.env)) {
-    if (value !== undefined && !key.startsWith('TASK_MANAGER_')) env[key] = value;
-  }
-  return env;
+  // fromEntries, not assignment: a variable named __proto__ would otherwise set the prototype and vanish.
+  return Object.fromEntries(
+    Object.entries(process.env).filter((entry): entry is [string, string] => entry[1] !== undefined && !entry[0].startsWith('TASK_MANAGER_')),
+  );
 }
 
 export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promise<RunningDaemon> {

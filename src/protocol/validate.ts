@@ -172,20 +172,29 @@ function script(value: unknown): Script {
   return { lang: lang as Script['lang'], source_b64: encoded };
 }
 
+/** An environment variable's name, checked before it becomes a key. */
+function variableName(key: string): string {
+  if (key === '' || key.includes('=') || key.includes('\0')) {
+    throw badRequest(`env key ${shown(key)} is not a valid variable name (empty, or has "=" or NUL)`);
+  }
+  // JSON.parse keeps "__proto__" as an ordinary key, but JavaScript that copies an object by
+  // assignment (copy[key] = value) sets the prototype instead and the variable is lost without a word.
+  if (key === '__proto__') {
+    throw badRequest('env.__proto__ is not allowed: JavaScript reads "__proto__" as the object\'s prototype, so code copying env would silently drop it; use another variable name');
+  }
+  return key;
+}
+
 function environment(value: unknown): Record<string, string> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw badRequest(`env must be an object of string to string, got ${typeName(value)}`);
   }
   const entries = Object.entries(value);
   if (entries.length > MAX_ARGUMENTS) throw badRequest(`env has ${entries.length} variables; the most is ${MAX_ARGUMENTS}`);
-  const env: Record<string, string> = {};
-  for (const [key, item] of entries) {
-    if (key === '' || key.includes('=') || key.includes('\0')) {
-      throw badRequest(`env key ${shown(key)} is not a valid variable name (empty, or has "=" or NUL)`);
-    }
-    env[key] = argument(item, `env.${key}`, Buffer.byteLength(key) + 1);
-  }
-  return env;
+  // fromEntries defines each key as the object's own property: no key can reach a prototype setter.
+  return Object.fromEntries(
+    entries.map(([key, item]) => [variableName(key), argument(item, `env.${key}`, Buffer.byteLength(key) + 1)]),
+  );
 }
 
 function startAt(value: unknown): number {

@@ -1,6 +1,17 @@
 import fc from 'fast-check';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { appendFileSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  chmodSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  statfsSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join, relative } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { TaskManagerClient, TaskRecord } from '../src/index.js';
@@ -16,15 +27,18 @@ import { CMD, eventually, removeDir, serveExpectingRefusal, startDaemon, tempDir
 /**
  * Recovery reads and checks the whole journal before it writes anything:
  * log lines, the snapshot's tasks, and log generations. A journal that does
- * not add up stops the daemon (exit 2) with every file as it was.
+ * not add up stops the daemon (exit 2) with every file as it was. Also: a
+ * full disk at start or during compaction, and the data dir's mode.
  */
 
 // Everything a test started or created, cleaned up after it whatever happened.
 const daemons: TestDaemon[] = [];
 const dirs: string[] = [];
+const mounts: Tmpfs[] = [];
 
 afterEach(async () => {
   await Promise.all(daemons.splice(0).filter(isUp).map((daemon) => daemon.kill()));
+  await Promise.all(mounts.splice(0).map((mount) => mount.close()));
   dirs.splice(0).forEach(removeDir);
 });
 
@@ -436,5 +450,183 @@ describe('recovery checks the whole journal before writing anything', () => {
     await first.kill();
     expect(snapshotOf(dataDir).generation).toBe(2);
     await expectRecovered(dataDir, results);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// A full disk, for real: a small tmpfs. Mounting needs root, or (as another
+// user) a user namespace of one's own; the tests run as root on CI. The
+// tmpfs lives in a mount namespace of its own, so nothing is left mounted if
+// a test dies: the test reaches its files through /proc/<holder>/root, and
+// the daemon runs inside through nsenter.
+
+const isRoot = process.getuid?.() === 0;
+const asOwner = isRoot ? [] : ['--map-root-user'];
+
+class Tmpfs {
+  private constructor(
+    private readonly holder: ChildProcess,
+    /** where it is mounted, inside the namespace */
+    readonly mountPoint: string,
+  ) {}
+
+  static async mount(bytes: number): Promise<Tmpfs> {
+    const mountPoint = dir('tm-tmpfs-');
+    const script = 'mount -t tmpfs -o size="$1",mode=700 tmpfs "$2" && echo mounted && exec sleep infinity';
+    const holder = spawn('unshare', [...asOwner, '--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', String(bytes), mountPoint], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const mounted = new Tmpfs(holder, mountPoint);
+    mounts.push(mounted);
+    let stderr = '';
+    holder.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    await new Promise<void>((resolve, reject) => {
+      holder.stdout!.once('data', () => resolve());
+      holder.once('exit', (code) => reject(new Error(`could not mount a tmpfs (exit ${code}): ${stderr}`)));
+    });
+    return mounted;
+  }
+
+  /** The path of `name` inside the namespace, as the daemon sees it. */
+  inside(name: string): string {
+    return join(this.mountPoint, name);
+  }
+
+  /** The same file, as this process reaches it. */
+  outside(name: string): string {
+    return join(`/proc/${this.holder.pid}/root`, this.mountPoint, name);
+  }
+
+  /** Runs the daemon inside the namespace. */
+  get serve(): ServeOptions {
+    return { prefix: ['nsenter', '-t', String(this.holder.pid), ...(isRoot ? [] : ['-U', '--preserve-credentials']), '-m'] };
+  }
+
+  /** Fills it up until only `leave` bytes are free (tmpfs counts whole pages). */
+  fill(leave: number): void {
+    const free = () => {
+      const stats = statfsSync(this.outside(''));
+      return stats.bavail * stats.bsize;
+    };
+    writeFileSync(this.outside('filler'), Buffer.alloc(free() - leave));
+    expect(free()).toBe(leave);
+  }
+
+  free(): void {
+    unlinkSync(this.outside('filler'));
+  }
+
+  async close(): Promise<void> {
+    if (this.holder.exitCode !== null || this.holder.signalCode !== null) return;
+    const exited = new Promise((resolve) => this.holder.once('exit', resolve));
+    this.holder.kill('SIGKILL');
+    await exited;
+  }
+}
+
+/** Root can always mount; another user only where user namespaces are allowed. */
+function canMountTmpfs(): boolean {
+  if (isRoot) return true;
+  const probe = tempDir('tm-probe-');
+  const { status } = spawnSync('unshare', [...asOwner, '--mount', 'sh', '-c', 'mount -t tmpfs tmpfs "$1"', 'sh', probe]);
+  removeDir(probe);
+  return status === 0;
+}
+
+describe.runIf(canMountTmpfs())('a full disk', () => {
+  const ENOSPC = 'ENOSPC: no space left on device';
+  /** exit 2 and one line: the data dir and why */
+  const expectDiskFull = (refused: { code: number | null; started: boolean; stderr: string }, dataDir: string) => {
+    expect(refused.started, refused.stderr).toBe(false);
+    expect(refused.code, refused.stderr).toBe(2);
+    expect(refused.stderr).toMatch(/^task-manager: [^\n]*\n$/);
+    expect(refused.stderr).toContain(`task-manager: data dir ${dataDir}: ${ENOSPC}`);
+  };
+
+  it('a first start on a full disk exits 2 with one line naming the data dir and the cause, and leaves no file', async () => {
+    const disk = await Tmpfs.mount(256 * 1024);
+    disk.fill(0);
+    expectDiskFull(await serveExpectingRefusal(disk.inside('data'), [], disk.serve), disk.inside('data'));
+    expect(readdirSync(disk.outside('data'))).toEqual([]); // no lock, no lock.<pid>, no temp file
+  });
+
+  it('a start with room for the lock but not the snapshot exits 2 and leaves every file as it was', async () => {
+    const disk = await Tmpfs.mount(1024 * 1024);
+    const dataDir = disk.inside('data');
+    const first = await daemon([], dataDir, disk.serve);
+    const client = await first.client();
+    // Output enough that the snapshot of the next start takes more than one page.
+    const results = await Promise.all([0, 1, 2].map((i) => client.run({ id: `full-${i}`, cmd: [CMD, '--stdout-bytes', '3000'] })));
+    await client.close();
+    expect(await first.stop()).toBe(0);
+
+    const before = fingerprint(disk.outside('data'));
+    disk.fill(4096); // one page: the lock
+    expectDiskFull(await serveExpectingRefusal(dataDir, [], disk.serve), dataDir);
+    expect(fingerprint(disk.outside('data'))).toEqual(before); // no temp file, no lock, no new log
+
+    disk.free();
+    await expectRecovered(dataDir, results.map(({ task }) => task), disk.serve);
+  });
+
+  it('a compaction that fails on the full disk leaves no temp file, the daemon carries on, and compacts once there is room', async () => {
+    const disk = await Tmpfs.mount(1024 * 1024);
+    const dataDir = disk.inside('data');
+    const running = await daemon(['--compact-after-bytes', '1024'], dataDir, disk.serve);
+    const client = await running.client();
+    // Tasks that wait an hour: each costs one line of the log, and nothing is written after it.
+    let submitted = 0;
+    const submit = () => client.submit({ id: `later-${++submitted}`, cmd: ['true'], delay_ms: 3_600_000 });
+    const files = () => readdirSync(disk.outside('data'));
+    const logSize = () => statSync(disk.outside('data/log.1.ndjson')).size;
+    do await submit();
+    while (logSize() <= 1024);
+    expect(logGenerations(disk.outside('data'))).toEqual([1]);
+
+    // No page left, but the log's page still has room for a line: the snapshot cannot get a byte.
+    disk.fill(0);
+    await submit(); // the first change once the log is past the bound: compaction
+    await eventually(() => running.stderr().includes('journal compaction failed, will retry'));
+    expect(running.stderr()).toContain(ENOSPC);
+    expect(files()).not.toContain('.snapshot.json.tmp');
+    expect(logGenerations(disk.outside('data'))).toEqual([1, 2]); // the old log stays: the snapshot on disk needs it
+    expect((await client.list()).total).toBe(submitted);
+
+    disk.free();
+    // Once the new log outgrows the bound, compaction runs again, and succeeds.
+    while (logGenerations(disk.outside('data')).length > 1 && submitted < 20) await submit();
+    await eventually(() => logGenerations(disk.outside('data')).join() === '3');
+    expect(files()).not.toContain('.snapshot.json.tmp');
+    expect(snapshotOf(disk.outside('data')).generation).toBe(3);
+    expect((await client.list()).total).toBe(submitted);
+    await client.close();
+    expect(await running.stop()).toBe(0);
+  });
+});
+
+describe('data dir mode', () => {
+  it('tightens an existing data dir that others can read to 700, saying so once', async () => {
+    const dataDir = dir('tm-recovery-mode-');
+    chmodSync(dataDir, 0o755);
+    const first = await daemon([], dataDir);
+    await eventually(() => first.stderr().includes('mode'));
+    expect(first.stderr()).toBe(`data dir ${dataDir} had mode 755; changed it to 700, since it holds task commands, environments and output\n`);
+    expect(statSync(dataDir).mode & 0o7777).toBe(0o700);
+    expect(await first.stop()).toBe(0);
+
+    const second = await daemon([], dataDir);
+    expect(await second.stop()).toBe(0);
+    expect(second.stderr()).not.toContain('mode');
+  });
+
+  it('leaves the mode of a shared directory such as /tmp alone, and warns', async () => {
+    const shared = join(dir('tm-recovery-shared-'), 'shared');
+    mkdirSync(shared);
+    chmodSync(shared, 0o1777);
+    const started = await daemon([], shared);
+    await eventually(() => started.stderr().includes('mode'));
+    expect(started.stderr()).toContain(`data dir ${shared} is a shared directory (mode 1777); its mode was left alone`);
+    expect(statSync(shared).mode & 0o7777).toBe(0o1777);
+    expect(await started.stop()).toBe(0);
   });
 });

@@ -1,4 +1,4 @@
-import { open, readFile, rename } from 'node:fs/promises';
+import { open, readFile, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Adapter } from 'lowdb';
 import { JournalCorruptError } from './errors.js';
@@ -11,6 +11,8 @@ import { JournalCorruptError } from './errors.js';
 export class DurableJSONFile<T> implements Adapter<T> {
   /** size of the file as last written */
   bytes = 0;
+  /** how many writes have replaced the file: a failed write that did not is one that changed nothing */
+  replaced = 0;
 
   constructor(private readonly path: string) {}
 
@@ -34,8 +36,15 @@ export class DurableJSONFile<T> implements Adapter<T> {
     // Serialized before the first await, so the snapshot is of this instant.
     const text = JSON.stringify(data);
     const temp = join(dirname(this.path), `.${basename(this.path)}.tmp`);
-    await writeSynced(temp, text);
+    try {
+      await writeSynced(temp, text);
+    } catch (error) {
+      // A half-written temp file (disk full) would only hold space the next write needs.
+      await unlink(temp).catch(() => undefined);
+      throw error;
+    }
     await rename(temp, this.path);
+    this.replaced++;
     this.bytes = Buffer.byteLength(text);
     await syncDirectory(dirname(this.path));
   }

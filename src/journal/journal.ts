@@ -1,8 +1,10 @@
-import { mkdir, unlink } from 'node:fs/promises';
+import { unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Low } from 'lowdb';
 import type { StoredTask, TaskJournal, TaskPatch } from '../scheduler/index.js';
+import { prepareDataDir } from './data-dir.js';
 import { DurableJSONFile, syncDirectory } from './durable-json-file.js';
+import { DataDirError } from './errors.js';
 import { lockDataDir } from './lock.js';
 import { LogWriter } from './log-writer.js';
 import { SNAPSHOT, logGenerations, logName, readJournal, type JournalOnDisk, type Snapshot } from './recovery.js';
@@ -46,19 +48,23 @@ export class Journal implements TaskJournal {
    * Locks the data dir, reads and checks the whole journal, and only then
    * starts a fresh log generation with a snapshot of everything. A journal
    * that does not add up throws JournalCorruptError with every file left as
-   * it was.
+   * it was; a file system error throws DataDirError naming the data dir.
    */
   static async open(dir: string, options: JournalOptions): Promise<{ journal: Journal; tasks: StoredTask[]; crashed: boolean }> {
     const warn = options.warn ?? ((message: string) => console.warn(message));
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    const lock = await lockDataDir(join(dir, 'lock'));
     try {
-      const found = await readJournal(dir, warn);
-      const journal = await Journal.start(dir, found, options, lock.release);
-      return { journal, tasks: found.tasks, crashed: lock.tookOverStale };
+      await prepareDataDir(dir, warn);
+      const lock = await lockDataDir(join(dir, 'lock'));
+      try {
+        const found = await readJournal(dir, warn);
+        const journal = await Journal.start(dir, found, options, lock.release);
+        return { journal, tasks: found.tasks, crashed: lock.tookOverStale };
+      } catch (error) {
+        await lock.abandon();
+        throw error;
+      }
     } catch (error) {
-      await lock.abandon();
-      throw error;
+      throw (error as NodeJS.ErrnoException).code === undefined ? error : new DataDirError(dir, error as NodeJS.ErrnoException);
     }
   }
 
@@ -71,12 +77,15 @@ export class Journal implements TaskJournal {
     const generation = found.lastGeneration + 1;
     const log = await createLog(dir, generation, options);
     const journal = new Journal(dir, db, snapshotFile, log, generation, options, unlock);
+    const replaced = snapshotFile.replaced;
     try {
       await journal.writeSnapshot(found.tasks, generation);
       await journal.removeLogsBefore(generation);
       return journal;
     } catch (error) {
       await log.close();
+      // No snapshot names the new log yet: it is empty and of no use to the next start.
+      if (snapshotFile.replaced === replaced) await unlink(log.path).catch(() => undefined);
       throw error;
     }
   }
@@ -128,14 +137,19 @@ export class Journal implements TaskJournal {
       await this.retire();
       await this.removeLogsBefore(generation);
     } catch (error) {
+      // The old log stays on disk (the snapshot on disk still needs it), but its writer is done with.
+      await this.retire().catch(() => undefined);
       (this.options.warn ?? console.warn)(`journal compaction failed, will retry: ${(error as Error).message}`);
     }
   }
 
   /** Closes the log that compaction replaced, once what was appended to it is written. */
   private async retire(): Promise<void> {
-    await this.retiring?.close();
-    this.retiring = undefined;
+    try {
+      await this.retiring?.close();
+    } finally {
+      this.retiring = undefined;
+    }
   }
 
   private async writeSnapshot(tasks: StoredTask[], generation: number): Promise<void> {

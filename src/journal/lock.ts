@@ -31,8 +31,9 @@ export async function lockDataDir(path: string): Promise<DataDirLock> {
   const mine = `${path}.${process.pid}`;
   const aside = `${path}.stale.${process.pid}`;
   let stale: string | undefined; // the content of the stale lock taken over
-  await writeFile(mine, `${process.pid} ${processStartTime(process.pid) ?? ''}\n`, { mode: 0o600 });
   try {
+    // Inside the try: a write that fails (disk full) must not leave the file behind.
+    await writeFile(mine, `${process.pid} ${processStartTime(process.pid) ?? ''}\n`, { mode: 0o600 });
     for (;;) {
       try {
         await link(mine, path);

@@ -34,18 +34,29 @@ export interface TestDaemon {
 const running = new Set<ChildProcess>();
 process.on('exit', () => running.forEach((child) => child.kill('SIGKILL')));
 
-/** Starts `bin/task-manager serve` as a real process on an ephemeral port. */
-export async function startDaemon(
-  args: string[] = [],
-  options: { dataDir?: string; env?: NodeJS.ProcessEnv; detached?: boolean } = {},
-): Promise<TestDaemon> {
-  const dataDir = options.dataDir ?? tempDir('tm-data-');
-  const child = spawn(process.execPath, [TASK_MANAGER, 'serve', '--port', '0', '--data-dir', dataDir, ...args], {
+export interface ServeOptions {
+  dataDir?: string;
+  env?: NodeJS.ProcessEnv;
+  /** a command that runs the daemon, e.g. nsenter into another mount namespace (it must exec it) */
+  prefix?: string[];
+  /** its own process group, as a shell gives a foreground job: signals can go to the whole group */
+  detached?: boolean;
+}
+
+/** Spawns `bin/task-manager serve` on an ephemeral port. */
+function spawnServe(dataDir: string, args: string[], options: ServeOptions): ChildProcess {
+  const command = [...(options.prefix ?? []), process.execPath, TASK_MANAGER, 'serve', '--port', '0', '--data-dir', dataDir, ...args];
+  return spawn(command[0]!, command.slice(1), {
     env: { ...process.env, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
-    // Its own process group, as a shell gives a foreground job: signals can go to the whole group.
     detached: options.detached ?? false,
   });
+}
+
+/** Starts `bin/task-manager serve` as a real process on an ephemeral port. */
+export async function startDaemon(args: string[] = [], options: ServeOptions = {}): Promise<TestDaemon> {
+  const dataDir = options.dataDir ?? tempDir('tm-data-');
+  const child = spawnServe(dataDir, args, options);
   running.add(child);
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
@@ -78,6 +89,35 @@ export async function startDaemon(
     },
     exited,
   };
+}
+
+/**
+ * Starts `serve` on a data dir where it is expected to refuse to start, and
+ * resolves with how it exited. A daemon that starts listening after all is
+ * killed and reported as `started`.
+ */
+export function serveExpectingRefusal(
+  dataDir: string,
+  args: string[] = [],
+  options: ServeOptions = {},
+): Promise<{ code: number | null; started: boolean; stderr: string }> {
+  const child = spawnServe(dataDir, args, options);
+  let stderr = '';
+  let started = false;
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  child.stdout!.on('data', (chunk: Buffer) => {
+    if (!started && chunk.toString().includes(' listening on ')) {
+      started = true;
+      child.kill('SIGKILL');
+    }
+  });
+  const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+  return new Promise((resolve) =>
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, started, stderr });
+    }),
+  );
 }
 
 /** A plain socket speaking lines, for tests of the wire format itself. */

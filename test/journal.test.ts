@@ -3,7 +3,7 @@ import { appendFileSync, existsSync, readdirSync, readFileSync, statSync, writeF
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { TaskManagerClient, TaskRecord } from '../src/index.js';
-import { CMD, TASK_MANAGER, eventually, removeDir, startDaemon, tempDir, type TestDaemon } from './helpers.js';
+import { CMD, TASK_MANAGER, eventually, removeDir, serveExpectingRefusal, startDaemon, tempDir, type TestDaemon } from './helpers.js';
 
 /**
  * The durable state of the data dir, tested through real daemons: torn and
@@ -76,33 +76,6 @@ function readPid(file: string): number | undefined {
   if (!Number.isInteger(pid) || pid <= 0) return undefined;
   taskPids.add(pid);
   return pid;
-}
-
-/**
- * Starts `serve` on a data dir where it is expected to refuse to start, and
- * resolves with how it exited. A daemon that starts listening after all is
- * killed and reported as `started`.
- */
-function serveExpectingRefusal(dataDir: string, args: string[] = []): Promise<{ code: number | null; started: boolean; stderr: string }> {
-  const child = spawn(process.execPath, [TASK_MANAGER, 'serve', '--port', '0', '--data-dir', dataDir, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  let started = false;
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  child.stdout.on('data', (chunk: Buffer) => {
-    if (!started && chunk.toString().includes(' listening on ')) {
-      started = true;
-      child.kill('SIGKILL');
-    }
-  });
-  const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-  return new Promise((resolve) =>
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, started, stderr });
-    }),
-  );
 }
 
 async function expectNotFound(client: TaskManagerClient, id: string): Promise<void> {

@@ -82,8 +82,10 @@ export function serveCommand(): Command {
         }
       } catch (error) {
         const known = error instanceof ConfigError || error instanceof DataDirLockedError || error instanceof JournalCorruptError;
+        // The port taken, or a file system that cannot hold the data dir: the operator's to fix, not a crash.
+        const startErrors = ['EADDRINUSE', 'ENOENT', 'ENOTDIR', 'EISDIR', 'EACCES', 'EPERM', 'EROFS', 'ENOSPC', 'EDQUOT', 'EIO', 'EMFILE', 'ENFILE', 'ELOOP', 'ENAMETOOLONG'];
         const code = (error as NodeJS.ErrnoException).code;
-        if (known || code === 'EADDRINUSE' || code === 'EACCES' || code === 'ENOENT') {
+        if (known || startErrors.includes(code ?? '')) {
           console.error(`task-manager: ${(error as Error).message}`);
           process.exit(2);
         }

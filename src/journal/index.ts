@@ -1,3 +1,3 @@
 export { Journal, type Durability, type JournalOptions } from './journal.js';
-export { JournalCorruptError } from './errors.js';
+export { DataDirError, JournalCorruptError } from './errors.js';
 export { DataDirLockedError } from './lock.js';

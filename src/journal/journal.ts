@@ -1,11 +1,14 @@
-import { mkdir, readdir, unlink } from 'node:fs/promises';
+import { unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Low } from 'lowdb';
 import type { StoredTask, TaskJournal, TaskPatch } from '../scheduler/index.js';
+import { prepareDataDir } from './data-dir.js';
 import { DurableJSONFile, syncDirectory } from './durable-json-file.js';
+import { DataDirError } from './errors.js';
 import { lockDataDir } from './lock.js';
 import { LogWriter } from './log-writer.js';
-import { encodeEntry, replayLog, tidy } from './replay.js';
+import { SNAPSHOT, logGenerations, logName, readJournal, type JournalOnDisk, type Snapshot } from './recovery.js';
+import { encodeEntry } from './replay.js';
 
 export type Durability = 'fsync' | 'none';
 
@@ -18,17 +21,6 @@ export interface JournalOptions {
   /** the journal can no longer be written (disk full, I/O error) */
   onFailure?: (error: Error) => void;
 }
-
-interface Snapshot {
-  format: 1;
-  /** the first log generation not contained in this snapshot */
-  generation: number;
-  tasks: StoredTask[];
-}
-
-const SNAPSHOT = 'snapshot.json';
-const LOG_NAME = /^log\.(\d+)\.ndjson$/;
-const logName = (generation: number) => `log.${generation}.ndjson`;
 
 /**
  * Durable task state: a lowdb JSON snapshot of every task plus an
@@ -52,29 +44,48 @@ export class Journal implements TaskJournal {
     private readonly unlock: () => Promise<void>,
   ) {}
 
-  /** Locks the data dir, replays snapshot and logs, and starts a fresh log generation. */
+  /**
+   * Locks the data dir, reads and checks the whole journal, and only then
+   * starts a fresh log generation with a snapshot of everything. A journal
+   * that does not add up throws JournalCorruptError with every file left as
+   * it was; a file system error throws DataDirError naming the data dir.
+   */
   static async open(dir: string, options: JournalOptions): Promise<{ journal: Journal; tasks: StoredTask[]; crashed: boolean }> {
     const warn = options.warn ?? ((message: string) => console.warn(message));
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    const { release: unlock, tookOverStale: crashed } = await lockDataDir(join(dir, 'lock'));
     try {
-      const snapshotFile = new DurableJSONFile<Snapshot>(join(dir, SNAPSHOT));
-      const db = new Low<Snapshot>(snapshotFile, { format: 1, generation: 0, tasks: [] });
-      await db.read();
-      const tasks = new Map(db.data.tasks.map((task) => [task.id, task]));
-      const logs = await logGenerations(dir);
-      for (const generation of logs) {
-        if (generation >= db.data.generation) await replayLog(join(dir, logName(generation)), tasks, warn);
+      await prepareDataDir(dir, warn);
+      const lock = await lockDataDir(join(dir, 'lock'));
+      try {
+        const found = await readJournal(dir, warn);
+        const journal = await Journal.start(dir, found, options, lock.release);
+        return { journal, tasks: found.tasks, crashed: lock.tookOverStale };
+      } catch (error) {
+        await lock.abandon();
+        throw error;
       }
-      const recovered = [...tasks.values()].map(tidy);
-      const generation = Math.max(db.data.generation, ...logs) + 1;
-      const log = await openLog(join(dir, logName(generation)), options);
-      const journal = new Journal(dir, db, snapshotFile, log, generation, options, unlock);
-      await journal.writeSnapshot(recovered, generation);
-      await journal.removeLogsBefore(generation);
-      return { journal, tasks: recovered, crashed };
     } catch (error) {
-      await unlock();
+      throw (error as NodeJS.ErrnoException).code === undefined ? error : new DataDirError(dir, error as NodeJS.ErrnoException);
+    }
+  }
+
+  /** Writes what open has read as the snapshot of a new generation. */
+  private static async start(dir: string, found: JournalOnDisk, options: JournalOptions, unlock: () => Promise<void>): Promise<Journal> {
+    const snapshotFile = new DurableJSONFile<Snapshot>(join(dir, SNAPSHOT));
+    const db = new Low<Snapshot>(snapshotFile, { format: 1, generation: 0, tasks: [] });
+    // A new data dir gets a snapshot (generation 0) before its first log, so that no log is ever without one.
+    if (found.empty) await snapshotFile.write({ format: 1, generation: 0, tasks: [] });
+    const generation = found.lastGeneration + 1;
+    const log = await createLog(dir, generation, options);
+    const journal = new Journal(dir, db, snapshotFile, log, generation, options, unlock);
+    const replaced = snapshotFile.replaced;
+    try {
+      await journal.writeSnapshot(found.tasks, generation);
+      await journal.removeLogsBefore(generation);
+      return journal;
+    } catch (error) {
+      await log.close();
+      // No snapshot names the new log yet: it is empty and of no use to the next start.
+      if (snapshotFile.replaced === replaced) await unlink(log.path).catch(() => undefined);
       throw error;
     }
   }
@@ -118,18 +129,26 @@ export class Journal implements TaskJournal {
   private async compact(): Promise<void> {
     try {
       const generation = this.generation + 1;
-      const next = await openLog(join(this.dir, logName(generation)), this.options);
-      await syncDirectory(this.dir); // the new log's name must be durable before anything is acknowledged from it
+      const next = await createLog(this.dir, generation, this.options);
       this.retiring = this.log;
       this.log = next;
       this.generation = generation;
-      const written = this.writeSnapshot(this.snapshotSource(), generation); // serialized synchronously, now
-      await written;
-      await this.retiring.close();
-      this.retiring = undefined;
+      await this.writeSnapshot(this.snapshotSource(), generation); // serialized synchronously, now
+      await this.retire();
       await this.removeLogsBefore(generation);
     } catch (error) {
+      // The old log stays on disk (the snapshot on disk still needs it), but its writer is done with.
+      await this.retire().catch(() => undefined);
       (this.options.warn ?? console.warn)(`journal compaction failed, will retry: ${(error as Error).message}`);
+    }
+  }
+
+  /** Closes the log that compaction replaced, once what was appended to it is written. */
+  private async retire(): Promise<void> {
+    try {
+      await this.retiring?.close();
+    } finally {
+      this.retiring = undefined;
     }
   }
 
@@ -147,17 +166,19 @@ export class Journal implements TaskJournal {
   }
 }
 
-async function openLog(path: string, options: JournalOptions): Promise<LogWriter> {
-  const log = await LogWriter.open(path, options.durability === 'fsync');
+/**
+ * Creates the log of a new generation and makes its name durable, before
+ * any snapshot names it and before anything appended to it is acknowledged.
+ */
+async function createLog(dir: string, generation: number, options: JournalOptions): Promise<LogWriter> {
+  const log = await LogWriter.open(join(dir, logName(generation)), options.durability === 'fsync');
   if (options.onFailure) log.onFailure = options.onFailure;
-  return log;
-}
-
-async function logGenerations(dir: string): Promise<number[]> {
-  const names = await readdir(dir);
-  return names
-    .map((name) => LOG_NAME.exec(name)?.[1])
-    .filter((g): g is string => g !== undefined)
-    .map(Number)
-    .sort((a, b) => a - b);
+  try {
+    await syncDirectory(dir);
+    return log;
+  } catch (error) {
+    await log.close();
+    await unlink(log.path).catch(() => undefined);
+    throw error;
+  }
 }

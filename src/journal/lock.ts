@@ -8,7 +8,13 @@ export class DataDirLockedError extends Error {
 export interface DataDirLock {
   /** a lock left by a daemon that did not stop cleanly was taken over */
   tookOverStale: boolean;
+  /** removes the lock: the daemon stops */
   release: () => Promise<void>;
+  /**
+   * The daemon did not start after all: puts back the stale lock it took
+   * over (which tells the next start that a daemon crashed), or removes the lock.
+   */
+  abandon: () => Promise<void>;
 }
 
 const code = (error: unknown) => (error as NodeJS.ErrnoException).code;
@@ -24,13 +30,16 @@ const code = (error: unknown) => (error as NodeJS.ErrnoException).code;
 export async function lockDataDir(path: string): Promise<DataDirLock> {
   const mine = `${path}.${process.pid}`;
   const aside = `${path}.stale.${process.pid}`;
-  await writeFile(mine, `${process.pid} ${processStartTime(process.pid) ?? ''}\n`, { mode: 0o600 });
-  let tookOverStale = false;
+  let stale: string | undefined; // the content of the stale lock taken over
   try {
+    // Inside the try: a write that fails (disk full) must not leave the file behind.
+    await writeFile(mine, `${process.pid} ${processStartTime(process.pid) ?? ''}\n`, { mode: 0o600 });
     for (;;) {
       try {
         await link(mine, path);
-        return { tookOverStale, release: () => unlink(path).catch(() => undefined) };
+        const release = () => unlink(path).catch(() => undefined);
+        const abandon = () => (stale === undefined ? release() : putBack(path, mine, stale).catch(release));
+        return { tookOverStale: stale !== undefined, release, abandon };
       } catch (error) {
         if (code(error) !== 'EEXIST') throw error;
       }
@@ -49,10 +58,21 @@ export async function lockDataDir(path: string): Promise<DataDirLock> {
       const moved = await readFile(aside, 'utf8').catch(() => undefined);
       // What was moved may be a live lock another daemon linked after our read: put it back.
       if (moved !== seen) await link(aside, path).catch(() => undefined);
-      else tookOverStale = true;
+      else stale = seen;
       await unlink(aside).catch(() => undefined);
     }
   } finally {
     await unlink(mine).catch(() => undefined);
+  }
+}
+
+/** Replaces the lock at `path` with the stale one it replaced, through a temp file so that it is never absent. */
+async function putBack(path: string, temp: string, stale: string): Promise<void> {
+  try {
+    await writeFile(temp, stale, { mode: 0o600 });
+    await rename(temp, path);
+  } catch (error) {
+    await unlink(temp).catch(() => undefined);
+    throw error;
   }
 }

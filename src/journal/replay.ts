@@ -1,49 +1,67 @@
-import { readFile } from 'node:fs/promises';
 import type { StoredTask } from '../scheduler/index.js';
 import { JournalCorruptError } from './errors.js';
+import { CLEARABLE, isObject, patchProblem, shown, storedTaskProblem } from './stored-task.js';
 
 /** One line of the log: a shallow patch of a task's stored state, or its removal. */
 export type LogEntry = { id: string; set: Partial<StoredTask> } | { id: string; drop: true };
 
 export const encodeEntry = (entry: LogEntry): string => `${JSON.stringify(entry)}\n`;
 
-/** Fields that a patch clears by setting them to null. */
-const CLEARABLE = ['ready_at', 'pgid', 'pgid_started'] as const;
-
 /**
- * Applies one log file to `tasks`. A last line cut off mid-write (the daemon
- * died while appending) is skipped and reported through `warn`; any other
- * unreadable line throws, naming the file and line.
+ * Applies the text of one log file to `tasks`, checking every line. A last
+ * line cut off mid-write (the daemon died while appending it, so it was
+ * never acknowledged) is skipped and reported through `warn`. Any other
+ * line that cannot be read or does not fit the tasks throws, naming the file
+ * and line; `tasks` is then of no use, and nothing has been written.
  */
-export async function replayLog(path: string, tasks: Map<string, StoredTask>, warn: (message: string) => void): Promise<void> {
-  const text = await readFile(path, 'utf8');
+export function replayLog(path: string, text: string, tasks: Map<string, StoredTask>, warn: (message: string) => void): void {
   const lines = text.split('\n');
   const last = lines.length - 1; // text after the final newline: empty unless the write was torn
   lines.forEach((line, index) => {
     if (line === '') return;
-    let entry: LogEntry;
+    let entry: unknown;
     try {
-      entry = JSON.parse(line) as LogEntry;
-      if (typeof entry.id !== 'string') throw new Error('no task id');
+      entry = JSON.parse(line);
     } catch (error) {
       if (index === last) {
         warn(`${path}: ignoring a last line cut off mid-write (${line.length} bytes)`);
         return;
       }
-      throw new JournalCorruptError(`${path}:${index + 1}: unreadable journal line (${(error as Error).message}); the file was left as it is`);
+      throw new JournalCorruptError(`${path}:${index + 1}`, `unreadable journal line (${(error as Error).message})`);
     }
-    applyEntry(tasks, entry);
+    const problem = applyEntry(tasks, entry);
+    if (problem) throw new JournalCorruptError(`${path}:${index + 1}`, problem);
   });
 }
 
-function applyEntry(tasks: Map<string, StoredTask>, entry: LogEntry): void {
-  if ('drop' in entry) {
-    tasks.delete(entry.id);
-    return;
+/** Applies one parsed line; returns what is wrong with it instead, leaving `tasks` as it was. */
+export function applyEntry(tasks: Map<string, StoredTask>, entry: unknown): string | undefined {
+  if (!isObject(entry)) return `a journal line must be an object, got ${shown(entry)}`;
+  const { id, set, drop, ...rest } = entry;
+  if (typeof id !== 'string') return `id must be a string, got ${shown(id)}`;
+  const extra = Object.keys(rest)[0];
+  if (extra !== undefined) return `unexpected field ${shown(extra)}`;
+  const task = tasks.get(id);
+  const unknown = `task ${shown(id)} is not in the snapshot and no earlier line created it`;
+  if (drop !== undefined) {
+    if (drop !== true || set !== undefined) return 'a line either sets fields ("set": {...}) or drops the task ("drop": true)';
+    if (!task) return `${unknown}, so it cannot be dropped`;
+    tasks.delete(id);
+    return undefined;
   }
-  const task = tasks.get(entry.id);
-  if (task) Object.assign(task, entry.set);
-  else tasks.set(entry.id, { ...entry.set } as StoredTask);
+  if (!isObject(set)) return `set must be an object, got ${shown(set)}`;
+  if (set.id !== undefined && set.id !== id) return `set.id ${shown(set.id)} differs from the line's id ${shown(id)}`;
+  if (task) {
+    const problem = patchProblem(set);
+    if (problem) return `task ${shown(id)}: ${problem}`;
+    Object.assign(task, set);
+  } else {
+    // A new task is logged whole: a patch of a task nobody created means a lost or foreign line.
+    const problem = storedTaskProblem(set);
+    if (problem) return `${unknown}, and this line is not a complete task (${problem})`;
+    tasks.set(id, { ...set } as unknown as StoredTask);
+  }
+  return undefined;
 }
 
 /** Removes the fields that patches cleared with null. */

@@ -24,6 +24,7 @@ describe('crash loop', () => {
     const dataDir = tempDir('tm-crash-data-');
     const work = tempDir('tm-crash-work-');
     const records = join(work, 'executions.ndjson');
+    const starts = join(work, 'starts.txt');
     const flags = ['--concurrency', '4', '--compact-after-bytes', '4096', '--kill-grace-ms', '200'];
     const acknowledged = new Set<string>();
     const journalSizes: number[] = [];
@@ -41,7 +42,8 @@ describe('crash loop', () => {
           op: 'submit',
           ref: id,
           id,
-          cmd: [CMD, '--record', records, '--exclusive', join(work, `${id}.lock`), '--sleep', String(Math.floor(Math.random() * 400))],
+          // The shell notes each start the moment the process exists, long before Node would have booted.
+          cmd: `echo ${id} >> ${starts}; exec ${CMD} --record ${records} --exclusive ${join(work, `${id}.lock`)} --sleep ${Math.floor(Math.random() * 400)}`,
         };
         if (i % 3 === 2) spec.depends_on = [`c${cycle}-t${i - 1}`];
         if (i % 4 === 3) Object.assign(spec, { retries: 2, retry_delay_ms: 50 });
@@ -74,6 +76,11 @@ describe('crash loop', () => {
     expect(executions.filter((e) => e.event === 'overlap')).toEqual([]);
     const ended = new Set(executions.filter((e) => e.event === 'end').map((e) => e.task));
     for (const task of finals) expect(ended.has(task.id), `${task.id} is COMPLETED but never ran to its end`).toBe(true);
+    // The record tells the truth: every start of a task's process is counted, as an attempt or an interruption.
+    const started = new Map<string, number>();
+    for (const id of readFileSync(starts, 'utf8').trim().split('\n')) started.set(id, (started.get(id) ?? 0) + 1);
+    const told = finals.map((task) => [task.id, task.attempts + (task.interrupted ?? 0)]);
+    expect(told).toEqual(finals.map((task) => [task.id, started.get(task.id)]));
 
     // Compaction keeps the journal near the size of the live state, not of its history.
     const snapshot = statSync(join(dataDir, 'snapshot.json')).size;

@@ -2,10 +2,20 @@ import { setMaxListeners } from 'node:events';
 import { mkdir, realpath, rm } from 'node:fs/promises';
 import { createServer, isIP, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { Executor, OWNER_VARIABLE, killLeftovers, processStartTime } from '../executor/index.js';
+import {
+  ATTEMPT_VARIABLE,
+  Executor,
+  OWNER_VARIABLE,
+  TASK_VARIABLE,
+  attemptKey,
+  killLeftovers,
+  processStartTime,
+  readStartEvidence,
+  removeStartEvidence,
+} from '../executor/index.js';
 import { Journal } from '../journal/index.js';
 import { encodeLine } from '../protocol/index.js';
-import { Scheduler } from '../scheduler/index.js';
+import { Scheduler, startId, type StoredTask } from '../scheduler/index.js';
 import { ConfigError, DEFAULT_CONFIG, type DaemonConfig } from './config.js';
 import { Connection } from './connection.js';
 import type { DaemonContext } from './context.js';
@@ -61,15 +71,20 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
   // daemon started may still run; after a clean stop nothing does, and what a task detached on
   // purpose is left alone.
   const running = tasks.filter((task) => task.state === 'RUNNING');
-  const killed = crashed || running.length > 0 ? await killLeftovers(dataDir, running) : 0;
-  if (killed > 0) config.log(`killed ${killed} process(es) left running by the previous daemon`);
+  const leftovers = crashed || running.length > 0 ? await killLeftovers(dataDir, running) : { killed: 0, attempts: new Set<string>() };
+  if (leftovers.killed > 0) config.log(`killed ${leftovers.killed} process(es) left running by the previous daemon`);
+  // An attempt RUNNING in the journal counts as started if its pid was recorded, a process of it
+  // was still running, or its executor process said so when the daemon went.
+  const evidence = await readStartEvidence(dataDir);
+  const started = (task: StoredTask) =>
+    task.pgid !== undefined || leftovers.attempts.has(attemptKey(task.id, task.attempts)) || evidence.attempts.has(startId(task));
 
   // Script files of attempts that a crash cut short are of no use to anyone now.
   const scriptDir = join(dataDir, 'scripts');
   await rm(scriptDir, { recursive: true, force: true });
   await mkdir(scriptDir, { mode: 0o700 });
   const executor = new Executor(
-    { baseEnv: taskEnvironment(), scriptDir, killGraceMs: config.killGraceMs },
+    { baseEnv: taskEnvironment(), scriptDir, dataDir, killGraceMs: config.killGraceMs },
     config.log,
   );
   const scheduler = new Scheduler({
@@ -79,12 +94,13 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     keepOutputBytes: config.keepOutputBytes,
     maxQueue: config.maxQueue,
     processStartTime,
-    runAttempt: ({ id, attempt, spec }, signal, onSpawn) => {
-      const marks = { TASK_MANAGER_TASK_ID: id, TASK_MANAGER_ATTEMPT: String(attempt), [OWNER_VARIABLE]: dataDir };
+    runAttempt: ({ id, attempt, spec, startId: start }, signal, onSpawn) => {
+      const marks = { [TASK_VARIABLE]: id, [ATTEMPT_VARIABLE]: String(attempt), [OWNER_VARIABLE]: dataDir };
       return executor.run(spec, {
         // Set after the task's own env, which must not move the marks that recovery relies on.
         env: { ...spec.env, ...marks },
         marks: Object.entries(marks).map(([name, value]) => `${name}=${value}`),
+        startId: start,
         signal,
         onSpawn,
       });
@@ -92,7 +108,6 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
   });
   executor.warm();
   journal.snapshotSource = () => scheduler.snapshot();
-  scheduler.restore(tasks);
 
   const stopping = new AbortController();
   setMaxListeners(0, stopping.signal); // one listener per request waiting on a task
@@ -123,13 +138,24 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     });
   });
 
-  await new Promise<void>((resolveListen, reject) => {
-    server.once('error', reject);
-    server.listen(config.port, config.host, () => {
-      server.off('error', reject);
-      resolveListen();
+  try {
+    await new Promise<void>((resolveListen, reject) => {
+      server.once('error', reject);
+      server.listen(config.port, config.host, () => {
+        server.off('error', reject);
+        resolveListen();
+      });
     });
-  });
+  } catch (error) {
+    // Nothing has started yet: leave the data dir as a clean stop would (no stale lock).
+    executor.close();
+    await journal.close();
+    throw error;
+  }
+  // Tasks start only once the port is ours; no connection is served before this line runs.
+  scheduler.restore(tasks, started);
+  // The evidence has done its work once the journal holds what it told.
+  void journal.flushed().then(() => removeStartEvidence(evidence.files), () => undefined);
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
 

@@ -6,9 +6,11 @@
  */
 import type { FromExecutor, ToExecutor } from './messages.js';
 import { runAttempt, startFailure } from './run-attempt.js';
+import { StartLedger } from './start-evidence.js';
 
 let settings: Extract<ToExecutor, { type: 'init' }> | undefined;
 const running = new Map<number, AbortController>();
+const ledger = new StartLedger();
 
 // The daemon alone decides when tasks stop. A signal meant for it (Ctrl-C reaches the whole
 // foreground process group; systemd signals the whole control group) must not end this process
@@ -33,15 +35,26 @@ process.on('message', (message: ToExecutor) => {
       env: { ...baseEnv, ...message.env },
       scriptDir,
       signal: abort.signal,
-      onSpawn: (pid) => report({ type: 'spawned', attempt: message.attempt, pid }),
+      onSpawn: (pid) => {
+        ledger.started(message.attempt, message.startId);
+        report({ type: 'spawned', attempt: message.attempt, pid });
+      },
     })
       .catch((error: Error) => startFailure(`the attempt could not be run: ${error.message}`))
       .then((result) => {
         running.delete(message.attempt);
+        ledger.finished(message.attempt);
         report({ type: 'result', attempt: message.attempt, result });
       });
   }
 });
 
-// The daemon is gone (even by kill -9): its successor kills what is still running.
-process.on('disconnect', () => process.exit(0));
+// The daemon is gone (even by kill -9): its successor kills what is still running, and learns
+// from the ledger which attempts had started.
+process.on('disconnect', () => {
+  try {
+    if (settings) ledger.leave(settings.dataDir);
+  } finally {
+    process.exit(0);
+  }
+});

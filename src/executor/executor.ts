@@ -13,6 +13,8 @@ export interface ExecutorSettings {
   baseEnv: Record<string, string>;
   /** where script payloads are written */
   scriptDir: string;
+  /** where an executor process leaves its evidence of starts when the daemon is gone */
+  dataDir: string;
   /** how long a process group has between SIGTERM and SIGKILL */
   killGraceMs: number;
 }
@@ -25,6 +27,8 @@ export interface RunOptions {
   onSpawn?: (pid: number) => void;
   /** environment entries ("NAME=value") that only this attempt's processes carry, to find them if their pid never arrived */
   marks: string[];
+  /** names this start in the evidence an executor process leaves when the daemon is gone */
+  startId: string;
 }
 
 /** One attempt in flight, as the daemon supervises it. */
@@ -104,7 +108,7 @@ export class Executor {
         if (worker.child.connected) worker.child.send({ type: 'abort', attempt: id } satisfies ToExecutor);
       };
       this.attempts.set(id, attempt);
-      worker.child.send({ type: 'run', attempt: id, spec, env: options.env } satisfies ToExecutor);
+      worker.child.send({ type: 'run', attempt: id, spec, env: options.env, startId: options.startId } satisfies ToExecutor);
       options.signal?.addEventListener('abort', abort, { once: true });
       if (options.signal?.aborted) abort();
     });
@@ -143,8 +147,8 @@ export class Executor {
     // A send to a process that just died fails with EPIPE: its 'exit' settles its attempts.
     child.on('error', (error) => this.log(`executor process: ${error.message}`));
     child.once('exit', (code, signal) => void this.lost(worker, code, signal));
-    const { baseEnv, scriptDir } = this.settings;
-    child.send({ type: 'init', baseEnv, scriptDir } satisfies ToExecutor);
+    const { baseEnv, scriptDir, dataDir } = this.settings;
+    child.send({ type: 'init', baseEnv, scriptDir, dataDir } satisfies ToExecutor);
     return worker;
   }
 
@@ -218,7 +222,7 @@ export class Executor {
     const groups = new Set<number>();
     for (const attempt of orphans) {
       if (attempt.pid !== undefined) groups.add(attempt.pid);
-      else for (const pid of await markedProcesses(attempt.marks)) groups.add(pid);
+      else for (const { pid } of await markedProcesses(attempt.marks)) groups.add(pid);
     }
     await killGroups(groups);
     for (const attempt of orphans) {

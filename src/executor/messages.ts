@@ -3,8 +3,8 @@ import type { AttemptResult } from './run-attempt.js';
 
 /** What the daemon tells its executor process. */
 export type ToExecutor =
-  | { type: 'init'; baseEnv: Record<string, string>; scriptDir: string }
-  | { type: 'run'; attempt: number; spec: TaskSpec; env: Record<string, string> }
+  | { type: 'init'; baseEnv: Record<string, string>; scriptDir: string; dataDir: string }
+  | { type: 'run'; attempt: number; spec: TaskSpec; env: Record<string, string>; startId: string }
   | { type: 'abort'; attempt: number };
 
 /** What the executor process reports back, per attempt; a null result: aborted before it started. */

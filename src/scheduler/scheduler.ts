@@ -4,7 +4,7 @@ import type { Counts, TaskRecord, TaskSpec, TaskState } from '../protocol/index.
 import { startFailure, type AttemptResult } from '../executor/index.js';
 import { Heap } from './heap.js';
 import { TimerQueue } from './timer-queue.js';
-import { Task, errorOf, newStoredTask, type StoredTask, type TaskPatch } from './task.js';
+import { Task, errorOf, newStoredTask, startId, type StoredTask, type TaskPatch } from './task.js';
 
 /** Where the scheduler writes every change; reports go out only after `flushed()`. */
 export interface TaskJournal {
@@ -16,7 +16,7 @@ export interface TaskJournal {
 /** Runs one attempt; resolves with undefined when it was aborted before its process started. */
 export interface AttemptRunner {
   (
-    task: { id: string; attempt: number; spec: TaskSpec },
+    task: { id: string; attempt: number; spec: TaskSpec; startId: string },
     signal: AbortSignal,
     onSpawn: (pid: number) => void,
   ): Promise<AttemptResult | undefined>;
@@ -138,10 +138,11 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
 
   /**
    * Rebuilds the state read from the journal. Tasks that were RUNNING (their
-   * processes already made sure dead) are queued again with the interrupted
-   * attempt recorded, and do not lose a retry for it.
+   * processes already made sure dead) are queued again without losing a
+   * retry; `started` tells whether that attempt's process really started,
+   * which the record then counts as an interruption.
    */
-  restore(stored: StoredTask[]): void {
+  restore(stored: StoredTask[], started: (task: StoredTask) => boolean): void {
     const ordered = [...stored].sort((a, b) => a.seq - b.seq);
     this.restoring = true;
     for (const record of ordered) {
@@ -157,7 +158,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     for (const record of ordered) {
       const task = this.tasks.get(record.id);
       if (!task || isTerminal(task.state)) continue;
-      if (task.state === 'RUNNING') this.interrupted(task, { pgid: undefined, pgid_started: undefined });
+      if (task.state === 'RUNNING' && started(task.stored)) this.interrupted(task, { pgid: undefined, pgid_started: undefined });
+      else if (task.state === 'RUNNING') this.update(task, 'QUEUED', { attempts: task.stored.attempts - 1 });
       // A dependency missing from the journal was dropped by retention after it COMPLETED:
       // had it failed, this task would have been canceled with it.
       const failed = this.linkDependencies(task, task.spec.depends_on.flatMap((dep) => this.tasks.get(dep) ?? []));
@@ -332,7 +334,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
         () => false,
       );
       if (durable && !abort.signal.aborted) {
-        result = await this.options.runAttempt({ id: task.id, attempt, spec: task.spec }, abort.signal, (pid) => {
+        result = await this.options.runAttempt({ id: task.id, attempt, spec: task.spec, startId: startId(task.stored) }, abort.signal, (pid) => {
           const started = this.options.processStartTime?.(pid);
           this.options.journal.put(task.id, started ? { pgid: pid, pgid_started: started } : { pgid: pid });
         });
@@ -349,13 +351,13 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
 
   /** Decides what follows an attempt; `result` is absent when its process never started. */
   private attemptEnded(task: Task, result: AttemptResult | undefined): void {
-    const outcome: TaskPatch = { ...result, pgid: undefined, pgid_started: undefined };
     if (result?.error?.code !== 'INTERRUPTED') {
       task.executorLosses = 0;
     } else if (++task.executorLosses >= MAX_EXECUTOR_LOSSES) {
       const message = `killed with its executor process, which ended during ${task.executorLosses} attempts in a row (does the task kill its parent process?)`;
       result.error = errorOf('KILLED', message);
     }
+    const outcome: TaskPatch = { ...result, pgid: undefined, pgid_started: undefined };
     if (task.cancelRequested) {
       this.finish(task, 'CANCELED', { ...outcome, error: errorOf('CANCELED', 'canceled while running') });
     } else if (!result) {

@@ -114,3 +114,9 @@ export function newStoredTask(id: string, seq: number, spec: TaskSpec, now: numb
 }
 
 export const errorOf = (code: TaskError['code'], message: string): TaskError => ({ code, message });
+
+/**
+ * Names one start of a task's process: the attempt number alone is reused
+ * when an attempt is interrupted, the count of interruptions tells them apart.
+ */
+export const startId = (stored: StoredTask): string => `${stored.id} ${stored.attempts} ${stored.interrupted ?? 0}`;

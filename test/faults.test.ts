@@ -20,6 +20,13 @@ afterEach(async () => {
   await Promise.all(clients.splice(0).map((client) => client.close()));
   for (const daemon of daemons.splice(0)) {
     if (daemon.process.exitCode === null && daemon.process.signalCode === null) await daemon.kill();
+    for (const pid of taskProcesses(daemon.dataDir)) {
+      try {
+        process.kill(pid, 'SIGKILL'); // what the kill left running
+      } catch {
+        // gone meanwhile
+      }
+    }
     removeDir(daemon.dataDir);
   }
   if (work) removeDir(work);

@@ -177,7 +177,8 @@ export class RawConnection {
 }
 
 export function removeDir(dir: string): void {
-  rmSync(dir, { recursive: true, force: true });
+  // Retried: an executor process of a daemon just killed may still be leaving its start ledger there.
+  rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
 }
 
 /** Polls `check` until it returns a value other than undefined/false (for effects outside any event, like a process dying). */

@@ -78,6 +78,7 @@ function childrenOf(pid: number): number[] {
 
 /** Pids of the processes a daemon started for its tasks (they carry its data dir as their mark). */
 function taskProcesses(dataDir: string): number[] {
+  if (!existsSync(dataDir)) return []; // removed already: the daemon before a restart shares it
   const mark = `TASK_MANAGER_JOURNAL=${realpathSync(dataDir)}`;
   return readdirSync('/proc')
     .filter((name) => /^\d+$/.test(name))

@@ -25,6 +25,8 @@ const report = (message: FromExecutor) => {
 process.on('message', (message: ToExecutor) => {
   if (message.type === 'init') {
     settings = message;
+  } else if (message.type === 'close') {
+    process.exit(0);
   } else if (message.type === 'abort') {
     running.get(message.attempt)?.abort();
   } else {

@@ -131,7 +131,7 @@ export class Executor {
   close(): void {
     this.closed = true;
     clearInterval(this.watchdog);
-    for (const worker of this.workers) if (worker?.child.connected) worker.child.disconnect();
+    for (const worker of this.workers) if (worker?.child.connected) worker.child.send({ type: 'close' } satisfies ToExecutor);
   }
 
   private leastBusy(): Worker {

@@ -5,7 +5,9 @@ import type { AttemptResult } from './run-attempt.js';
 export type ToExecutor =
   | { type: 'init'; baseEnv: Record<string, string>; scriptDir: string; dataDir: string }
   | { type: 'run'; attempt: number; spec: TaskSpec; env: Record<string, string>; startId: string }
-  | { type: 'abort'; attempt: number };
+  | { type: 'abort'; attempt: number }
+  /** a clean stop: everything it ran is in the journal, no ledger is needed */
+  | { type: 'close' };
 
 /** What the executor process reports back, per attempt; a null result: aborted before it started. */
 export type FromExecutor =

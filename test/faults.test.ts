@@ -97,6 +97,17 @@ function expectTruthfulRecord(task: TaskRecord, starts: number | undefined): voi
   expect(task.attempts + (task.interrupted ?? 0), `${task.id}: attempts + interrupted = real starts`).toBe(starts);
 }
 
+/** Restarts on the data dir: each task ran twice, the first run interrupted, and the record says exactly that. */
+async function expectRanAgainAfterRestart(dataDir: string, ids: string[]): Promise<void> {
+  const again = await serve([], dataDir);
+  for (const id of ids) {
+    const { task } = await again.client.wait(id);
+    expectTruthfulRecord(task, 2);
+    expect(task.interrupted, id).toBe(1);
+    expect(task.attempts, id).toBe(1);
+  }
+}
+
 describe('stop signals to the whole process group', () => {
   it('Ctrl-C (SIGINT to the group) is the graceful stop: running tasks finish and are COMPLETED after the next start', async () => {
     work = tempDir('tm-faults-');
@@ -131,13 +142,7 @@ describe('stop signals to the whole process group', () => {
     process.kill(-daemon.process.pid!, 'SIGTERM');
     expect(await within(daemon.exited, 20_000, 'the daemon to stop')).toBe(0);
 
-    const again = await serve([], daemon.dataDir);
-    for (const id of ids) {
-      const { task } = await again.client.wait(id);
-      expectTruthfulRecord(task, 2);
-      expect(task.interrupted).toBe(1);
-      expect(task.attempts).toBe(1);
-    }
+    await expectRanAgainAfterRestart(daemon.dataDir, ids);
   });
 
   it('Ctrl-C twice kills running tasks at once; they are INTERRUPTED and run again after restart', async () => {
@@ -155,10 +160,7 @@ describe('stop signals to the whole process group', () => {
     expect(Date.now() - began).toBeLessThan(30_000); // far from the 120 s grace period
     expect(daemon.stderr()).toContain('killing running tasks now');
 
-    const again = await serve([], daemon.dataDir);
-    const { task } = await again.client.wait('long');
-    expectTruthfulRecord(task, 2);
-    expect(task.interrupted).toBe(1);
+    await expectRanAgainAfterRestart(daemon.dataDir, ['long']);
   });
 
   it("SIGTERM to every process of the service (systemd's KillMode=control-group): tasks are INTERRUPTED, not FAILED", async () => {
@@ -174,12 +176,7 @@ describe('stop signals to the whole process group', () => {
     for (const pid of everyone) process.kill(pid, 'SIGTERM');
     expect(await within(daemon.exited, 20_000, 'the daemon to stop')).toBe(0);
 
-    const again = await serve([], daemon.dataDir);
-    for (const id of ids) {
-      const { task } = await again.client.wait(id);
-      expectTruthfulRecord(task, 2);
-      expect(task.interrupted).toBe(1);
-    }
+    await expectRanAgainAfterRestart(daemon.dataDir, ids);
   });
 });
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TaskManagerClient, TaskManagerError } from '../src/index.js';
-import { CMD, RawConnection, TASK_MANAGER, startDaemon, tasksAfterARun, tempDir, type TestDaemon } from './helpers.js';
+import { CMD, type RawConnection, TASK_MANAGER, startDaemon, tasksAfterARun, tempDir, type TestDaemon } from './helpers.js';
 
 const dir = tempDir('tm-auth-');
 
@@ -77,7 +77,7 @@ describe('token authentication', () => {
     for (const wrong of [newToken(), token.slice(0, -1), `${token}x`, token.toUpperCase() === token ? token.toLowerCase() : token.toUpperCase(), '']) {
       const raw = await daemon.raw();
       raw.socket.on('error', () => undefined);
-      raw.send(authLine(wrong, 'bad') + '{"op":"health","ref":"after"}\n');
+      raw.send(`${authLine(wrong, 'bad')}{"op":"health","ref":"after"}\n`);
       const refusal = await raw.next();
       expect(refusal, `token ${JSON.stringify(wrong)}`).toMatchObject({ ok: false, ref: 'bad', error: { code: 'UNAUTHORIZED' } });
       expect(refusal.error.message).not.toContain(token);
@@ -249,7 +249,7 @@ describe('token rules at start-up', () => {
       // The variable was honoured: the daemon wants the token.
       const raw = await daemon.raw();
       raw.socket.on('error', () => undefined);
-      raw.send(authLine(`${token.slice(0, 10)}-wrong`) + '{"op":"health"}\n');
+      raw.send(`${authLine(`${token.slice(0, 10)}-wrong`)}{"op":"health"}\n`);
       expect(await raw.next()).toMatchObject({ ok: false, error: { code: 'UNAUTHORIZED' } });
 
       const client = await TaskManagerClient.connect({ port: daemon.port, token });

@@ -35,7 +35,9 @@ class Peer {
     socket.on('error', () => undefined); // the daemon may end the connection while this one still writes
     socket.on('data', (chunk: string) => {
       this.received += chunk;
-      this.listeners.forEach((listener) => listener());
+      this.listeners.forEach((listener) => {
+        listener();
+      });
     });
     this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
   }

@@ -23,7 +23,7 @@ describe('executor through a real daemon', () => {
   });
 
   /** Sends one `run` on its own connection and returns the response. */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  // biome-ignore lint/suspicious/noExplicitAny: wire JSON as parsed; the assertions check its shape
   async function run(spec: Record<string, unknown>, ms = 20_000): Promise<any> {
     const raw = await daemon.raw();
     try {
@@ -37,7 +37,7 @@ describe('executor through a real daemon', () => {
     }
   }
 
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  // biome-ignore lint/suspicious/noExplicitAny: wire JSON as parsed; the assertions check its shape
   async function runTask(spec: Record<string, unknown>, ms?: number): Promise<any> {
     const response = await run(spec, ms);
     expect(response, JSON.stringify(response)).toMatchObject({ ok: true, op: 'run' });

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LineFramer, decodeLine, type Frame } from '../src/protocol/framing.js';
-import { RawConnection, startDaemon, type TestDaemon } from './helpers.js';
+import { type RawConnection, startDaemon, type TestDaemon } from './helpers.js';
 
 const lines = (frames: Frame[]) => frames.map((frame) => (frame.kind === 'line' ? frame.line.toString('utf8') : `<too_long>`));
 

@@ -138,8 +138,8 @@ const RAW_FIELDS = ['ref', 'op', 'cmd', 'args', 'id', 'timeout_ms', 'env', 'stdi
 
 const deepText = fc.tuple(fc.integer({ min: 10, max: 9000 }), fc.constantFrom('array', 'object', 'mixed')).map(([depth, shape]) => {
   if (shape === 'array') return '['.repeat(depth) + ']'.repeat(depth);
-  if (shape === 'object') return '{"a":'.repeat(depth) + '1' + '}'.repeat(depth);
-  return '[{"a":'.repeat(depth) + '[]' + '}]'.repeat(depth);
+  if (shape === 'object') return `${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`;
+  return `${'[{"a":'.repeat(depth)}[]${'}]'.repeat(depth)}`;
 });
 
 const hostileValue: fc.Arbitrary<unknown> = fc.oneof(
@@ -323,7 +323,9 @@ type Script = typeof connectionScript extends fc.Arbitrary<infer T> ? T : never;
 function materialize(script: Script, conn: number): Item[] {
   const items: Item[] = script.noise.map((make) => make(''));
   for (const [make, at] of script.huge) items.splice(at % (items.length + 1), 0, make(''));
-  script.valid.forEach(([make, at], k) => items.splice(at % (items.length + 1), 0, make(`valid-${conn}-${k}`)));
+  script.valid.forEach(([make, at], k) => {
+    items.splice(at % (items.length + 1), 0, make(`valid-${conn}-${k}`));
+  });
   items.push(script.last(`valid-${conn}-last`));
   return items;
 }

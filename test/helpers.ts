@@ -32,7 +32,9 @@ export interface TestDaemon {
 }
 
 const running = new Set<ChildProcess>();
-process.on('exit', () => running.forEach((child) => child.kill('SIGKILL')));
+process.on('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
 
 export interface ServeOptions {
   dataDir?: string;
@@ -131,8 +133,7 @@ export class RawConnection {
     socket.setEncoding('utf8');
     socket.on('data', (chunk: string) => {
       this.buffer += chunk;
-      let newline: number;
-      while ((newline = this.buffer.indexOf('\n')) >= 0) {
+      for (let newline = this.buffer.indexOf('\n'); newline >= 0; newline = this.buffer.indexOf('\n')) {
         const line = this.buffer.slice(0, newline);
         this.buffer = this.buffer.slice(newline + 1);
         const message: unknown = JSON.parse(line);
@@ -156,7 +157,7 @@ export class RawConnection {
   }
 
   /** The next message from the daemon. */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  // biome-ignore lint/suspicious/noExplicitAny: wire JSON as parsed; the assertions check its shape
   next(): Promise<any> {
     const queued = this.queue.shift();
     if (queued !== undefined) return Promise.resolve(queued);
@@ -164,7 +165,7 @@ export class RawConnection {
   }
 
   /** The next n messages, in arrival order. */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  // biome-ignore lint/suspicious/noExplicitAny: wire JSON as parsed; the assertions check its shape
   async take(n: number): Promise<any[]> {
     const messages = [];
     for (let i = 0; i < n; i++) messages.push(await this.next());
@@ -247,7 +248,13 @@ export class EventLog {
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no event ${what} within ${timeoutMs} ms`)), timeoutMs);
-      this.waiters.push({ match, resolve: (task) => (clearTimeout(timer), resolve(task)) });
+      this.waiters.push({
+        match,
+        resolve: (task) => {
+          clearTimeout(timer);
+          resolve(task);
+        },
+      });
     });
   }
 

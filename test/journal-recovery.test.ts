@@ -204,7 +204,7 @@ describe('replaying one log', () => {
     ['a drop of an unknown task', '{"id":"b","drop":true}', 'task "b" is not in the snapshot and no earlier line created it, so it cannot be dropped'],
   ])('refuses %s, naming file and line, also as the last line', (_, bad, problem) => {
     const good = line({ id: 'a', set: { state: 'RUNNING' } });
-    expect(() => replay(created(a) + `${bad}\n` + good)).toThrow(`${path}:2: ${problem}`);
+    expect(() => replay(`${created(a)}${bad}\n${good}`)).toThrow(`${path}:2: ${problem}`);
     expect(() => replay(`${created(a) + good + bad}\n`)).toThrow(`${path}:3: ${problem}`);
   });
 
@@ -217,7 +217,7 @@ describe('replaying one log', () => {
   });
 
   it('applies a complete last line that only lacks its newline', () => {
-    expect(replay(created(a) + '{"id":"a","set":{"state":"RUNNING"}}').tasks.get('a')!.state).toBe('RUNNING');
+    expect(replay(`${created(a)}{"id":"a","set":{"state":"RUNNING"}}`).tasks.get('a')!.state).toBe('RUNNING');
   });
 });
 

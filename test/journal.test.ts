@@ -439,7 +439,9 @@ describe('compaction', () => {
     const second = await daemon(args, dataDir);
     const again = await second.client();
     const statuses = await Promise.all(ids.map((id) => again.status(id)));
-    statuses.forEach((task, i) => expect(task, ids[i]).toMatchObject({ state: 'COMPLETED', exit_code: 0, stdout: `${ids[i]}\n` }));
+    statuses.forEach((task, i) => {
+      expect(task, ids[i]).toMatchObject({ state: 'COMPLETED', exit_code: 0, stdout: `${ids[i]}\n` });
+    });
     expect((await again.list({ limit: 1000 })).total).toBe(200);
     await again.close();
     expect(await second.stop()).toBe(0);

@@ -4,7 +4,7 @@ import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TaskManagerError } from '../src/index.js';
-import { CMD, RawConnection, startDaemon, tempDir, type TestDaemon } from './helpers.js';
+import { CMD, type RawConnection, startDaemon, tempDir, type TestDaemon } from './helpers.js';
 
 const MB = 1024 * 1024;
 const mb = (bytes: number) => `${(bytes / MB).toFixed(0)} MB`;
@@ -54,8 +54,7 @@ class ManualReader {
     this.socket.setEncoding('utf8');
     this.socket.on('data', (chunk: string) => {
       this.rest += chunk;
-      let newline: number;
-      while ((newline = this.rest.indexOf('\n')) >= 0) {
+      for (let newline = this.rest.indexOf('\n'); newline >= 0; newline = this.rest.indexOf('\n')) {
         const line = this.rest.slice(0, newline);
         this.rest = this.rest.slice(newline + 1);
         this.count++;
@@ -119,7 +118,9 @@ describe('limits', () => {
     console.log(`1,000 connections x 10 runs: ${(elapsed / 1000).toFixed(1)} s, daemon RSS ${mb(rss.baseline)} -> max ${mb(rss.max)}`);
     expect(wrong.slice(0, 10)).toEqual([]);
     expect(elapsed).toBeLessThan(120_000);
-    connections.forEach((connection) => connection.close());
+    connections.forEach((connection) => {
+      connection.close();
+    });
   }, 180_000);
 
   it('stops reading from a client that does not read its answers, so the requests it sends meanwhile wait', async () => {
@@ -264,7 +265,9 @@ describe('limits', () => {
       }
     }
     expect(answer).toMatchObject({ ok: true, ref: 'fresh', op: 'health' });
-    five.forEach((connection) => connection.close());
+    five.forEach((connection) => {
+      connection.close();
+    });
   }, 60_000);
 
   it('answers QUEUE_FULL naming --max-queue once that many tasks are unfinished', async () => {

@@ -14,7 +14,7 @@ function inputFile(name: string, content: unknown[] | string): string {
 }
 
 const scheduler = (args: string[]) => execa(process.execPath, [SCHEDULER, ...args], { reject: false, cwd: ROOT });
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
+// biome-ignore lint/suspicious/noExplicitAny: wire JSON as parsed; the assertions check its shape
 const lines = (stdout: string): any[] => stdout.trim().split('\n').map((line) => JSON.parse(line));
 
 describe('bin/scheduler', () => {
@@ -51,6 +51,7 @@ describe('bin/scheduler', () => {
       const result = await scheduler(['-input', file, '-port', String(daemon.port), ...mode]);
       expect(result.exitCode).toBe(1);
       const records = lines(result.stdout);
+      // biome-ignore lint/suspicious/noExplicitAny: task records as printed; the assertions check their shape
       const byName: Record<string, any> = Object.fromEntries(records.map((r) => [r.id.split(':').pop(), r]));
       expect(byName.build).toMatchObject({ state: 'COMPLETED', stdout: 'built' });
       expect(byName.report).toMatchObject({ state: 'COMPLETED', stdout: 'report\n' });
@@ -72,6 +73,7 @@ describe('bin/scheduler', () => {
 
   it('runs the repository input.json, showing every feature it demonstrates', async () => {
     const result = await scheduler(['-concurrent', '-port', String(daemon.port)]);
+    // biome-ignore lint/suspicious/noExplicitAny: task records as printed; the assertions check their shape
     const byName: Record<string, any> = Object.fromEntries(lines(result.stdout).map((r) => [r.id.split(':').pop(), r]));
     expect(byName['times-out']).toMatchObject({ state: 'FAILED', timed_out: true, error: { code: 'TIMEOUT' } });
     expect(byName['retried-until-it-works']).toMatchObject({ state: 'COMPLETED', attempts: 3 });

@@ -350,8 +350,10 @@ describe('idempotent ids, scripts and subscribe', () => {
     const shell = `printf '%s|%s|' "$LANG_NAME" "$0"; printf '[%s]' "$@"; echo`;
     const scripts = {
       sh: { lang: 'sh', source: shell.replace('$LANG_NAME', 'sh') },
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, for bash to read
       bash: { lang: 'bash', source: shell.replace('"$LANG_NAME"', '"bash${BASH_VERSION:+!}"') },
       python: { lang: 'python', source: 'import sys\nprint("python|%s|%s" % (sys.argv[0], "".join("[%s]" % a for a in sys.argv[1:])))\n' },
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: a template literal in the script, for node to read
       node: { lang: 'node', source: 'console.log(`node|${process.argv[1]}|${process.argv.slice(2).map((a) => `[${a}]`).join("")}`)' },
       bin: { lang: 'bin', source_b64: Buffer.from(`#!/bin/sh\n${shell.replace('$LANG_NAME', 'bin')}\n`).toString('base64') },
     } as const;

@@ -80,7 +80,10 @@ describe('concurrency limit', () => {
     edges.sort((a, b) => a.at - b.at || a.delta - b.delta); // an end and a start at the same ms do not overlap
     let overlap = 0;
     let maxOverlap = 0;
-    for (const edge of edges) maxOverlap = Math.max(maxOverlap, (overlap += edge.delta));
+    for (const edge of edges) {
+      overlap += edge.delta;
+      maxOverlap = Math.max(maxOverlap, overlap);
+    }
     expect(maxOverlap).toBeLessThanOrEqual(3);
 
     const { counts, tasks } = await client.count();

@@ -172,7 +172,7 @@ describe('request validation over a real socket', () => {
    * Sends a line and then a `health` on the same (fresh) connection; returns
    * the answer to the line after checking the connection still answers.
    */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  // biome-ignore lint/suspicious/noExplicitAny: wire JSON as parsed; the assertions check its shape
   async function sendThenHealth(line: string): Promise<any> {
     const raw = await daemon.raw();
     try {
@@ -188,7 +188,7 @@ describe('request validation over a real socket', () => {
   }
 
   /** One request on a fresh connection, its answer. */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  // biome-ignore lint/suspicious/noExplicitAny: wire JSON as parsed; the assertions check its shape
   async function exchange(request: object): Promise<any> {
     const raw = await daemon.raw();
     try {

@@ -26,6 +26,7 @@ export interface ClientContext<F> {
 }
 
 /** What a handler returns: the process's exit code (0 when nothing is returned). */
+// biome-ignore lint/suspicious/noConfusingVoidType: a handler that returns nothing (an async function without return) means 0
 type Handler<F, A extends unknown[]> = (context: ClientContext<F>, ...args: A) => Promise<number | void>;
 
 /** A problem with the command line, found before any request; reported like commander's own (exit 1). */

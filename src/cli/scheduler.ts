@@ -54,7 +54,9 @@ function dependenciesFirst(specs: TaskSpecInput[]): TaskSpecInput[] {
     state.set(spec, 'done');
     ordered.push(spec);
   };
-  specs.forEach((spec) => visit(spec, []));
+  specs.forEach((spec) => {
+    visit(spec, []);
+  });
   return ordered;
 }
 

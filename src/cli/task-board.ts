@@ -45,7 +45,9 @@ export class TaskBoard {
         let after: string | undefined;
         for (;;) {
           const page = await listPage({ state, limit: PAGE_SIZE, after });
-          page.forEach((task) => this.update(task));
+          page.forEach((task) => {
+            this.update(task);
+          });
           if (page.length < PAGE_SIZE) break;
           after = page.at(-1)!.id;
         }

@@ -174,9 +174,19 @@ export class Connection {
   }
 
   private handle(request: ValidRequest, cost: number): void {
-    if (request.op === 'auth') return this.authenticate(request.ref, request.token);
-    if (!this.authenticated) return this.closeUnauthorized(request.ref, NEEDS_AUTH);
-    if (request.op === 'subscribe') return this.subscribe(request.ref, request.ids);
+    if (request.op === 'auth') {
+      this.authenticate(request.ref, request.token);
+    } else if (!this.authenticated) {
+      this.closeUnauthorized(request.ref, NEEDS_AUTH);
+    } else if (request.op === 'subscribe') {
+      this.subscribe(request.ref, request.ids);
+    } else {
+      this.start(request, cost);
+    }
+  }
+
+  /** Carries out a request that needs nothing of the connection, answering when it is done. */
+  private start(request: Exclude<ValidRequest, { op: 'auth' | 'subscribe' }>, cost: number): void {
     this.inFlight++;
     this.reservedOutput += cost;
     const op: StatelessOp = request.op;
@@ -196,7 +206,10 @@ export class Connection {
 
   private authenticate(ref: Ref | undefined, token: string): void {
     const expected = this.ctx.config.token;
-    if (expected !== undefined && !timingSafeEqual(digest(token), digest(expected))) return this.closeUnauthorized(ref, 'the token is wrong');
+    if (expected !== undefined && !timingSafeEqual(digest(token), digest(expected))) {
+      this.closeUnauthorized(ref, 'the token is wrong');
+      return;
+    }
     this.authenticated = true;
     this.reply(ref, 'auth', {});
   }

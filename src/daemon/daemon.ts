@@ -168,7 +168,9 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     await journal.flushed().catch(() => undefined);
     for (const connection of connections) connection.close();
     const closing = [...sockets].map((socket) => new Promise((done) => socket.once('close', done)));
-    const patience = setTimeout(() => sockets.forEach((socket) => socket.destroy()), 1000);
+    const patience = setTimeout(() => {
+      for (const socket of sockets) socket.destroy();
+    }, 1000);
     await Promise.all(closing);
     clearTimeout(patience);
     await journal.close();

@@ -30,7 +30,9 @@ export class Subscribers {
     if (targets.length === 0) return;
     const line = encodeLine({ event: 'task', task: task.record(false) });
     void this.journal.flushed().then(
-      () => targets.forEach((s) => s.deliver(line)),
+      () => targets.forEach((s) => {
+        s.deliver(line);
+      }),
       () => undefined, // a failing journal stops the daemon; nothing to report
     );
   }

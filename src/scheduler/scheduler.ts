@@ -14,13 +14,11 @@ export interface TaskJournal {
 }
 
 /** Runs one attempt; resolves with undefined when it was aborted before its process started. */
-export interface AttemptRunner {
-  (
-    task: { id: string; attempt: number; spec: TaskSpec; startId: string },
-    signal: AbortSignal,
-    onSpawn: (pid: number) => void,
-  ): Promise<AttemptResult | undefined>;
-}
+export type AttemptRunner = (
+  task: { id: string; attempt: number; spec: TaskSpec; startId: string },
+  signal: AbortSignal,
+  onSpawn: (pid: number) => void,
+) => Promise<AttemptResult | undefined>;
 
 export interface SchedulerOptions {
   concurrency: number;
@@ -154,7 +152,9 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     ordered
       .filter((record) => isTerminal(record.state))
       .sort((a, b) => (a.finished_at ?? '').localeCompare(b.finished_at ?? ''))
-      .forEach((record) => this.retain(this.tasks.get(record.id)!));
+      .forEach((record) => {
+        this.retain(this.tasks.get(record.id)!);
+      });
     for (const record of ordered) {
       const task = this.tasks.get(record.id);
       if (!task || isTerminal(task.state)) continue;

@@ -2,7 +2,7 @@ import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { TaskManagerClient, TaskRecord } from '../src/index.js';
-import { CMD, eventually, removeDir, startDaemon, tempDir, within, type TestDaemon } from './helpers.js';
+import { CMD, childrenOf, eventually, removeDir, startDaemon, tempDir, within, type TestDaemon } from './helpers.js';
 
 /**
  * Everyday faults, done the way operators and tasks do them: signals to the
@@ -59,21 +59,6 @@ const startsSoFar = (records: string) => [...executions(records).starts.values()
 function longOnFirstRun(id: string, records: string): string {
   const marker = join(work, `${id}.ran`);
   return `if [ -e ${marker} ]; then exec ${CMD} --record ${records}; fi; touch ${marker}; exec ${CMD} --record ${records} --sleep 60000`;
-}
-
-/** The pids of the daemon's executor processes (its children). */
-function childrenOf(pid: number): number[] {
-  return readdirSync('/proc')
-    .filter((name) => /^\d+$/.test(name))
-    .filter((name) => {
-      try {
-        const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid;
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
 }
 
 /** Pids of the processes a daemon started for its tasks (they carry its data dir as their mark). */

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -86,8 +86,11 @@ export async function startDaemon(args: string[] = [], options: ServeOptions = {
       return exited;
     },
     kill: async () => {
+      // The crash is over once its executor processes have noticed and left their start ledger.
+      const executors = childrenOf(child.pid!);
       child.kill('SIGKILL');
       await exited;
+      await eventually(() => executors.every(isGone));
     },
     exited,
   };
@@ -191,6 +194,20 @@ export async function eventually<T>(check: () => T | undefined | false, timeoutM
     if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, everyMs));
   }
+}
+
+/** The pids whose parent is `pid`. */
+export function childrenOf(pid: number): number[] {
+  const children: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) children.push(Number(name));
+    } catch {
+      // not a process, or gone
+    }
+  }
+  return children;
 }
 
 export function isAlive(pid: number): boolean {

@@ -154,7 +154,12 @@ describe('stop signals to the whole process group', () => {
     const { daemon, client } = await serve([]);
     const ids = ['s1', 's2', 's3'];
     for (const id of ids) await client.submit({ id, cmd: longOnFirstRun(id, records) });
-    await eventually(() => startsSoFar(records) === 3);
+    // A program that handles SIGTERM and exits 143, as a JVM or a shell trap does.
+    const marker = join(work, 'trapper.ran');
+    const trapper = `if [ -e ${marker} ]; then exec ${CMD} --record ${records}; fi; touch ${marker}; trap 'exit 143' TERM; ${CMD} --record ${records} --sleep 60000 & wait`;
+    await client.submit({ id: 'trapper', cmd: trapper });
+    ids.push('trapper');
+    await eventually(() => startsSoFar(records) === 4);
 
     const everyone = [daemon.process.pid!, ...childrenOf(daemon.process.pid!), ...taskProcesses(daemon.dataDir)];
     expect(everyone.length).toBeGreaterThanOrEqual(1 + 1 + 3);
@@ -170,7 +175,7 @@ describe('a task that kills or stops the process supervising it', () => {
     work = tempDir('tm-faults-');
     const records = join(work, 'records.ndjson');
     const { daemon, client } = await serve([]);
-    const sleepers = ['n1', 'n2', 'n3', 'n4'];
+    const sleepers = ['n1', 'n2', 'n3', 'n4', 'n5', 'n6'];
     for (const id of sleepers) await client.submit({ id, cmd: [CMD, '--record', records, '--sleep', '3000'] });
     await eventually(() => startsSoFar(records) === sleepers.length);
     const marker = join(work, 'killed-once');

@@ -94,13 +94,14 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     keepOutputBytes: config.keepOutputBytes,
     maxQueue: config.maxQueue,
     processStartTime,
-    runAttempt: ({ id, attempt, spec, startId: start }, signal, onSpawn) => {
+    runAttempt: ({ id, attempt, spec, startId: start, alone }, signal, onSpawn) => {
       const marks = { [TASK_VARIABLE]: id, [ATTEMPT_VARIABLE]: String(attempt), [OWNER_VARIABLE]: dataDir };
       return executor.run(spec, {
         // Set after the task's own env, which must not move the marks that recovery relies on.
         env: { ...spec.env, ...marks },
         marks: Object.entries(marks).map(([name, value]) => `${name}=${value}`),
         startId: start,
+        alone,
         signal,
         onSpawn,
       });
@@ -160,10 +161,11 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
   const port = typeof address === 'object' && address ? address.port : config.port;
 
   let stopped: Promise<void> | undefined;
+  let journalFailed = false;
   const stop = async () => {
     server.close();
     await scheduler.stop(config.shutdownGraceMs);
-    executor.close();
+    executor.close(!journalFailed);
     stopping.abort(); // whoever still waits for a task is told the daemon is stopping
     await journal.flushed().catch(() => undefined);
     for (const connection of connections) connection.close();
@@ -182,6 +184,7 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
   void failed.then((error) => {
     // Without a journal no acknowledgement can be kept: stop rather than run on without durability.
     config.log(`${error.message}; stopping, since nothing new could be made durable (running tasks are killed and run again at the next start)`);
+    journalFailed = true;
     stopped ??= stop();
     hurry();
   });

@@ -29,6 +29,8 @@ export interface RunOptions {
   marks: string[];
   /** names this start in the evidence an executor process leaves when the daemon is gone */
   startId: string;
+  /** on an executor process of its own, so that if that process dies, no other attempt goes with it */
+  alone?: boolean;
 }
 
 /** One attempt in flight, as the daemon supervises it. */
@@ -41,6 +43,8 @@ interface Attempt {
   pid?: number;
   /** a stop was asked for: SIGTERM once the pid is known, SIGKILL after the grace period */
   stopping: boolean;
+  /** the stop cannot wait: SIGKILL at once */
+  killNow: boolean;
   timedOut: boolean;
   timers: NodeJS.Timeout[];
 }
@@ -83,7 +87,8 @@ export class Executor {
   /** Resolves with the attempt's result, or undefined when it was aborted before its process started. */
   run(spec: TaskSpec, options: RunOptions): Promise<AttemptResult | undefined> {
     const id = this.nextAttempt++;
-    const worker = this.leastBusy();
+    // A suspect (its executor died under it before) gets a process of its own, which ends with it.
+    const worker = options.alone ? this.startWorker() : this.leastBusy();
     worker.running++;
     this.watch();
     return new Promise((resolve) => {
@@ -92,6 +97,7 @@ export class Executor {
         spec,
         marks: options.marks,
         stopping: false,
+        killNow: false,
         timedOut: false,
         timers: [],
         resolve: (result) => {
@@ -99,6 +105,7 @@ export class Executor {
           attempt.timers.forEach(clearTimeout);
           options.signal?.removeEventListener('abort', abort);
           this.attempts.delete(id);
+          if (options.alone && worker.child.connected) worker.child.send({ type: 'close' } satisfies ToExecutor);
           resolve(result);
         },
         ...(options.onSpawn ? { onSpawn: options.onSpawn } : {}),
@@ -123,15 +130,24 @@ export class Executor {
   killAll(): void {
     for (const attempt of this.attempts.values()) {
       attempt.stopping = true;
+      attempt.killNow = true;
       if (attempt.pid !== undefined) signalGroup(attempt.pid, 'SIGKILL');
     }
   }
 
-  /** Once nothing runs any more: ends the executor processes. */
-  close(): void {
+  /**
+   * Once nothing runs any more: ends the executor processes. `clean` when
+   * everything they ran is in the journal; otherwise (the journal failed)
+   * they leave their start ledger for the next start, as after a crash.
+   */
+  close(clean = true): void {
     this.closed = true;
     clearInterval(this.watchdog);
-    for (const worker of this.workers) if (worker?.child.connected) worker.child.send({ type: 'close' } satisfies ToExecutor);
+    for (const worker of this.workers) {
+      if (!worker?.child.connected) continue;
+      if (clean) worker.child.send({ type: 'close' } satisfies ToExecutor);
+      else worker.child.disconnect();
+    }
   }
 
   private leastBusy(): Worker {
@@ -184,7 +200,7 @@ export class Executor {
 
   private signal(attempt: Attempt): void {
     const pid = attempt.pid!;
-    signalGroup(pid, 'SIGTERM');
+    signalGroup(pid, attempt.killNow ? 'SIGKILL' : 'SIGTERM');
     attempt.timers.push(setTimeout(() => signalGroup(pid, 'SIGKILL'), this.settings.killGraceMs));
   }
 
@@ -220,17 +236,17 @@ export class Executor {
     this.log(`an executor process ended (${how}) with ${worker.running} attempt(s) running; they run again`);
     const orphans = [...this.attempts.values()].filter((attempt) => attempt.worker === worker);
     const groups = new Set<number>();
+    const started = new Set<Attempt>();
     for (const attempt of orphans) {
-      if (attempt.pid !== undefined) groups.add(attempt.pid);
-      else for (const { pid } of await markedProcesses(attempt.marks)) groups.add(pid);
+      const pids = attempt.pid !== undefined ? [attempt.pid] : (await markedProcesses(attempt.marks)).map(({ pid }) => pid);
+      for (const pid of pids) groups.add(pid);
+      if (pids.length > 0) started.add(attempt);
     }
     await killGroups(groups);
     for (const attempt of orphans) {
-      attempt.resolve(
-        attempt.timedOut
-          ? timedOut(undefined, attempt.spec.timeout_ms!)
-          : interruption(`the executor process running it ended (${how}) during the attempt; it runs again`),
-      );
+      if (!started.has(attempt)) attempt.resolve(undefined); // its process never started: not an attempt at all
+      else if (attempt.timedOut) attempt.resolve(timedOut(undefined, attempt.spec.timeout_ms!));
+      else attempt.resolve(interruption(`the executor process running it ended (${how}) during the attempt; it runs again`));
     }
   }
 }

@@ -15,7 +15,7 @@ export interface TaskJournal {
 
 /** Runs one attempt; resolves with undefined when it was aborted before its process started. */
 export type AttemptRunner = (
-  task: { id: string; attempt: number; spec: TaskSpec; startId: string },
+  task: { id: string; attempt: number; spec: TaskSpec; startId: string; alone: boolean },
   signal: AbortSignal,
   onSpawn: (pid: number) => void,
 ) => Promise<AttemptResult | undefined>;
@@ -42,11 +42,15 @@ const MAX_BACKOFF_MS = 24 * 3600 * 1000;
 /**
  * Executor processes lost in a row during one task's attempts before the
  * attempt counts as failed: a task that kills its parent would otherwise be
- * run again, and take its neighbours down with it, forever.
+ * run again, and take its neighbours down with it, forever. After the first
+ * loss a task runs on an executor process of its own, so the later losses
+ * are its own doing, and its neighbours were lost only once.
  */
 const MAX_EXECUTOR_LOSSES = 3;
 /** Signals that a stop of the whole service sends every process (systemd's KillMode=control-group). */
 const STOP_SIGNALS = new Set(['SIGTERM', 'SIGINT', 'SIGHUP']);
+/** How a program that handles those signals usually exits: 128 + the signal's number. */
+const STOP_EXIT_CODES = new Set([128 + 15, 128 + 2, 128 + 1]);
 const emptyCounts = (): Counts => Object.fromEntries(TASK_STATES.map((s) => [s, 0])) as Counts;
 
 /**
@@ -334,7 +338,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
         () => false,
       );
       if (durable && !abort.signal.aborted) {
-        result = await this.options.runAttempt({ id: task.id, attempt, spec: task.spec, startId: startId(task.stored) }, abort.signal, (pid) => {
+        result = await this.options.runAttempt({ id: task.id, attempt, spec: task.spec, startId: startId(task.stored), alone: task.executorLosses > 0 }, abort.signal, (pid) => {
           const started = this.options.processStartTime?.(pid);
           this.options.journal.put(task.id, started ? { pgid: pid, pgid_started: started } : { pgid: pid });
         });
@@ -358,7 +362,9 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       result.error = errorOf('KILLED', message);
     }
     const outcome: TaskPatch = { ...result, pgid: undefined, pgid_started: undefined };
-    if (task.cancelRequested) {
+    if (task.cancelRequested && !result) {
+      this.finish(task, 'CANCELED', { attempts: task.stored.attempts - 1, started_at: undefined, error: errorOf('CANCELED', 'canceled before it started') });
+    } else if (task.cancelRequested) {
       this.finish(task, 'CANCELED', { ...outcome, error: errorOf('CANCELED', 'canceled while running') });
     } else if (!result) {
       this.notStarted(task);
@@ -382,7 +388,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
    */
   private wasInterrupted(task: Task, result: AttemptResult): boolean {
     if (result.error?.code === 'INTERRUPTED') return true;
-    return task.stopRequested || (this.stopping && !result.timed_out && STOP_SIGNALS.has(result.signal ?? ''));
+    const stopSignal = STOP_SIGNALS.has(result.signal ?? '') || STOP_EXIT_CODES.has(result.exit_code ?? 0);
+    return task.stopRequested || (this.stopping && !result.timed_out && stopSignal);
   }
 
   /** The attempt was called off before its process started: it does not count, and the task waits again. */

@@ -70,7 +70,8 @@ export function serveCommand(): Command {
             process.exit(130); // the journal is consistent at every instant: the next start recovers
           }
         };
-        // SIGHUP too: a closed terminal should stop the daemon the same careful way.
+        // SIGHUP too: a closed terminal should stop the daemon the same careful way. (Node resets
+        // an ignored SIGHUP at start, so under nohup it would otherwise end the daemon outright.)
         for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, onSignal);
         daemon = await startDaemon(config);
         void daemon.failed.then(() => daemon!.stop().finally(() => process.exit(1)));

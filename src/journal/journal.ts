@@ -130,6 +130,7 @@ export class Journal implements TaskJournal {
     try {
       const generation = this.generation + 1;
       const next = await createLog(this.dir, generation, this.options);
+      next.follow(this.log.flushed());
       this.retiring = this.log;
       this.log = next;
       this.generation = generation;

@@ -11,6 +11,8 @@ export class LogWriter {
   private waiters: { upTo: number; resolve: () => void; reject: (error: Error) => void }[] = [];
   private writing: Promise<void> | undefined;
   private failure: Error | undefined;
+  /** what must be written before this file's first line (the log it replaces) */
+  private predecessor: Promise<unknown> | undefined;
   /** called once if a write or sync fails: from then on nothing appended can be promised */
   onFailure: (error: Error) => void = () => undefined;
   /** bytes in the file */
@@ -38,6 +40,16 @@ export class LogWriter {
     this.writing ??= this.drain();
   }
 
+  /**
+   * Writes nothing until `previous` has settled. A new log follows the one it
+   * replaces: were a change to reach the new file before the change that
+   * created its task reached the old one, a crash in between would leave a
+   * journal that recovery rightly refuses.
+   */
+  follow(previous: Promise<unknown>): void {
+    this.predecessor = previous.catch(() => undefined);
+  }
+
   /** Resolves once every line appended so far is written (and synced, when syncing). */
   flushed(): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
@@ -53,6 +65,8 @@ export class LogWriter {
   private async drain(): Promise<void> {
     // Let the lines of this turn of the event loop join the batch.
     await new Promise<void>((resolve) => setImmediate(resolve));
+    await this.predecessor;
+    this.predecessor = undefined;
     try {
       while (this.pending.length > 0) {
         const batch = Buffer.from(this.pending.join(''));

@@ -163,7 +163,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       const task = this.tasks.get(record.id);
       if (!task || isTerminal(task.state)) continue;
       if (task.state === 'RUNNING' && started(task.stored)) this.interrupted(task, { pgid: undefined, pgid_started: undefined });
-      else if (task.state === 'RUNNING') this.update(task, 'QUEUED', { attempts: task.stored.attempts - 1 });
+      else if (task.state === 'RUNNING') this.notStarted(task);
       // A dependency missing from the journal was dropped by retention after it COMPLETED:
       // had it failed, this task would have been canceled with it.
       const failed = this.linkDependencies(task, task.spec.depends_on.flatMap((dep) => this.tasks.get(dep) ?? []));
@@ -394,21 +394,22 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
 
   /** The attempt was called off before its process started: it does not count, and the task waits again. */
   private notStarted(task: Task): void {
-    this.update(task, 'QUEUED', { attempts: task.stored.attempts - 1 });
-    if (!this.stopping) {
-      this.ready.push(task);
-      this.pump();
-    }
+    this.requeue(task, { attempts: task.stored.attempts - 1 });
   }
 
   /** An attempt ended by the daemon's stop, not by the task: it runs again, without using up a retry. */
   private interrupted(task: Task, outcome: TaskPatch, why = 'the daemon stopped during the attempt; it runs again'): void {
-    this.update(task, 'QUEUED', {
+    this.requeue(task, {
       ...outcome,
       attempts: task.stored.attempts - 1,
       interrupted: (task.stored.interrupted ?? 0) + 1,
       error: errorOf('INTERRUPTED', why),
     });
+  }
+
+  /** Back to QUEUED, and into the ready queue unless the daemon is stopping (or restoring, which queues after). */
+  private requeue(task: Task, patch: TaskPatch): void {
+    this.update(task, 'QUEUED', patch);
     if (!this.stopping && !this.restoring) {
       this.ready.push(task);
       this.pump();

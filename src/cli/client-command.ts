@@ -2,10 +2,15 @@ import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { ConnectionError, TaskManagerClient, TaskManagerError } from '../client/client.js';
 import { DEFAULT_CONFIG } from '../daemon/config.js';
+import type { TaskRecord } from '../protocol/index.js';
 import { integerOption } from './options.js';
 
 /** Exit codes of the client subcommands (`run` exits with the task's own code instead of 0/1). */
 export const EXIT = { ok: 0, requestFailed: 1, unreachable: 2, interrupted: 130 } as const;
+
+/** A finished task's exit code as the command's own: its exit code, or 1 when it has none (a signal, a timeout, canceled). */
+export const taskExitCode = (task: TaskRecord): number =>
+  task.exit_code !== null && task.exit_code >= 0 ? task.exit_code : EXIT.requestFailed;
 
 /** The options every client subcommand has. */
 export interface ClientFlags {

@@ -4,7 +4,7 @@ import { countCommand, healthCommand, statsCommand } from './commands/info.js';
 import { listCommand } from './commands/list.js';
 import { runCommand } from './commands/run.js';
 import { submitCommand } from './commands/submit.js';
-import { cancelCommand, statusCommand, waitCommand } from './commands/task.js';
+import { cancelCommand, followCommand, statusCommand, waitCommand } from './commands/task.js';
 import { watchCommand } from './commands/watch.js';
 import { serveCommand } from './serve.js';
 
@@ -19,6 +19,7 @@ const program = new Command('task-manager')
   .addCommand(statusCommand())
   .addCommand(waitCommand())
   .addCommand(listCommand())
+  .addCommand(followCommand())
   .addCommand(cancelCommand())
   .addCommand(watchCommand())
   .addCommand(countCommand())

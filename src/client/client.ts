@@ -7,6 +7,7 @@ import type {
   ErrorResponse,
   ListRequest,
   Op,
+  OutputEvent,
   Ref,
   RequestErrorCode,
   ResponsePayloads,
@@ -44,7 +45,8 @@ export class ConnectionError extends Error {
 }
 
 type Pending = { resolve: (response: SuccessResponse) => void; reject: (error: Error) => void };
-type Incoming = SuccessResponse | ErrorResponse | TaskEvent | DroppedEvent;
+type Incoming = SuccessResponse | ErrorResponse | TaskEvent | DroppedEvent | OutputEvent;
+type OutputListener = (stream: OutputEvent['stream'], data: string) => void;
 
 export interface ClientEvents {
   task: [TaskRecord];
@@ -58,6 +60,8 @@ export interface ClientEvents {
  */
 export class TaskManagerClient extends EventEmitter<ClientEvents> {
   private readonly pending = new Map<Ref, Pending>();
+  /** `follow` requests in flight, by ref */
+  private readonly followers = new Map<Ref, OutputListener>();
   private nextRef = 1;
   private closedError: Error | undefined;
   private subscribed = false;
@@ -100,14 +104,15 @@ export class TaskManagerClient extends EventEmitter<ClientEvents> {
     return client;
   }
 
-  /** Sends any request and resolves with its successful response. */
-  request<O extends Op>(op: O, fields: object = {}): Promise<SuccessResponse<O>> {
+  /** Sends any request and resolves with its successful response; `onOutput` takes the output events of a `follow`. */
+  request<O extends Op>(op: O, fields: object = {}, onOutput?: OutputListener): Promise<SuccessResponse<O>> {
     if (this.closedError) return Promise.reject(this.closedError);
     const ref = `c${this.nextRef++}`;
-    return new Promise((resolve, reject) => {
+    if (onOutput) this.followers.set(ref, onOutput);
+    return new Promise<SuccessResponse<O>>((resolve, reject) => {
       this.pending.set(ref, { resolve: resolve as Pending['resolve'], reject });
       this.socket.write(`${JSON.stringify({ ...fields, op, ref })}\n`);
-    });
+    }).finally(() => this.followers.delete(ref));
   }
 
   /** Runs a task and resolves when it has finished (completed, failed or canceled). */
@@ -135,6 +140,15 @@ export class TaskManagerClient extends EventEmitter<ClientEvents> {
 
   async cancel(id: string): Promise<TaskRecord> {
     return (await this.request('cancel', { id })).task;
+  }
+
+  /**
+   * Calls `onOutput` with a task's output as it is written (what was written
+   * so far first), and resolves with its record (without output) once it is
+   * terminal.
+   */
+  async follow(id: string, onOutput: OutputListener): Promise<TaskRecord> {
+    return (await this.request('follow', { id }, onOutput)).task;
   }
 
   async count(): Promise<{ counts: Counts; tasks: number }> {
@@ -178,6 +192,7 @@ export class TaskManagerClient extends EventEmitter<ClientEvents> {
   private receive(message: Incoming): void {
     if ('event' in message) {
       if (message.event === 'task') this.emit('task', message.task);
+      else if (message.event === 'output') this.followers.get(message.ref!)?.(message.stream, message.data);
       else this.emit('dropped', message.count);
       return;
     }

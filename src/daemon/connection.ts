@@ -13,21 +13,22 @@ import {
   type RequestErrorCode,
   type ValidRequest,
 } from '../protocol/index.js';
+import { Answer } from './answer.js';
 import type { DaemonContext } from './context.js';
+import { followOutput } from './follow.js';
 import { handlers, type StatelessOp } from './handlers.js';
 import { HTTP_REFUSAL, looksLikeHttp, type HttpLine } from './http-guard.js';
 
-/** Unsent output past which answers are held back (as records, not text) and no new request is taken on. */
-const UNSENT_BYTES_LIMIT = 1024 * 1024;
-/** Unsent output past which subscription events are skipped (and counted) instead of queued. */
-const SKIP_EVENTS_BYTES = 4 * 1024 * 1024;
+/** Bytes handed to the socket and not yet taken by the kernel past which nothing more is written until it drains. */
+const UNSENT_BYTES_LIMIT = 256 * 1024;
+/** Answers waiting to be written past which no new request is read: a client that does not read gets back-pressure. */
+const QUEUED_ANSWERS_LIMIT = 64;
 /**
- * The output that the answers in flight on one connection may carry at most,
- * reckoned from each task's max_output_bytes: a client that sends many runs
- * and never reads cannot make the daemon hold more than this for it.
- * (With the default cap that is 64 runs or waits in flight at once.)
+ * Requests taken on and not yet answered (a `run` waits for its task) past
+ * which no new request is read: each one holds only a reference to its
+ * task, but a client must not make the daemon hold them without bound.
  */
-const OUTPUT_BUDGET_BYTES = 128 * 1024 * 1024;
+const IN_FLIGHT_LIMIT = 1024;
 /**
  * How long a connection the daemon has ended still reads (and drops) what the
  * peer sends: closing with unread input makes the kernel reset the connection,
@@ -49,12 +50,12 @@ export class Connection {
   private authenticated: boolean;
   /** lines read but not yet taken on */
   private readonly waiting: Frame[] = [];
-  /** answers that wait for the peer to read what was sent before */
-  private readonly held: object[] = [];
+  /** what waits to be written, in order: answers (read from files as they are written) and event lines */
+  private readonly outbox: Outgoing[] = [];
+  private writing = false;
   private inFlight = 0;
-  /** answers on their way through the journal flush, not yet written or held */
+  /** answers on their way through the journal flush, not yet in the outbox */
   private unsent = 0;
-  private reservedOutput = 0;
   /** aborted when the connection closes: requests still waiting on tasks let go of them */
   private readonly gone = new AbortController();
   private readEnded = false;
@@ -87,11 +88,14 @@ export class Connection {
       this.readEnded = true;
       this.receive(this.framer.end());
     });
-    socket.on('drain', () => this.drained());
     socket.on('error', () => undefined); // resets are normal; 'close' follows
     socket.on('close', () => {
       this.unsubscribe?.();
       this.gone.abort();
+      for (const { line, done } of this.outbox.splice(0)) {
+        if (line instanceof Answer) line.release();
+        done(false);
+      }
     });
   }
 
@@ -114,12 +118,8 @@ export class Connection {
   /** Takes on waiting lines in order while the connection has room, and reads more only when all are taken. */
   private admit(): void {
     while (this.waiting.length > 0 && !this.closing && !this.congested()) {
-      const frame = this.waiting[0]!;
-      const request = this.parse(frame);
-      const cost = request ? this.outputCost(request) : 0;
-      if (cost > 0 && this.inFlight > 0 && this.reservedOutput + cost > OUTPUT_BUDGET_BYTES) break;
-      this.waiting.shift();
-      if (request) this.handle(request, cost);
+      const request = this.parse(this.waiting.shift()!);
+      if (request) this.handle(request);
     }
     if (this.waiting.length > 0 || this.congested()) this.socket.pause();
     else if (!this.readEnded) this.socket.resume();
@@ -127,7 +127,7 @@ export class Connection {
   }
 
   private congested(): boolean {
-    return this.held.length > 0 || this.socket.writableLength > UNSENT_BYTES_LIMIT;
+    return this.outbox.length >= QUEUED_ANSWERS_LIMIT || this.inFlight >= IN_FLIGHT_LIMIT || this.socket.writableLength > UNSENT_BYTES_LIMIT;
   }
 
   /** A request, or undefined when the line was answered with an error (or ended the connection). */
@@ -162,46 +162,46 @@ export class Connection {
     return undefined;
   }
 
-  /** The output an answer to this request may carry once its task has finished. */
-  private outputCost(request: ValidRequest): number {
-    if (request.op === 'run') return 2 * request.spec.max_output_bytes;
-    if (request.op !== 'wait') return 0;
-    try {
-      return 2 * this.ctx.scheduler.get(request.id).spec.max_output_bytes;
-    } catch {
-      return 0; // NOT_FOUND is answered at once
-    }
-  }
-
-  private handle(request: ValidRequest, cost: number): void {
+  private handle(request: ValidRequest): void {
     if (request.op === 'auth') {
       this.authenticate(request.ref, request.token);
     } else if (!this.authenticated) {
       this.closeUnauthorized(request.ref, NEEDS_AUTH);
     } else if (request.op === 'subscribe') {
       this.subscribe(request.ref, request.ids);
+    } else if (request.op === 'follow') {
+      this.track(request.ref, (ref) => this.follow(ref, request.id));
     } else {
-      this.start(request, cost);
+      this.start(request);
     }
   }
 
   /** Carries out a request that needs nothing of the connection, answering when it is done. */
-  private start(request: Exclude<ValidRequest, { op: 'auth' | 'subscribe' }>, cost: number): void {
-    this.inFlight++;
-    this.reservedOutput += cost;
+  private start(request: Exclude<ValidRequest, { op: 'auth' | 'subscribe' | 'follow' }>): void {
     const op: StatelessOp = request.op;
     const handler = handlers[op] as (request: ValidRequest, ctx: DaemonContext, gone: AbortSignal) => unknown;
+    this.track(request.ref, async (ref) => this.reply(ref, op, (await handler(request, this.ctx, this.gone.signal)) as object));
+  }
+
+  /** Counts a request in flight until `work` is done; what it throws is answered as an error. */
+  private track(ref: Ref | undefined, work: (ref: Ref | undefined) => Promise<void> | void): void {
+    this.inFlight++;
     Promise.resolve()
-      .then(() => handler(request, this.ctx, this.gone.signal))
-      .then(
-        (payload) => this.reply(request.ref, op, payload as object),
-        (error: unknown) => this.fail(request.ref, error),
-      )
+      .then(() => work(ref))
+      .catch((error: unknown) => this.fail(ref, error))
       .finally(() => {
         this.inFlight--;
-        this.reservedOutput -= cost;
         this.admit();
       });
+  }
+
+  /** The output of a task as it is written, then its record once it is terminal. */
+  private async follow(ref: Ref | undefined, id: string): Promise<void> {
+    const task = this.ctx.scheduler.get(id);
+    await followOutput(task, this.ctx.outputs, this.gone.signal, (stream, data) =>
+      this.enqueue(encodeLine({ event: 'output', ...(ref === undefined ? {} : { ref }), id, stream, data })),
+    );
+    if (!this.gone.signal.aborted) this.reply(ref, 'follow', { task: task.record() });
   }
 
   private authenticate(ref: Ref | undefined, token: string): void {
@@ -220,8 +220,8 @@ export class Connection {
     this.unsubscribe = this.ctx.subscribers.add({
       ids: ids && new Set(ids),
       deliver: (line) => {
-        if (this.held.length > 0 || this.socket.writableLength > SKIP_EVENTS_BYTES) this.skippedEvents++;
-        else this.write(line);
+        if (this.congested()) this.skippedEvents++;
+        else void this.enqueue(line);
       },
     });
   }
@@ -257,10 +257,10 @@ export class Connection {
     this.ctx.journal
       .flushed()
       .then(
-        () => this.deliver(message),
+        () => this.enqueue(new Answer(message)),
         (error: Error) => {
           this.ctx.config.log(error.message);
-          this.deliver(errorResponse(undefined, 'INTERNAL', 'the journal could not be written'));
+          return this.enqueue(encodeLine(errorResponse(undefined, 'INTERNAL', 'the journal could not be written')));
         },
       )
       .finally(() => {
@@ -269,29 +269,67 @@ export class Connection {
       });
   }
 
-  /** Writes an answer, or holds it (unserialized, so its output is not copied) while the peer is behind. */
-  private deliver(message: object): void {
-    if (this.congested()) this.held.push(message);
-    else this.write(encodeLine(message));
+  /** Queues a line to write; resolves once it is written (true) or the connection is gone (false). */
+  private enqueue(line: Answer | string): Promise<boolean> {
+    return new Promise((done) => {
+      if (this.socket.destroyed) {
+        if (line instanceof Answer) line.release();
+        return done(false);
+      }
+      this.outbox.push({ line, done });
+      void this.writeOut();
+    });
   }
 
-  private write(line: string): void {
-    if (this.socket.destroyed || !this.socket.writable) return;
-    this.socket.write(line);
-  }
-
-  private drained(): void {
-    while (this.held.length > 0 && this.socket.writableLength <= UNSENT_BYTES_LIMIT) this.write(encodeLine(this.held.shift()!));
-    if (this.skippedEvents > 0 && this.held.length === 0) {
-      this.write(encodeLine({ event: 'dropped', count: this.skippedEvents }));
-      this.skippedEvents = 0;
+  /** Writes the outbox in order, a piece at a time, each after the socket has taken the one before. */
+  private async writeOut(): Promise<void> {
+    if (this.writing) return;
+    this.writing = true;
+    while (this.outbox.length > 0) {
+      const { line, done } = this.outbox[0]!;
+      let written = true;
+      try {
+        for await (const piece of typeof line === 'string' ? [line] : line.pieces()) {
+          written = await this.write(piece);
+          if (!written) break;
+        }
+      } catch (error) {
+        // Never a half line: a client could not tell where the next one starts.
+        this.ctx.config.log(`internal error while writing an answer: ${(error as Error).message}`);
+        this.socket.destroy();
+        written = false;
+      } finally {
+        if (line instanceof Answer) line.release();
+      }
+      if (this.outbox[0]?.line === line) this.outbox.shift();
+      done(written);
+      if (this.outbox.length === 0 && this.skippedEvents > 0) {
+        this.outbox.push({ line: encodeLine({ event: 'dropped', count: this.skippedEvents }), done: () => undefined });
+        this.skippedEvents = 0;
+      }
     }
+    this.writing = false;
     this.admit(); // and ends the connection if that was all
+  }
+
+  /** Resolves once the socket can take more (true), or is gone (false). */
+  private write(piece: string): Promise<boolean> {
+    if (this.socket.destroyed || !this.socket.writable) return Promise.resolve(false);
+    if (this.socket.write(piece) || this.socket.writableLength <= UNSENT_BYTES_LIMIT) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const settle = (drained: boolean) => {
+        this.socket.off('drain', onDrain).off('close', onClose);
+        resolve(drained);
+      };
+      const onDrain = () => settle(true);
+      const onClose = () => settle(false);
+      this.socket.on('drain', onDrain).on('close', onClose);
+    });
   }
 
   /** A peer that has closed its side gets all its answers, then the connection ends. */
   private endIfIdle(): void {
-    const idle = this.waiting.length === 0 && this.inFlight === 0 && this.unsent === 0 && this.held.length === 0;
+    const idle = this.waiting.length === 0 && this.inFlight === 0 && this.unsent === 0 && this.outbox.length === 0;
     if (this.readEnded && idle && !this.unsubscribe) this.socket.end(); // end() still sends what is buffered
   }
 
@@ -301,6 +339,11 @@ export class Connection {
 function peerName(socket: Socket): string {
   const host = socket.remoteFamily === 'IPv6' ? `[${socket.remoteAddress}]` : socket.remoteAddress;
   return `${host}:${socket.remotePort}`;
+}
+
+interface Outgoing {
+  line: Answer | string;
+  done: (written: boolean) => void;
 }
 
 const errorResponse = (ref: Ref | undefined, code: RequestErrorCode, message: string) => ({

@@ -19,6 +19,7 @@ import { Scheduler, startId, type StoredTask } from '../scheduler/index.js';
 import { ConfigError, DEFAULT_CONFIG, type DaemonConfig } from './config.js';
 import { Connection } from './connection.js';
 import type { DaemonContext } from './context.js';
+import { OutputFiles } from './output-files.js';
 import { SystemSampler } from './stats.js';
 import { Subscribers } from './subscribers.js';
 
@@ -83,8 +84,10 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
   const scriptDir = join(dataDir, 'scripts');
   await rm(scriptDir, { recursive: true, force: true });
   await mkdir(scriptDir, { mode: 0o700 });
+  const syncOutput = config.durability === 'fsync';
+  const outputs = await OutputFiles.open(dataDir, tasks, journal, syncOutput);
   const executor = new Executor(
-    { baseEnv: taskEnvironment(), scriptDir, dataDir, killGraceMs: config.killGraceMs },
+    { baseEnv: taskEnvironment(), scriptDir, dataDir, killGraceMs: config.killGraceMs, syncOutput },
     config.log,
   );
   const scheduler = new Scheduler({
@@ -94,7 +97,8 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     keepOutputBytes: config.keepOutputBytes,
     maxQueue: config.maxQueue,
     processStartTime,
-    runAttempt: ({ id, attempt, spec, startId: start, alone }, signal, onSpawn) => {
+    discardOutput: (name) => outputs.discard(name),
+    runAttempt: ({ id, attempt, spec, startId: start, alone, output }, signal, onSpawn) => {
       const marks = { [TASK_VARIABLE]: id, [ATTEMPT_VARIABLE]: String(attempt), [OWNER_VARIABLE]: dataDir };
       return executor.run(spec, {
         // Set after the task's own env, which must not move the marks that recovery relies on.
@@ -102,6 +106,7 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
         marks: Object.entries(marks).map(([name, value]) => `${name}=${value}`),
         startId: start,
         alone,
+        output: outputs.paths(output),
         signal,
         onSpawn,
       });
@@ -118,6 +123,7 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     journal,
     subscribers: new Subscribers(scheduler, journal),
     sampler: new SystemSampler(),
+    outputs,
     startedAt: Date.now(),
     stopping: stopping.signal,
   };

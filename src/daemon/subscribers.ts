@@ -28,7 +28,7 @@ export class Subscribers {
     if (this.all.size === 0) return;
     const targets = [...this.all].filter((s) => s.ids === undefined || s.ids.has(task.id));
     if (targets.length === 0) return;
-    const line = encodeLine({ event: 'task', task: task.record(false) });
+    const line = encodeLine({ event: 'task', task: task.record() });
     void this.journal.flushed().then(
       () => targets.forEach((s) => {
         s.deliver(line);

@@ -32,10 +32,12 @@ process.on('message', (message: ToExecutor) => {
   } else {
     const abort = new AbortController();
     running.set(message.attempt, abort);
-    const { baseEnv, scriptDir } = settings!;
+    const { baseEnv, scriptDir, syncOutput } = settings!;
     void runAttempt(message.spec, {
       env: { ...baseEnv, ...message.env },
       scriptDir,
+      output: message.output,
+      syncOutput,
       signal: abort.signal,
       onSpawn: (pid) => {
         ledger.started(message.attempt, message.startId);

@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { TaskSpec } from '../protocol/index.js';
 import { killGroups, markedProcesses } from './leftovers.js';
-import type { FromExecutor, ToExecutor } from './messages.js';
+import type { FromExecutor, OutputPaths, ToExecutor } from './messages.js';
 import { signalGroup } from './process-group.js';
 import { processState } from './process-info.js';
 import { interruption, timedOut, type AttemptResult } from './run-attempt.js';
@@ -17,6 +17,8 @@ export interface ExecutorSettings {
   dataDir: string;
   /** how long a process group has between SIGTERM and SIGKILL */
   killGraceMs: number;
+  /** output files are synced to disk before an attempt's result is reported */
+  syncOutput: boolean;
 }
 
 export interface RunOptions {
@@ -31,6 +33,8 @@ export interface RunOptions {
   startId: string;
   /** on an executor process of its own, so that if that process dies, no other attempt goes with it */
   alone?: boolean;
+  /** where the attempt's output is written */
+  output: OutputPaths;
 }
 
 /** One attempt in flight, as the daemon supervises it. */
@@ -115,7 +119,7 @@ export class Executor {
         if (worker.child.connected) worker.child.send({ type: 'abort', attempt: id } satisfies ToExecutor);
       };
       this.attempts.set(id, attempt);
-      worker.child.send({ type: 'run', attempt: id, spec, env: options.env, startId: options.startId } satisfies ToExecutor);
+      worker.child.send({ type: 'run', attempt: id, spec, env: options.env, startId: options.startId, output: options.output } satisfies ToExecutor);
       options.signal?.addEventListener('abort', abort, { once: true });
       if (options.signal?.aborted) abort();
     });
@@ -163,8 +167,8 @@ export class Executor {
     // A send to a process that just died fails with EPIPE: its 'exit' settles its attempts.
     child.on('error', (error) => this.log(`executor process: ${error.message}`));
     child.once('exit', (code, signal) => void this.lost(worker, code, signal));
-    const { baseEnv, scriptDir, dataDir } = this.settings;
-    child.send({ type: 'init', baseEnv, scriptDir, dataDir } satisfies ToExecutor);
+    const { baseEnv, scriptDir, dataDir, syncOutput } = this.settings;
+    child.send({ type: 'init', baseEnv, scriptDir, dataDir, syncOutput } satisfies ToExecutor);
     return worker;
   }
 

@@ -1,10 +1,16 @@
 import type { TaskSpec } from '../protocol/index.js';
 import type { AttemptResult } from './run-attempt.js';
 
+/** Where an attempt's stdout and stderr are written. */
+export interface OutputPaths {
+  stdout: string;
+  stderr: string;
+}
+
 /** What the daemon tells its executor process. */
 export type ToExecutor =
-  | { type: 'init'; baseEnv: Record<string, string>; scriptDir: string; dataDir: string }
-  | { type: 'run'; attempt: number; spec: TaskSpec; env: Record<string, string>; startId: string }
+  | { type: 'init'; baseEnv: Record<string, string>; scriptDir: string; dataDir: string; syncOutput: boolean }
+  | { type: 'run'; attempt: number; spec: TaskSpec; env: Record<string, string>; startId: string; output: OutputPaths }
   | { type: 'abort'; attempt: number }
   /** a clean stop: everything it ran is in the journal, no ledger is needed */
   | { type: 'close' };

@@ -3,7 +3,8 @@ import { existsSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TaskError, TaskSpec } from '../protocol/index.js';
-import { CappedOutput } from './capped-output.js';
+import type { OutputPaths } from './messages.js';
+import { OutputFile } from './output-file.js';
 import { signalGroup } from './process-group.js';
 import { writeScript } from './script-file.js';
 
@@ -16,14 +17,19 @@ export interface AttemptOptions {
   signal?: AbortSignal;
   /** called once the process exists, with its pid (= its process group id) */
   onSpawn?: (pid: number) => void;
+  /** the files the attempt's stdout and stderr are written to (created on their first byte) */
+  output: OutputPaths;
+  /** output files are synced to disk before the result is reported */
+  syncOutput: boolean;
 }
 
 export interface AttemptResult {
   exit_code: number | null;
   signal: string | null;
   timed_out: boolean;
-  stdout: string;
-  stderr: string;
+  /** bytes kept in the output files */
+  stdout_bytes: number;
+  stderr_bytes: number;
   stdout_truncated: boolean;
   stderr_truncated: boolean;
   duration_ms: number;
@@ -50,7 +56,8 @@ const SPAWN_RETRIES = 5; // a freshly written executable can be briefly busy (ET
 
 /**
  * Starts one attempt of a task in its own process group and collects what
- * it leaves: exit status and output (beyond the cap, counted, not kept).
+ * it leaves: exit status, and output written to files as it comes (beyond
+ * the cap, counted, not kept).
  * Node's own spawn, since execa costs about 40 % more CPU per process on
  * this hot path (docs/performance.md). When the main process exits,
  * whatever it left running in its group is killed too, so nothing outlives
@@ -100,7 +107,7 @@ export function timedOut(result: AttemptResult | undefined, timeoutMs: number): 
 
 function failedWithout(error: TaskError | null): AttemptResult {
   return {
-    exit_code: null, signal: null, timed_out: false, stdout: '', stderr: '',
+    exit_code: null, signal: null, timed_out: false, stdout_bytes: 0, stderr_bytes: 0,
     stdout_truncated: false, stderr_truncated: false, duration_ms: 0, error,
   };
 }
@@ -108,8 +115,6 @@ function failedWithout(error: TaskError | null): AttemptResult {
 type Exit = { code: number | null; signal: NodeJS.Signals | null } | { error: NodeJS.ErrnoException };
 
 async function spawnOnce(prog: Program, spec: TaskSpec, options: AttemptOptions): Promise<AttemptResult | 'busy'> {
-  const stdout = new CappedOutput(spec.max_output_bytes);
-  const stderr = new CappedOutput(spec.max_output_bytes);
   const started = performance.now();
   const child = spawn(prog.file, prog.argv, {
     cwd: spec.cwd,
@@ -122,6 +127,9 @@ async function spawnOnce(prog: Program, spec: TaskSpec, options: AttemptOptions)
     child.once('close', (code, signal) => resolve({ code, signal }));
   });
 
+  // A pipe is not read while its file is behind: the task waits on its writes, the executor's memory does not grow.
+  const stdout = new OutputFile(options.output.stdout, spec.max_output_bytes, (paused) => (paused ? child.stdout?.pause() : child.stdout?.resume()));
+  const stderr = new OutputFile(options.output.stderr, spec.max_output_bytes, (paused) => (paused ? child.stderr?.pause() : child.stderr?.resume()));
   let streamsTimer: NodeJS.Timeout | undefined;
   if (child.pid !== undefined) {
     options.onSpawn?.(child.pid);
@@ -144,6 +152,8 @@ async function spawnOnce(prog: Program, spec: TaskSpec, options: AttemptOptions)
   const exit = await ended;
   const duration = performance.now() - started;
   clearTimeout(streamsTimer);
+  // The output is on disk before the result that refers to it is reported.
+  await Promise.all([stdout.finish(options.syncOutput), stderr.finish(options.syncOutput)]);
 
   if ('error' in exit) {
     if (exit.error.code === 'ETXTBSY') return 'busy';
@@ -157,8 +167,8 @@ async function spawnOnce(prog: Program, spec: TaskSpec, options: AttemptOptions)
     exit_code: exit.code,
     signal: exit.signal,
     timed_out: false,
-    stdout: stdout.text(),
-    stderr: stderr.text(),
+    stdout_bytes: stdout.written,
+    stderr_bytes: stderr.written,
     stdout_truncated: stdout.truncated,
     stderr_truncated: stderr.truncated,
     duration_ms: Math.round(duration * 1000) / 1000,

@@ -63,10 +63,13 @@ const OPTIONAL = new Map<string, FieldRule>([
   ['pgid_started', string],
   ['interrupted', count],
   ['output_dropped', rule('true', (value) => value === true)],
+  ['output', string],
+  ['stdout_bytes', count],
+  ['stderr_bytes', count],
 ]);
 
 /** Fields that a patch clears by setting them to null. */
-export const CLEARABLE = ['ready_at', 'pgid', 'pgid_started'] as const satisfies readonly (keyof StoredTask)[];
+export const CLEARABLE = ['ready_at', 'pgid', 'pgid_started', 'output', 'stdout_bytes', 'stderr_bytes', 'stdout', 'stderr'] as const satisfies readonly (keyof StoredTask)[];
 
 /** A value as it stands in the file, cut short for a message. */
 export function shown(value: unknown): string {

@@ -104,6 +104,7 @@ export interface StatusRequest { op: 'status'; id: string }
 export interface WaitRequest { op: 'wait'; id: string; timeout_ms?: number }
 export interface ListRequest { op: 'list'; state?: TaskState; limit?: number; after?: string }
 export interface CancelRequest { op: 'cancel'; id: string }
+export interface FollowRequest { op: 'follow'; id: string }
 export interface CountRequest { op: 'count' }
 export interface HealthRequest { op: 'health' }
 export interface StatsRequest { op: 'stats' }
@@ -117,6 +118,7 @@ export type Request = (
   | WaitRequest
   | ListRequest
   | CancelRequest
+  | FollowRequest
   | CountRequest
   | HealthRequest
   | StatsRequest
@@ -150,6 +152,8 @@ export interface ResponsePayloads {
   wait: { task: TaskRecord; waited_out?: true };
   list: { tasks: TaskRecord[]; total: number };
   cancel: { task: TaskRecord };
+  /** sent once the task is terminal, after its output events; the record leaves the output out */
+  follow: { task: TaskRecord };
   count: { counts: Counts; tasks: number };
   health: { version: string; uptime_ms: number };
   stats: Stats;
@@ -171,6 +175,15 @@ export type Response = SuccessResponse | ErrorResponse;
 export interface TaskEvent {
   event: 'task';
   task: TaskRecord;
+}
+
+/** A line of a `follow` stream before its answer: output as the task wrote it. */
+export interface OutputEvent {
+  event: 'output';
+  ref?: Ref;
+  id: string;
+  stream: 'stdout' | 'stderr';
+  data: string;
 }
 
 /** Sent on a subscription when events had to be dropped for a slow reader. */

@@ -37,6 +37,7 @@ const OP_FIELDS: Record<Op, readonly string[]> = {
   wait: ['id', 'timeout_ms'],
   list: ['state', 'limit', 'after'],
   cancel: ['id'],
+  follow: ['id'],
   count: [],
   health: [],
   stats: [],
@@ -297,6 +298,7 @@ export function parseRequest(value: unknown): ValidRequest {
       return { op, ...envelope, ...taskSpec(fields) };
     case 'status':
     case 'cancel':
+    case 'follow':
       return { op, ...envelope, id: taskId(fields.id) };
     case 'wait': {
       const timeout = integer(fields, 'timeout_ms', 0, MAX_TIMER_MS);

@@ -1,2 +1,2 @@
 export { Scheduler, type AttemptRunner, type SchedulerOptions, type TaskJournal } from './scheduler.js';
-export { Task, startId, type StoredTask, type TaskPatch } from './task.js';
+export { Task, outputName, startId, type StoredTask, type TaskPatch } from './task.js';

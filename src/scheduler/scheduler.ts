@@ -4,7 +4,7 @@ import type { Counts, TaskRecord, TaskSpec, TaskState } from '../protocol/index.
 import { startFailure, type AttemptResult } from '../executor/index.js';
 import { Heap } from './heap.js';
 import { TimerQueue } from './timer-queue.js';
-import { Task, errorOf, newStoredTask, startId, type StoredTask, type TaskPatch } from './task.js';
+import { Task, errorOf, newStoredTask, outputName, startId, type StoredTask, type TaskPatch } from './task.js';
 
 /** Where the scheduler writes every change; reports go out only after `flushed()`. */
 export interface TaskJournal {
@@ -15,7 +15,7 @@ export interface TaskJournal {
 
 /** Runs one attempt; resolves with undefined when it was aborted before its process started. */
 export type AttemptRunner = (
-  task: { id: string; attempt: number; spec: TaskSpec; startId: string; alone: boolean },
+  task: { id: string; attempt: number; spec: TaskSpec; startId: string; alone: boolean; output: string },
   signal: AbortSignal,
   onSpawn: (pid: number) => void,
 ) => Promise<AttemptResult | undefined>;
@@ -26,8 +26,10 @@ export interface SchedulerOptions {
   journal: TaskJournal;
   /** finished tasks kept before the oldest are dropped */
   keepFinished: number;
-  /** output (stdout + stderr, in characters) of finished tasks kept before the oldest outputs are dropped */
+  /** output (stdout + stderr, in bytes) of finished tasks kept before the oldest outputs are dropped */
   keepOutputBytes: number;
+  /** the output files of an earlier attempt, or of a dropped task, are no longer referred to */
+  discardOutput?: (name: string) => void;
   /** tasks not yet finished that may exist at once */
   maxQueue: number;
   /** the process start time of a pid, to recognise it after a restart */
@@ -233,7 +235,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       }
       if (filter.state !== undefined && task.state !== filter.state) continue;
       total++;
-      if (tasks.length < limit) tasks.push(task.record(false));
+      if (tasks.length < limit) tasks.push(task.record());
     }
     return { tasks, total };
   }
@@ -327,7 +329,18 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     const abort = new AbortController();
     task.abort = abort;
     const attempt = task.stored.attempts + 1;
-    this.update(task, 'RUNNING', { attempts: attempt, started_at: new Date().toISOString() });
+    const earlierOutput = task.stored.output;
+    this.update(task, 'RUNNING', {
+      attempts: attempt,
+      started_at: new Date().toISOString(),
+      output: outputName({ ...task.stored, attempts: attempt }),
+      stdout_bytes: undefined,
+      stderr_bytes: undefined,
+      stdout_truncated: false,
+      stderr_truncated: false,
+    });
+    if (earlierOutput) this.options.discardOutput?.(earlierOutput);
+    const output = task.stored.output!;
     let result: AttemptResult | undefined;
     try {
       // The task and its RUNNING state are on disk before its process starts: after a crash, the
@@ -338,7 +351,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
         () => false,
       );
       if (durable && !abort.signal.aborted) {
-        result = await this.options.runAttempt({ id: task.id, attempt, spec: task.spec, startId: startId(task.stored), alone: task.executorLosses > 0 }, abort.signal, (pid) => {
+        const alone = task.executorLosses > 0;
+        result = await this.options.runAttempt({ id: task.id, attempt, spec: task.spec, startId: startId(task.stored), alone, output }, abort.signal, (pid) => {
           const started = this.options.processStartTime?.(pid);
           this.options.journal.put(task.id, started ? { pgid: pid, pgid_started: started } : { pgid: pid });
         });
@@ -475,6 +489,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       this.finishedIds.delete(oldest);
       const dropped = this.tasks.get(oldest)!;
       this.forgetOutput(dropped);
+      if (dropped.stored.output) this.options.discardOutput?.(dropped.stored.output);
       this.tasks.delete(oldest);
       this.counts[dropped.state]--;
       this.options.journal.drop(oldest);
@@ -483,8 +498,10 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       if (this.outputBytes <= this.options.keepOutputBytes || id === task.id) break;
       const oldest = this.tasks.get(id)!;
       this.forgetOutput(oldest);
-      Object.assign(oldest.stored, { stdout: '', stderr: '', output_dropped: true });
-      this.options.journal.put(id, { stdout: '', stderr: '', output_dropped: true });
+      this.options.discardOutput?.(oldest.stored.output!);
+      for (const field of ['output', 'stdout_bytes', 'stderr_bytes'] as const) delete oldest.stored[field];
+      oldest.stored.output_dropped = true;
+      this.options.journal.put(id, { output: null, stdout_bytes: null, stderr_bytes: null, output_dropped: true } as unknown as TaskPatch);
     }
   }
 
@@ -495,12 +512,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
 
 }
 
-/**
- * Output size as it is written in the journal: escaped JSON, where a control
- * character takes six. That is what must fit the snapshot (a JavaScript
- * string holds at most about 512 M characters).
- */
-const outputSize = ({ stored }: Task) =>
-  (stored.stdout ? JSON.stringify(stored.stdout).length : 0) + (stored.stderr ? JSON.stringify(stored.stderr).length : 0);
+/** Bytes of output a finished task keeps on disk. */
+const outputSize = ({ stored }: Task) => (stored.output ? (stored.stdout_bytes ?? 0) + (stored.stderr_bytes ?? 0) : 0);
 
 const dependencyFailed = (dependency: Task) => errorOf('DEPENDENCY_FAILED', `dependency "${dependency.id}" ended ${dependency.state}`);

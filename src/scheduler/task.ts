@@ -12,6 +12,11 @@ export interface StoredTask extends TaskRecord {
   pgid_started?: string;
   /** attempts cut short by a daemon stop, which do not count against retries */
   interrupted?: number;
+  /** names the output files of the current or last attempt (see `outputName`) */
+  output?: string;
+  /** bytes kept in them, once the attempt has ended (while it runs, the files are still growing) */
+  stdout_bytes?: number;
+  stderr_bytes?: number;
 }
 
 export type TaskPatch = Partial<StoredTask>;
@@ -46,14 +51,19 @@ export class Task {
     return this.stored.state;
   }
 
-  /** The wire record, in the contract's field order; `withOutput: false` leaves stdout/stderr out (list, subscribe). */
-  record(withOutput = true): TaskRecord {
+  /**
+   * The wire record, in the contract's field order. The output is not held
+   * here: whoever answers gives what stands for it (text read from the
+   * files as the answer is written); without it, stdout/stderr are left out
+   * (list, subscribe).
+   */
+  record(output?: { stdout: unknown; stderr: unknown }): TaskRecord {
     const s = this.stored;
     const record = { id: s.id, state: s.state, cmd: s.cmd } as TaskRecord;
     if (s.script) record.script = s.script;
     if (s.args) record.args = s.args;
     Object.assign(record, { exit_code: s.exit_code, signal: s.signal, timed_out: s.timed_out });
-    if (withOutput) Object.assign(record, { stdout: s.stdout ?? '', stderr: s.stderr ?? '' });
+    if (output) Object.assign(record, output);
     Object.assign(record, {
       stdout_truncated: s.stdout_truncated,
       stderr_truncated: s.stderr_truncated,
@@ -120,3 +130,6 @@ export const errorOf = (code: TaskError['code'], message: string): TaskError => 
  * when an attempt is interrupted, the count of interruptions tells them apart.
  */
 export const startId = (stored: StoredTask): string => `${stored.id} ${stored.attempts} ${stored.interrupted ?? 0}`;
+
+/** Names the output files of one start: unique per start, and the id is read back from the right (ids may hold dots). */
+export const outputName = (stored: StoredTask): string => `${stored.id}.${stored.attempts}.${stored.interrupted ?? 0}`;

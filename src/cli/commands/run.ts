@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { TaskManagerClient } from '../../client/client.js';
 import type { TaskRecord } from '../../protocol/index.js';
-import { clientAction, clientCommand, EXIT, printJson } from '../client-command.js';
+import { clientAction, clientCommand, EXIT, printJson, taskExitCode } from '../client-command.js';
 import { addTaskSpecOptions, taskSpecFrom, type TaskSpecFlags } from '../task-spec-options.js';
 
 export function runCommand(): Command {
@@ -28,7 +28,7 @@ export function runCommand(): Command {
       if (flags.json) printJson(payload);
       else printOutcome(task, submitted.duplicate === true);
       if (interrupt.interrupted) return EXIT.interrupted;
-      return task.exit_code !== null && task.exit_code >= 0 ? task.exit_code : EXIT.requestFailed;
+      return taskExitCode(task);
     }));
 }
 

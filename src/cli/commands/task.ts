@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { TaskRecord } from '../../protocol/index.js';
-import { clientAction, clientCommand, printResult, type ClientFlags } from '../client-command.js';
+import { clientAction, clientCommand, printResult, taskExitCode, type ClientFlags } from '../client-command.js';
 import { formatDuration } from '../format.js';
 import { integerOption } from '../options.js';
 import { formatTaskOutput, formatTaskSummary } from '../task-format.js';
@@ -44,5 +44,19 @@ export function cancelCommand(): Command {
     .action(clientAction<object, [string]>(async ({ flags, connect }, id) => {
       const client = await connect();
       printTask(flags, { task: await client.cancel(id) });
+    }));
+}
+
+export function followCommand(): Command {
+  return oneTaskCommand('follow', 'print a task\'s output as it is written, until it ends; exits with its exit code')
+    .action(clientAction<object, [string]>(async ({ flags, connect }, id) => {
+      const client = await connect();
+      const task = await client.follow(id, (stream, data) => {
+        if (flags.json) process.stdout.write(`${JSON.stringify({ event: 'output', id, stream, data })}\n`);
+        else (stream === 'stdout' ? process.stdout : process.stderr).write(data);
+      });
+      if (flags.json) process.stdout.write(`${JSON.stringify({ task })}\n`);
+      else if (task.error && task.error.code !== 'NONZERO_EXIT') console.error(`task-manager: task ${task.id} ${task.state}: ${task.error.code}: ${task.error.message}`);
+      return taskExitCode(task);
     }));
 }

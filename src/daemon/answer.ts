@@ -1,0 +1,119 @@
+import { randomUUID } from 'node:crypto';
+import { open } from 'node:fs/promises';
+import { StringDecoder } from 'node:string_decoder';
+
+/** The most an answer hands the socket at once: bigger text goes out piece by piece, as the reader takes it. */
+export const PIECE_BYTES = 64 * 1024;
+
+/**
+ * A value of an answer that is turned into JSON text only while the answer
+ * is written, piece by piece: output read from its file, a long list of
+ * records. An answer waiting for a slow reader holds these, not text.
+ */
+export abstract class Streamed {
+  /** JSON text, in order */
+  abstract pieces(): AsyncIterable<string>;
+  /** Lets go of what it holds, whether or not it was written. */
+  release(): void {}
+}
+
+/** Output as a JSON string, read from its file; `bytes` undefined reads what is there (a running attempt), up to `limit`. */
+export class OutputText extends Streamed {
+  constructor(
+    private readonly path: string,
+    private readonly bytes: number | undefined,
+    private readonly limit: number,
+    private readonly unhold: () => void,
+  ) {
+    super();
+  }
+
+  override release(): void {
+    this.unhold();
+  }
+
+  async *pieces(): AsyncIterable<string> {
+    yield '"';
+    const decoder = new StringDecoder('utf8');
+    for await (const chunk of readChunks(this.path, 0, Math.min(this.bytes ?? this.limit, this.limit))) {
+      yield escaped(decoder.write(chunk));
+    }
+    yield `${escaped(decoder.end())}"`;
+  }
+}
+
+/** Many records as a JSON array, serialized a batch at a time, the event loop free for others in between. */
+export class RecordList extends Streamed {
+  constructor(private readonly records: readonly unknown[]) {
+    super();
+  }
+
+  async *pieces(): AsyncIterable<string> {
+    yield '[';
+    for (let at = 0; at < this.records.length; at += RECORDS_PER_PIECE) {
+      if (at > 0) await new Promise((resolve) => setImmediate(resolve));
+      const batch = JSON.stringify(this.records.slice(at, at + RECORDS_PER_PIECE));
+      yield `${at > 0 ? ',' : ''}${batch.slice(1, -1)}`;
+    }
+    yield ']';
+  }
+}
+
+const RECORDS_PER_PIECE = 200;
+
+/** `text` as it stands between the quotes of a JSON string. */
+const escaped = (text: string) => JSON.stringify(text).slice(1, -1);
+
+/** The bytes of a file from `offset`, up to `end` or its end if sooner; nothing when there is no file. */
+export async function* readChunks(path: string, offset: number, end: number): AsyncIterable<Buffer> {
+  let file: Awaited<ReturnType<typeof open>>;
+  try {
+    file = await open(path, 'r');
+  } catch {
+    return; // no output written, or removed meanwhile
+  }
+  try {
+    for (let at = offset; at < end; ) {
+      const { bytesRead, buffer } = await file.read(Buffer.alloc(Math.min(PIECE_BYTES, end - at)), 0, Math.min(PIECE_BYTES, end - at), at);
+      if (bytesRead === 0) return;
+      at += bytesRead;
+      yield buffer.subarray(0, bytesRead);
+    }
+  } finally {
+    await file.close();
+  }
+}
+
+/** Marks where a Streamed value goes in the serialized answer: no text a client sends can hold it. */
+const MARK = `\u0000${randomUUID()}:`;
+const MARKED = new RegExp(`${JSON.stringify(MARK).slice(1, -1).replaceAll('\\', '\\\\')}(\\d+)\\\\u0000`, 'g');
+
+/** One line to a client, serialized as it is written; its Streamed values are read then. */
+export class Answer {
+  private readonly parts: (string | Streamed)[] = [];
+  private readonly streamed: Streamed[] = [];
+
+  constructor(message: object) {
+    const text = JSON.stringify(message, (_key, value: unknown) =>
+      value instanceof Streamed ? `${MARK}${this.streamed.push(value) - 1}\u0000` : value,
+    );
+    let at = 0;
+    for (const match of text.matchAll(MARKED)) {
+      // The mark stands inside quotes of its own, which the Streamed value brings if it wants them.
+      this.parts.push(text.slice(at, match.index - 1), this.streamed[Number(match[1])]!);
+      at = match.index + match[0].length + 1;
+    }
+    this.parts.push(`${text.slice(at)}\n`);
+  }
+
+  async *pieces(): AsyncIterable<string> {
+    for (const part of this.parts) {
+      if (typeof part !== 'string') yield* part.pieces();
+      else for (let at = 0; at < part.length; at += PIECE_BYTES) yield part.slice(at, at + PIECE_BYTES);
+    }
+  }
+
+  release(): void {
+    for (const value of this.streamed) value.release();
+  }
+}

@@ -6,52 +6,18 @@
  * BENCH_RETAINED (50000), BENCH_DELAYED (100000).
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { TaskManagerClient } from '../dist/index.js';
+import { CONCURRENCY, ROOT, has, median, percentile, seconds, startDaemon } from './daemon.js';
+import { outputCases } from './output.js';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const TASKS = Number(process.env.BENCH_TASKS ?? 2000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const RETAINED = Number(process.env.BENCH_RETAINED ?? 50_000);
 const DELAYED = Number(process.env.BENCH_DELAYED ?? 100_000);
-const CONCURRENCY = 10;
 const LATENCY_SAMPLES = 300;
-
-interface Daemon {
-  port: number;
-  stop(): Promise<void>;
-}
-
-async function startDaemon(flags: string[], dataDir = mkdtempSync(join(tmpdir(), 'tm-bench-'))): Promise<Daemon> {
-  const child = spawn(process.execPath, [join(ROOT, 'bin/task-manager'), 'serve', '--port', '0', '--data-dir', dataDir, '--concurrency', String(CONCURRENCY), ...flags], {
-    stdio: ['ignore', 'pipe', 'ignore'],
-  });
-  const port = await new Promise<number>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      const match = / on [^ ]+:(\d+) /.exec(line);
-      if (match) resolve(Number(match[1]));
-    });
-    child.once('exit', (code) => reject(new Error(`daemon exited with ${code}`)));
-  });
-  return {
-    port,
-    stop: async () => {
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.kill('SIGTERM');
-      await exited;
-      rmSync(dataDir, { recursive: true, force: true });
-    },
-  };
-}
-
-const seconds = (start: number) => (performance.now() - start) / 1000;
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
-const percentile = (values: number[], p: number) => [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(values.length * p))]!;
-const has = (command: string) => spawnSync('sh', ['-c', `command -v ${command}`]).status === 0;
 
 /** Tasks per second through the daemon, the requests spread over `connections` connections, all sent at once. */
 async function daemonThroughput(port: number, connections: number): Promise<number> {
@@ -187,6 +153,7 @@ async function main(): Promise<void> {
   const latNone = await latency(none.port);
   await Promise.all([fsync.stop(), none.stop(), retained.stop()]);
   const delayed = await delayedLoad();
+  const output = await outputCases(ROUNDS, (port) => daemonThroughput(port, 1));
 
   const throughput = Object.fromEntries(Object.entries(samples).map(([name, values]) => [name, median(values)]));
   const limit = throughput['node spawn loop']!;
@@ -207,6 +174,11 @@ async function main(): Promise<void> {
     [`${DELAYED} delayed: submit >= 20000/s`]: delayed.submit_per_s! >= 20_000,
     [`${DELAYED} delayed: status, count < 5 ms`]: delayed.status_ms! < 5 && delayed.count_ms! < 5,
     [`${DELAYED} delayed: RSS <= 300 MB`]: delayed.rss_mb! <= 300,
+    '1 MiB outputs >= 0.5 x xargs -P10 through a pipe': output.output_1mib_per_s.daemon / output.output_1mib_per_s.xargs >= 0.5,
+    'non-reading clients: RSS < 300 MB': output.non_readers.peak_rss_mb < 300,
+    'retained outputs: RSS < 300 MB': output.retained_outputs.rss_mb < 300,
+    'retained outputs: restart < 2 s': output.retained_outputs.restart_s < 2,
+    'true after an output burst >= 0.95 x before': output.true_per_s.after_burst / output.true_per_s.before_burst >= 0.95,
   };
 
   const lines = ['', '| contender | tasks/s (median) | x node spawn loop |', '|---|---:|---:|'];
@@ -214,10 +186,15 @@ async function main(): Promise<void> {
   lines.push('', `sequential run of 'true': p50 ${latencyMs.daemon_p50.toFixed(2)} ms, p99 ${latencyMs.daemon_p99.toFixed(2)} ms; direct spawn p50 ${latencyMs.spawn_p50.toFixed(2)} ms, p99 ${latencyMs.spawn_p99.toFixed(2)} ms; overhead p50 ${(latencyMs.daemon_p50 - latencyMs.spawn_p50).toFixed(2)} ms`);
   lines.push(`the same with --durability none: p50 ${latencyMs.daemon_none_p50.toFixed(2)} ms, p99 ${latencyMs.daemon_none_p99.toFixed(2)} ms; overhead p50 ${(latencyMs.daemon_none_p50 - latencyMs.spawn_during_none_p50).toFixed(2)} ms`);
   lines.push(`${DELAYED} delayed tasks: submitted at ${delayed.submit_per_s!.toFixed(0)}/s; status ${delayed.status_ms!.toFixed(2)} ms, count ${delayed.count_ms!.toFixed(2)} ms; daemon RSS ${delayed.rss_mb!.toFixed(0)} MB`);
+  const { output_1mib_per_s: big, true_per_s: plain, non_readers: nonReaders, retained_outputs: retainedOut } = output;
+  lines.push(`tasks printing 1 MiB: daemon ${big.daemon.toFixed(0)}/s (${(big.daemon / big.xargs).toFixed(2)} x), with the output in each answer ${big.daemon_output_in_answers.toFixed(0)}/s (${(big.daemon_output_in_answers / big.xargs).toFixed(2)} x); xargs -P${CONCURRENCY} through a pipe ${big.xargs.toFixed(0)}/s`);
+  lines.push(`'true' before an output burst ${plain.before_burst.toFixed(0)}/s, after ${plain.after_burst.toFixed(0)}/s (${(plain.after_burst / plain.before_burst).toFixed(2)} x)`);
+  lines.push(`clients that never read, each running 100 tasks printing 1 MiB: peak daemon RSS ${nonReaders.peak_rss_mb.toFixed(0)} MB`);
+  lines.push(`retained outputs of 20 KB: daemon RSS ${retainedOut.rss_mb.toFixed(0)} MB; restart ${retainedOut.restart_s.toFixed(2)} s, RSS after it ${retainedOut.rss_after_restart_mb.toFixed(0)} MB`);
   lines.push('', ...Object.entries(targets).map(([target, met]) => `${met ? 'met    ' : 'NOT met'}  ${target}`));
   console.log(lines.join('\n'));
 
-  const results = { at: new Date().toISOString(), tasks: TASKS, rounds: ROUNDS, concurrency: CONCURRENCY, throughput, samples, latency_ms: latencyMs, delayed, targets };
+  const results = { at: new Date().toISOString(), tasks: TASKS, rounds: ROUNDS, concurrency: CONCURRENCY, throughput, samples, latency_ms: latencyMs, delayed, output, targets };
   const file = join(ROOT, 'bench/results', `${results.at.replace(/[:.]/g, '-')}.json`);
   writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`);
   console.log(`\nwritten to ${file}`);

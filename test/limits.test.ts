@@ -225,6 +225,33 @@ describe('limits', () => {
     expect(reported, 'daemon_rss_bytes from stats meanwhile').toBeLessThan(300 * MB);
   }, 180_000);
 
+  it('keeps one bound for the whole daemon: 10 clients that never read, each with 20 runs of 1 MB output', async () => {
+    // Answers waiting for a reader hold references to the output files, not the text: 200 MB of
+    // unread answers across 10 connections cost the daemon next to nothing.
+    daemon = await startDaemon([]);
+    const rss = rssSampler(daemon.process.pid!);
+    const monitor = await daemon.client();
+    const readers = await Promise.all(Array.from({ length: 10 }, () => ManualReader.open(daemon!.port, millionByteAnswer)));
+    readers.forEach((reader, c) => {
+      reader.socket.write(Array.from({ length: 20 }, (_, i) => `${JSON.stringify({ op: 'run', ref: `c${c}-${i}`, cmd: MILLION_BYTES })}\n`).join(''));
+    });
+    let completed = 0;
+    while (completed < 200) {
+      completed = (await monitor.count()).counts.COMPLETED;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const whileUnread = rss.max;
+    await Promise.all(readers.map((reader) => reader.readUntil(20)));
+    rss.stop();
+    console.log(`10 clients x 20 runs of 1 MB, unread until all ran: RSS ${mb(rss.baseline)} at start, max ${mb(whileUnread)} while unread, ${mb(rss.max)} overall`);
+    for (const reader of readers) {
+      expect(reader.problems).toEqual([]);
+      reader.socket.destroy();
+    }
+    await monitor.close();
+    expect(whileUnread, 'daemon RSS while 10 clients leave 200 MB of answers unread').toBeLessThan(200 * MB);
+  }, 180_000);
+
   it('refuses a connection beyond --max-connections with one error line, and accepts again once one closes', async () => {
     const dir = tempDir('tm-limits-');
     const record = join(dir, 'sixth-ran');

@@ -127,9 +127,8 @@ async function spawnOnce(prog: Program, spec: TaskSpec, options: AttemptOptions)
     child.once('close', (code, signal) => resolve({ code, signal }));
   });
 
-  // A pipe is not read while its file is behind: the task waits on its writes, the executor's memory does not grow.
-  const stdout = new OutputFile(options.output.stdout, spec.max_output_bytes, (paused) => (paused ? child.stdout?.pause() : child.stdout?.resume()));
-  const stderr = new OutputFile(options.output.stderr, spec.max_output_bytes, (paused) => (paused ? child.stderr?.pause() : child.stderr?.resume()));
+  const stdout = new OutputFile(options.output.stdout, spec.max_output_bytes);
+  const stderr = new OutputFile(options.output.stderr, spec.max_output_bytes);
   let streamsTimer: NodeJS.Timeout | undefined;
   if (child.pid !== undefined) {
     options.onSpawn?.(child.pid);

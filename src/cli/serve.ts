@@ -27,7 +27,7 @@ export function serveCommand(): Command {
     .addOption(option('--data-dir <dir>', 'where the journal lives', 'TASK_MANAGER_DATA_DIR').default(defaults.dataDir))
     .addOption(option('--durability <mode>', 'fsync: acknowledged means on disk; none: faster, a machine crash may lose recent changes', 'TASK_MANAGER_DURABILITY').choices(['fsync', 'none']).default(defaults.durability))
     .addOption(option('--keep-finished <n>', 'finished tasks kept before the oldest are dropped', 'TASK_MANAGER_KEEP_FINISHED').default(defaults.keepFinished).argParser(integerOption(0)))
-    .addOption(option('--keep-output-bytes <n>', 'output of finished tasks kept before the oldest outputs are dropped', 'TASK_MANAGER_KEEP_OUTPUT_BYTES').default(defaults.keepOutputBytes).argParser(integerOption(0)))
+    .addOption(option('--keep-output-bytes <n>', 'output files of finished tasks kept (bytes on disk) before the oldest outputs are dropped', 'TASK_MANAGER_KEEP_OUTPUT_BYTES').default(defaults.keepOutputBytes).argParser(integerOption(0)))
     .addOption(option('--max-queue <n>', 'unfinished tasks held at once (QUEUE_FULL beyond)', 'TASK_MANAGER_MAX_QUEUE').default(defaults.maxQueue).argParser(integerOption(1)))
     .addOption(option('--max-line-bytes <n>', 'longest request line (LINE_TOO_LONG beyond)', 'TASK_MANAGER_MAX_LINE_BYTES').default(defaults.maxLineBytes).argParser(integerOption(1024)))
     .addOption(option('--max-connections <n>', 'client connections at once', 'TASK_MANAGER_MAX_CONNECTIONS').default(defaults.maxConnections).argParser(integerOption(1)))

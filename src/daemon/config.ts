@@ -9,7 +9,7 @@ export interface DaemonConfig {
   durability: Durability;
   /** finished tasks kept before the oldest are dropped */
   keepFinished: number;
-  /** output of finished tasks kept (in memory and journal) before the oldest outputs are dropped */
+  /** output files of finished tasks kept (bytes on disk) before the oldest outputs are dropped */
   keepOutputBytes: number;
   /** tasks not yet finished that the daemon holds at once */
   maxQueue: number;
@@ -35,7 +35,7 @@ export const DEFAULT_CONFIG: DaemonConfig = {
   dataDir: '.task-manager',
   durability: 'fsync',
   keepFinished: 10_000,
-  keepOutputBytes: 256 * 1024 * 1024,
+  keepOutputBytes: 1024 * 1024 * 1024,
   maxQueue: 100_000,
   maxLineBytes: 1024 * 1024,
   maxConnections: 1024,

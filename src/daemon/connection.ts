@@ -254,11 +254,13 @@ export class Connection {
   /** Every report waits until the journal holds what it reports. */
   private send(message: object): void {
     this.unsent++;
+    const answer = new Answer(message);
     this.ctx.journal
       .flushed()
       .then(
-        () => this.enqueue(new Answer(message)),
+        () => this.enqueue(answer),
         (error: Error) => {
+          answer.release();
           this.ctx.config.log(error.message);
           return this.enqueue(encodeLine(errorResponse(undefined, 'INTERNAL', 'the journal could not be written')));
         },

@@ -33,7 +33,10 @@ export const handlers: {
     return waitedOut ? { task: task.record(), waited_out: true } : { task: task.record() };
   },
 
-  list: (filter, ctx) => ctx.scheduler.list(filter),
+  list: (filter, ctx) => {
+    const { tasks, total } = ctx.scheduler.list(filter);
+    return { tasks: tasks.map((task) => task.record(false)), total };
+  },
 
   cancel: async ({ id }, ctx) => {
     const task: Task = await ctx.scheduler.cancel(ctx.scheduler.get(id));

@@ -51,3 +51,10 @@ export function rssMb(pid: number): number {
 
 export const has = (command: string) => spawnSync('sh', ['-c', `command -v ${command}`]).status === 0;
 
+
+/** What one case adds to the printed report and to the JSON result. */
+export interface CaseReport {
+  lines: string[];
+  targets: Record<string, boolean>;
+  results: Record<string, unknown>;
+}

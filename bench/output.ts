@@ -13,7 +13,7 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TaskManagerClient } from '../dist/index.js';
-import { CONCURRENCY, median, rssMb, seconds, startDaemon, type Daemon } from './daemon.js';
+import { CONCURRENCY, median, rssMb, seconds, startDaemon, type CaseReport, type Daemon } from './daemon.js';
 
 const MiB = 1024 * 1024;
 const OUTPUT_TASKS = Number(process.env.BENCH_OUTPUT_TASKS ?? 100);
@@ -145,7 +145,7 @@ async function retainedOutputs(): Promise<{ rss_mb: number; restart_s: number; r
  * The output-heavy cases, `rounds` rounds interleaved with xargs; `trueRate`
  * measures `true` throughput on a daemon, taken before and after a burst.
  */
-export async function outputCases(rounds: number, trueRate: (port: number) => Promise<number>) {
+export async function outputCase(rounds: number, trueRate: (port: number) => Promise<number>): Promise<CaseReport> {
   const file = textFile(MiB);
   const daemon = await startDaemon([]);
   const before: number[] = [];
@@ -162,14 +162,24 @@ export async function outputCases(rounds: number, trueRate: (port: number) => Pr
   for (let i = 0; i < 3; i++) after.push(await trueRate(daemon.port));
   await daemon.stop();
   const nonReaders = await nonReadingClients(file);
-  console.error(`${NON_READERS} non-reading clients: peak RSS ${nonReaders.peak_rss_mb.toFixed(0)} MB`);
   const retained = await retainedOutputs();
-  console.error(`${RETAINED_OUTPUTS} retained outputs: RSS ${retained.rss_mb.toFixed(0)} MB, restart ${retained.restart_s.toFixed(2)} s`);
+  const big = { kept: median(samples.kept), answered: median(samples.answered), xargs: median(samples.xargs) };
+  const plain = { before_burst: median(before), after_burst: median(after) };
   return {
-    output_1mib_per_s: { daemon: median(samples.kept), daemon_output_in_answers: median(samples.answered), xargs: median(samples.xargs) },
-    output_samples: samples,
-    true_per_s: { before_burst: median(before), after_burst: median(after) },
-    non_readers: nonReaders,
-    retained_outputs: retained,
+    lines: [
+      `${OUTPUT_TASKS} tasks printing 1 MiB: daemon ${big.kept.toFixed(0)}/s (${(big.kept / big.xargs).toFixed(2)} x), ` +
+        `with the output in each answer ${big.answered.toFixed(0)}/s (${(big.answered / big.xargs).toFixed(2)} x); xargs -P${CONCURRENCY} through a pipe ${big.xargs.toFixed(0)}/s`,
+      `'true' before an output burst ${plain.before_burst.toFixed(0)}/s, after ${plain.after_burst.toFixed(0)}/s (${(plain.after_burst / plain.before_burst).toFixed(2)} x)`,
+      `${NON_READERS} clients that never read, each running ${RUNS_PER_NON_READER} tasks printing 1 MiB: peak daemon RSS ${nonReaders.peak_rss_mb.toFixed(0)} MB`,
+      `${RETAINED_OUTPUTS} retained outputs of 20 KB: daemon RSS ${retained.rss_mb.toFixed(0)} MB; restart ${retained.restart_s.toFixed(2)} s, RSS after it ${retained.rss_after_restart_mb.toFixed(0)} MB`,
+    ],
+    targets: {
+      '1 MiB outputs >= 0.5 x xargs -P10 through a pipe': big.kept / big.xargs >= 0.5,
+      'non-reading clients: RSS < 300 MB': nonReaders.peak_rss_mb < 300,
+      'retained outputs: RSS < 300 MB': retained.rss_mb < 300,
+      'retained outputs: restart < 2 s': retained.restart_s < 2,
+      'true after an output burst >= 0.95 x before': plain.after_burst / plain.before_burst >= 0.95,
+    },
+    results: { output: { output_1mib_per_s: big, output_samples: samples, true_per_s: plain, non_readers: nonReaders, retained_outputs: retained } },
   };
 }

@@ -3,20 +3,26 @@
  * against the tools people would otherwise use. Contenders run interleaved,
  * round after round, so that drift of a noisy machine hits all alike; the
  * table shows medians. Settings: BENCH_TASKS (2000), BENCH_ROUNDS (5),
- * BENCH_RETAINED (50000), BENCH_DELAYED (100000).
+ * BENCH_RETAINED (50000), BENCH_DELAYED (100000), BENCH_QUEUED (100000), and
+ * BENCH_ONLY (a comma-separated choice of the cases: throughput, latency,
+ * delayed, list, output; all by default). bench/output.ts has the settings
+ * of the output case.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TaskManagerClient } from '../dist/index.js';
-import { CONCURRENCY, ROOT, has, median, percentile, seconds, startDaemon } from './daemon.js';
-import { outputCases } from './output.js';
+import { TaskManagerClient, type TaskSpecInput, type TaskState } from '../dist/index.js';
+import { CONCURRENCY, ROOT, has, median, percentile, seconds, startDaemon, type CaseReport } from './daemon.js';
+import { outputCase } from './output.js';
 
 const TASKS = Number(process.env.BENCH_TASKS ?? 2000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const RETAINED = Number(process.env.BENCH_RETAINED ?? 50_000);
 const DELAYED = Number(process.env.BENCH_DELAYED ?? 100_000);
+const QUEUED = Number(process.env.BENCH_QUEUED ?? 100_000);
+const CASES = ['throughput', 'latency', 'delayed', 'list', 'output'];
+const ONLY = new Set(process.env.BENCH_ONLY ? process.env.BENCH_ONLY.split(',') : CASES);
 const LATENCY_SAMPLES = 300;
 
 /** Tasks per second through the daemon, the requests spread over `connections` connections, all sent at once. */
@@ -96,38 +102,28 @@ function retainedDataDir(count: number): string {
   return dir;
 }
 
-async function delayedLoad(): Promise<Record<string, number>> {
-  const daemon = await startDaemon(['--max-queue', String(DELAYED)]);
-  const client = await TaskManagerClient.connect({ port: daemon.port });
+/** Submits `count` tasks, at most `window` unanswered at once. */
+async function submitMany(client: TaskManagerClient, count: number, spec: (i: number) => TaskSpecInput): Promise<void> {
   const window = 5000;
-  const start = performance.now();
-  for (let sent = 0; sent < DELAYED; sent += window) {
-    const batch = Math.min(window, DELAYED - sent);
-    await Promise.all(Array.from({ length: batch }, (_, i) => client.submit({ id: `d${sent + i}`, cmd: ['true'], delay_ms: 3_600_000 })));
+  for (let sent = 0; sent < count; sent += window) {
+    await Promise.all(Array.from({ length: Math.min(window, count - sent) }, (_, i) => client.submit(spec(sent + i))));
   }
-  const submitRate = DELAYED / seconds(start);
-  const timed = async (request: () => Promise<unknown>) => {
-    const samples: number[] = [];
-    for (let i = 0; i < 200; i++) {
-      const t = performance.now();
-      await request();
-      samples.push(performance.now() - t);
-    }
-    return median(samples);
-  };
-  const statusMs = await timed(() => client.status(`d${Math.floor(Math.random() * DELAYED)}`));
-  const countMs = await timed(() => client.count());
-  const rssMb = (await client.stats()).memory.daemon_rss_bytes / 1e6;
-  await client.close();
-  await daemon.stop();
-  return { submit_per_s: submitRate, status_ms: statusMs, count_ms: countMs, rss_mb: rssMb };
 }
 
-async function main(): Promise<void> {
-  const optional = { parallel: has('parallel'), tsp: has('tsp') };
-  console.error(`task-manager bench: ${TASKS} tasks of 'true' at concurrency ${CONCURRENCY}, ${ROUNDS} rounds`);
-  for (const [tool, present] of Object.entries(optional)) if (!present) console.error(`note: ${tool} is not installed; skipped`);
+/** The median answer time of `samples` requests sent one after another, in ms. */
+async function medianAnswerMs(request: () => Promise<unknown>, samples = 200): Promise<number> {
+  const times: number[] = [];
+  for (let i = 0; i < samples; i++) {
+    const start = performance.now();
+    await request();
+    times.push(performance.now() - start);
+  }
+  return median(times);
+}
 
+async function throughputCase(): Promise<CaseReport> {
+  const optional = { parallel: has('parallel'), tsp: has('tsp') };
+  for (const [tool, present] of Object.entries(optional)) if (!present) console.error(`note: ${tool} is not installed; skipped`);
   const fsync = await startDaemon([]);
   const none = await startDaemon(['--durability', 'none']);
   const retained = await startDaemon(['--keep-finished', String(RETAINED + 10 * TASKS * ROUNDS)], retainedDataDir(RETAINED));
@@ -149,53 +145,149 @@ async function main(): Promise<void> {
       console.error(`round ${round}: ${name}: ${samples[name]!.at(-1)!.toFixed(0)}/s`);
     }
   }
-  const lat = await latency(fsync.port);
-  const latNone = await latency(none.port);
   await Promise.all([fsync.stop(), none.stop(), retained.stop()]);
-  const delayed = await delayedLoad();
-  const output = await outputCases(ROUNDS, (port) => daemonThroughput(port, 1));
 
   const throughput = Object.fromEntries(Object.entries(samples).map(([name, values]) => [name, median(values)]));
   const limit = throughput['node spawn loop']!;
   const daemon = throughput['daemon, 1 connection']!;
+  const lines = ['| contender | tasks/s (median) | x node spawn loop |', '|---|---:|---:|'];
+  for (const [name, rate] of Object.entries(throughput)) lines.push(`| ${name} | ${rate.toFixed(0)} | ${(rate / limit).toFixed(2)} |`);
+  return {
+    lines,
+    targets: {
+      'throughput >= 0.9 x node spawn loop': daemon / limit >= 0.9,
+      ...(optional.parallel ? { 'throughput >= 2 x GNU parallel': daemon / throughput['GNU parallel -j10']! >= 2 } : {}),
+      'fsync costs <= 10 %': daemon / throughput['daemon, durability none']! >= 0.9,
+      [`${RETAINED} retained cost <= 10 %`]: throughput[`daemon, ${RETAINED} retained`]! / daemon >= 0.9,
+    },
+    results: { throughput, samples },
+  };
+}
+
+async function latencyCase(): Promise<CaseReport> {
+  const fsync = await startDaemon([]);
+  const none = await startDaemon(['--durability', 'none']);
+  const lat = await latency(fsync.port);
+  const latNone = await latency(none.port);
+  await Promise.all([fsync.stop(), none.stop()]);
   const latencyMs = {
     daemon_p50: percentile(lat.daemon, 0.5), daemon_p99: percentile(lat.daemon, 0.99),
     spawn_p50: percentile(lat.spawn, 0.5), spawn_p99: percentile(lat.spawn, 0.99),
     daemon_none_p50: percentile(latNone.daemon, 0.5), daemon_none_p99: percentile(latNone.daemon, 0.99),
     spawn_during_none_p50: percentile(latNone.spawn, 0.5),
   };
-  const targets = {
-    'throughput >= 0.9 x node spawn loop': daemon / limit >= 0.9,
-    ...(optional.parallel ? { 'throughput >= 2 x GNU parallel': daemon / throughput['GNU parallel -j10']! >= 2 } : {}),
-    'run p50 overhead <= 1 ms (fsync)': latencyMs.daemon_p50 - latencyMs.spawn_p50 <= 1,
-    'run p50 overhead <= 1 ms (durability none)': latencyMs.daemon_none_p50 - latencyMs.spawn_during_none_p50 <= 1,
-    'fsync costs <= 10 %': daemon / throughput['daemon, durability none']! >= 0.9,
-    [`${RETAINED} retained cost <= 10 %`]: throughput[`daemon, ${RETAINED} retained`]! / daemon >= 0.9,
-    [`${DELAYED} delayed: submit >= 20000/s`]: delayed.submit_per_s! >= 20_000,
-    [`${DELAYED} delayed: status, count < 5 ms`]: delayed.status_ms! < 5 && delayed.count_ms! < 5,
-    [`${DELAYED} delayed: RSS <= 300 MB`]: delayed.rss_mb! <= 300,
-    '1 MiB outputs >= 0.5 x xargs -P10 through a pipe': output.output_1mib_per_s.daemon / output.output_1mib_per_s.xargs >= 0.5,
-    'non-reading clients: RSS < 300 MB': output.non_readers.peak_rss_mb < 300,
-    'retained outputs: RSS < 300 MB': output.retained_outputs.rss_mb < 300,
-    'retained outputs: restart < 2 s': output.retained_outputs.restart_s < 2,
-    'true after an output burst >= 0.95 x before': output.true_per_s.after_burst / output.true_per_s.before_burst >= 0.95,
+  return {
+    lines: [
+      `sequential run of 'true': p50 ${latencyMs.daemon_p50.toFixed(2)} ms, p99 ${latencyMs.daemon_p99.toFixed(2)} ms; direct spawn p50 ${latencyMs.spawn_p50.toFixed(2)} ms, p99 ${latencyMs.spawn_p99.toFixed(2)} ms; overhead p50 ${(latencyMs.daemon_p50 - latencyMs.spawn_p50).toFixed(2)} ms`,
+      `the same with --durability none: p50 ${latencyMs.daemon_none_p50.toFixed(2)} ms, p99 ${latencyMs.daemon_none_p99.toFixed(2)} ms; overhead p50 ${(latencyMs.daemon_none_p50 - latencyMs.spawn_during_none_p50).toFixed(2)} ms`,
+    ],
+    targets: {
+      'run p50 overhead <= 1 ms (fsync)': latencyMs.daemon_p50 - latencyMs.spawn_p50 <= 1,
+      'run p50 overhead <= 1 ms (durability none)': latencyMs.daemon_none_p50 - latencyMs.spawn_during_none_p50 <= 1,
+    },
+    results: { latency_ms: latencyMs },
   };
+}
 
-  const lines = ['', '| contender | tasks/s (median) | x node spawn loop |', '|---|---:|---:|'];
-  for (const [name, rate] of Object.entries(throughput)) lines.push(`| ${name} | ${rate.toFixed(0)} | ${(rate / limit).toFixed(2)} |`);
-  lines.push('', `sequential run of 'true': p50 ${latencyMs.daemon_p50.toFixed(2)} ms, p99 ${latencyMs.daemon_p99.toFixed(2)} ms; direct spawn p50 ${latencyMs.spawn_p50.toFixed(2)} ms, p99 ${latencyMs.spawn_p99.toFixed(2)} ms; overhead p50 ${(latencyMs.daemon_p50 - latencyMs.spawn_p50).toFixed(2)} ms`);
-  lines.push(`the same with --durability none: p50 ${latencyMs.daemon_none_p50.toFixed(2)} ms, p99 ${latencyMs.daemon_none_p99.toFixed(2)} ms; overhead p50 ${(latencyMs.daemon_none_p50 - latencyMs.spawn_during_none_p50).toFixed(2)} ms`);
-  lines.push(`${DELAYED} delayed tasks: submitted at ${delayed.submit_per_s!.toFixed(0)}/s; status ${delayed.status_ms!.toFixed(2)} ms, count ${delayed.count_ms!.toFixed(2)} ms; daemon RSS ${delayed.rss_mb!.toFixed(0)} MB`);
-  const { output_1mib_per_s: big, true_per_s: plain, non_readers: nonReaders, retained_outputs: retainedOut } = output;
-  lines.push(`tasks printing 1 MiB: daemon ${big.daemon.toFixed(0)}/s (${(big.daemon / big.xargs).toFixed(2)} x), with the output in each answer ${big.daemon_output_in_answers.toFixed(0)}/s (${(big.daemon_output_in_answers / big.xargs).toFixed(2)} x); xargs -P${CONCURRENCY} through a pipe ${big.xargs.toFixed(0)}/s`);
-  lines.push(`'true' before an output burst ${plain.before_burst.toFixed(0)}/s, after ${plain.after_burst.toFixed(0)}/s (${(plain.after_burst / plain.before_burst).toFixed(2)} x)`);
-  lines.push(`clients that never read, each running 100 tasks printing 1 MiB: peak daemon RSS ${nonReaders.peak_rss_mb.toFixed(0)} MB`);
-  lines.push(`retained outputs of 20 KB: daemon RSS ${retainedOut.rss_mb.toFixed(0)} MB; restart ${retainedOut.restart_s.toFixed(2)} s, RSS after it ${retainedOut.rss_after_restart_mb.toFixed(0)} MB`);
+async function delayedCase(): Promise<CaseReport> {
+  const daemon = await startDaemon(['--max-queue', String(DELAYED)]);
+  const client = await TaskManagerClient.connect({ port: daemon.port });
+  const start = performance.now();
+  await submitMany(client, DELAYED, (i) => ({ id: `d${i}`, cmd: ['true'], delay_ms: 3_600_000 }));
+  const submitRate = DELAYED / seconds(start);
+  const statusMs = await medianAnswerMs(() => client.status(`d${Math.floor(Math.random() * DELAYED)}`));
+  const countMs = await medianAnswerMs(() => client.count());
+  const rssMb = (await client.stats()).memory.daemon_rss_bytes / 1e6;
+  await client.close();
+  await daemon.stop();
+  const delayed = { submit_per_s: submitRate, status_ms: statusMs, count_ms: countMs, rss_mb: rssMb };
+  return {
+    lines: [`${DELAYED} delayed tasks: submitted at ${submitRate.toFixed(0)}/s; status ${statusMs.toFixed(2)} ms, count ${countMs.toFixed(2)} ms; daemon RSS ${rssMb.toFixed(0)} MB`],
+    targets: {
+      [`${DELAYED} delayed: submit >= 20000/s`]: submitRate >= 20_000,
+      [`${DELAYED} delayed: status, count < 5 ms`]: statusMs < 5 && countMs < 5,
+      [`${DELAYED} delayed: RSS <= 300 MB`]: rssMb <= 300,
+    },
+    results: { delayed },
+  };
+}
+
+/**
+ * `list` over BENCH_QUEUED tasks QUEUED behind one long task at concurrency 1:
+ * paging through all of them, and single pages at the start and the end.
+ */
+async function listCase(): Promise<CaseReport> {
+  const daemon = await startDaemon(['--concurrency', '1', '--max-queue', String(QUEUED + 1), '--shutdown-grace-ms', '0']);
+  const client = await TaskManagerClient.connect({ port: daemon.port });
+  await client.submit({ id: 'blocker', cmd: ['sleep', '1000'] });
+  await submitMany(client, QUEUED, (i) => ({ id: `q${i}`, cmd: ['true'] }));
+
+  /** Seconds to read every task of `state` (all with none), 100 a page, each page after the last id of the one before. */
+  const pageThrough = async (expected: number, state?: TaskState) => {
+    const start = performance.now();
+    let listed = 0;
+    let after: string | undefined;
+    for (;;) {
+      const { tasks } = await client.list({ state, limit: 100, after });
+      listed += tasks.length;
+      if (tasks.length < 100) break;
+      after = tasks.at(-1)!.id;
+    }
+    const elapsed = seconds(start);
+    if (listed !== expected) throw new Error(`paging ${state ?? 'all'} listed ${listed} tasks, not ${expected}`);
+    return elapsed;
+  };
+  /** The median answer time of a page of 100 QUEUED tasks after `after`, which `expected` follow. */
+  const pageMs = async (expected: number, after?: string) => {
+    const { total } = await client.list({ state: 'QUEUED', limit: 100, after });
+    if (total !== expected) throw new Error(`list state=QUEUED after=${after} counted ${total} tasks, not ${expected}`);
+    return medianAnswerMs(() => client.list({ state: 'QUEUED', limit: 100, after }));
+  };
+  const list = {
+    page_all_s: await pageThrough(QUEUED + 1),
+    page_queued_s: await pageThrough(QUEUED, 'QUEUED'),
+    first_page_ms: await pageMs(QUEUED),
+    last_page_ms: await pageMs(199, `q${QUEUED - 200}`),
+    page_of_10000_ms: await medianAnswerMs(() => client.list({ limit: 10_000 }), 20),
+  };
+  await client.close();
+  await daemon.stop();
+  return {
+    lines: [
+      `${QUEUED} queued tasks: paged through 100 at a time in ${list.page_all_s.toFixed(2)} s (all), ${list.page_queued_s.toFixed(2)} s (state QUEUED); ` +
+        `a page of 100 QUEUED in ${list.first_page_ms.toFixed(2)} ms (first), ${list.last_page_ms.toFixed(2)} ms (after an id near the end); ` +
+        `a page of 10000 in ${list.page_of_10000_ms.toFixed(1)} ms`,
+    ],
+    targets: {
+      [`${QUEUED} queued: paging through all < 1 s`]: list.page_all_s < 1 && list.page_queued_s < 1,
+      [`${QUEUED} queued: a page of 100 QUEUED < 2 ms`]: list.first_page_ms < 2 && list.last_page_ms < 2,
+    },
+    results: { list },
+  };
+}
+
+async function main(): Promise<void> {
+  const unknown = [...ONLY].filter((name) => !CASES.includes(name));
+  if (unknown.length > 0) throw new Error(`BENCH_ONLY names no case "${unknown.join(', ')}"; the cases are ${CASES.join(', ')}`);
+  console.error(`task-manager bench (${[...ONLY].join(', ')}): ${TASKS} tasks of 'true' at concurrency ${CONCURRENCY}, ${ROUNDS} rounds`);
+  const cases: Record<string, () => Promise<CaseReport>> = {
+    throughput: throughputCase,
+    latency: latencyCase,
+    delayed: delayedCase,
+    list: listCase,
+    output: () => outputCase(ROUNDS, (port) => daemonThroughput(port, 1)),
+  };
+  const reports: CaseReport[] = [];
+  for (const [name, run] of Object.entries(cases)) if (ONLY.has(name)) reports.push(await run());
+
+  const targets = Object.assign({}, ...reports.map((report) => report.targets)) as Record<string, boolean>;
+  const lines = reports.flatMap((report) => ['', ...report.lines]);
   lines.push('', ...Object.entries(targets).map(([target, met]) => `${met ? 'met    ' : 'NOT met'}  ${target}`));
   console.log(lines.join('\n'));
 
-  const results = { at: new Date().toISOString(), tasks: TASKS, rounds: ROUNDS, concurrency: CONCURRENCY, throughput, samples, latency_ms: latencyMs, delayed, output, targets };
-  const file = join(ROOT, 'bench/results', `${results.at.replace(/[:.]/g, '-')}.json`);
+  const at = new Date().toISOString();
+  const results = { at, tasks: TASKS, rounds: ROUNDS, concurrency: CONCURRENCY, ...Object.assign({}, ...reports.map((report) => report.results)), targets };
+  const file = join(ROOT, 'bench/results', `${at.replace(/[:.]/g, '-')}.json`);
   writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`);
   console.log(`\nwritten to ${file}`);
 }

@@ -66,9 +66,9 @@ describe('Answer', () => {
 
   it('writes a long list of records in batches that together are the JSON array', async () => {
     const records = Array.from({ length: 1001 }, (_, i) => ({ id: `t${i}`, state: 'QUEUED' }));
-    const { line, pieces } = await written(new Answer({ ok: true, tasks: new RecordList(records), total: 1001 }));
+    const { line, pieces } = await written(new Answer({ ok: true, tasks: new RecordList(records, (record) => record), total: 1001 }));
     expect(JSON.parse(line)).toEqual({ ok: true, tasks: records, total: 1001 });
     expect(pieces.length).toBeGreaterThan(5);
-    expect(JSON.parse((await written(new Answer({ tasks: new RecordList([]) }))).line)).toEqual({ tasks: [] });
+    expect(JSON.parse((await written(new Answer({ tasks: new RecordList([], (record) => record) }))).line)).toEqual({ tasks: [] });
   });
 });

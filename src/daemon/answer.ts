@@ -42,17 +42,20 @@ export class OutputText extends Streamed {
   }
 }
 
-/** Many records as a JSON array, serialized a batch at a time, the event loop free for others in between. */
-export class RecordList extends Streamed {
-  constructor(private readonly records: readonly unknown[]) {
+/** Many records as a JSON array, made and serialized a batch at a time, the event loop free for others in between. */
+export class RecordList<T> extends Streamed {
+  constructor(
+    private readonly items: readonly T[],
+    private readonly record: (item: T) => unknown,
+  ) {
     super();
   }
 
   async *pieces(): AsyncIterable<string> {
     yield '[';
-    for (let at = 0; at < this.records.length; at += RECORDS_PER_PIECE) {
+    for (let at = 0; at < this.items.length; at += RECORDS_PER_PIECE) {
       if (at > 0) await new Promise((resolve) => setImmediate(resolve));
-      const batch = JSON.stringify(this.records.slice(at, at + RECORDS_PER_PIECE));
+      const batch = JSON.stringify(this.items.slice(at, at + RECORDS_PER_PIECE).map(this.record));
       yield `${at > 0 ? ',' : ''}${batch.slice(1, -1)}`;
     }
     yield ']';

@@ -1,10 +1,11 @@
 import { EventEmitter } from 'node:events';
 import { RequestError, TASK_STATES, isTerminal, specKey } from '../protocol/index.js';
-import type { Counts, TaskRecord, TaskSpec, TaskState } from '../protocol/index.js';
+import type { Counts, TaskSpec, TaskState } from '../protocol/index.js';
 import { startFailure, type AttemptResult } from '../executor/index.js';
 import { Heap } from './heap.js';
 import { TimerQueue } from './timer-queue.js';
 import { Task, errorOf, newStoredTask, outputName, startId, type StoredTask, type TaskPatch } from './task.js';
+import { TaskIndex } from './task-index.js';
 
 /** Where the scheduler writes every change; reports go out only after `flushed()`. */
 export interface TaskJournal {
@@ -62,6 +63,8 @@ const emptyCounts = (): Counts => Object.fromEntries(TASK_STATES.map((s) => [s, 
  */
 export class Scheduler extends EventEmitter<SchedulerEvents> {
   private readonly tasks = new Map<string, Task>();
+  /** the same tasks in submission order, overall and by state, for `list` */
+  private readonly index = new TaskIndex();
   /** finished task ids, oldest first, for retention */
   private readonly finishedIds = new Set<string>();
   /** finished tasks that still hold their output, oldest first, with its size, and the total */
@@ -130,6 +133,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     const failed = this.linkDependencies(task, dependencies);
     if (!failed && task.unmet === 0 && task.stored.ready_at === undefined) task.stored.state = 'QUEUED';
     this.counts[task.state]++;
+    this.index.add(task);
     this.options.journal.put(task.id, task.stored);
     this.emit('change', task);
     if (failed) {
@@ -153,6 +157,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       const task = new Task(record);
       this.tasks.set(task.id, task);
       this.counts[task.state]++;
+      this.index.add(task);
       this.seq = Math.max(this.seq, record.seq);
     }
     ordered
@@ -222,22 +227,11 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     return task;
   }
 
-  list(filter: { state?: TaskState; limit?: number; after?: string }): { tasks: TaskRecord[]; total: number } {
-    const limit = filter.limit ?? 100;
-    if (filter.after !== undefined) this.get(filter.after);
-    const tasks: TaskRecord[] = [];
-    let total = 0;
-    let passedAfter = filter.after === undefined;
-    for (const task of this.tasks.values()) {
-      if (!passedAfter) {
-        passedAfter = task.id === filter.after;
-        continue;
-      }
-      if (filter.state !== undefined && task.state !== filter.state) continue;
-      total++;
-      if (tasks.length < limit) tasks.push(task.record());
-    }
-    return { tasks, total };
+  /** A page of tasks in submission order, and how many match after `after` in all, the page included. */
+  list(filter: { state?: TaskState; limit?: number; after?: string }): { tasks: Task[]; total: number } {
+    // `after` is a position in the order of all tasks, whatever its own state.
+    const afterSeq = filter.after === undefined ? undefined : this.get(filter.after).stored.seq;
+    return this.index.page(filter.state, afterSeq, filter.limit ?? 100);
   }
 
   /** Stops starting tasks; running ones get `graceMs` to finish, then are killed to run again after a restart. */
@@ -435,6 +429,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     if (task.state !== state) {
       this.counts[task.state]--;
       this.counts[state]++;
+      this.index.move(task, state);
     }
     const journaled: Record<string, unknown> = { state };
     for (const [key, value] of Object.entries(patch)) {
@@ -492,6 +487,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       if (dropped.stored.output) this.options.discardOutput?.(dropped.stored.output);
       this.tasks.delete(oldest);
       this.counts[dropped.state]--;
+      this.index.remove(dropped);
       this.options.journal.drop(oldest);
     }
     for (const id of this.withOutput.keys()) {

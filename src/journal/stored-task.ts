@@ -75,15 +75,20 @@ export function shown(value: unknown): string {
   return text.length > 40 ? `${text.slice(0, 37)}...` : text;
 }
 
+/** Every field with a rule, for checks that go through the rules rather than a task's own fields. */
+const RULES = [...REQUIRED, ...OPTIONAL];
+const REQUIRED_NAMES = [...REQUIRED.keys()];
+
 /**
  * What is wrong with a task's changed fields, or undefined. Fields this
  * version does not know are left alone, as the scheduler ignores them.
  */
 export function patchProblem(patch: Record<string, unknown>): string | undefined {
-  for (const [name, value] of Object.entries(patch)) {
-    if (value === null && CLEARABLE.includes(name as never)) continue;
-    const field = REQUIRED.get(name) ?? OPTIONAL.get(name);
-    if (field && !field.test(value)) return `${name} must be ${field.expected}, got ${shown(value)}`;
+  // Through the rules, not the patch's entries: no array per task, which a start reading 100,000 tasks would feel.
+  for (const [name, field] of RULES) {
+    const value = patch[name];
+    if (value === undefined || (value === null && CLEARABLE.includes(name as never))) continue;
+    if (!field.test(value)) return `${name} must be ${field.expected}, got ${shown(value)}`;
   }
   return undefined;
 }
@@ -91,9 +96,9 @@ export function patchProblem(patch: Record<string, unknown>): string | undefined
 /** What keeps `value` from being a complete stored task, or undefined. */
 export function storedTaskProblem(value: unknown): string | undefined {
   if (!isObject(value)) return `a task must be an object, got ${shown(value)}`;
-  const missing = [...REQUIRED.keys()].filter((name) => !Object.hasOwn(value, name));
-  if (missing.length === 1) return `${missing[0]} is missing`;
-  if (missing.length > 1) {
+  if (!REQUIRED_NAMES.every((name) => Object.hasOwn(value, name))) {
+    const missing = REQUIRED_NAMES.filter((name) => !Object.hasOwn(value, name));
+    if (missing.length === 1) return `${missing[0]} is missing`;
     const named = missing.length > 4 ? `${missing.slice(0, 3).join(', ')} and ${missing.length - 3} more` : missing.join(', ');
     return `${named} are missing`;
   }

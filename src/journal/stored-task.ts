@@ -65,8 +65,8 @@ const OPTIONAL = new Map<string, FieldRule>([
   ['output_dropped', rule('true', (value) => value === true)],
 ]);
 
-/** Fields that a patch clears by setting them to null. */
-export const CLEARABLE = ['ready_at', 'pgid', 'pgid_started'] as const satisfies readonly (keyof StoredTask)[];
+/** Fields that a patch clears by setting them to null (`started_at`: an attempt canceled before its process started). */
+export const CLEARABLE = ['ready_at', 'pgid', 'pgid_started', 'started_at'] as const satisfies readonly (keyof StoredTask)[];
 
 /** A value as it stands in the file, cut short for a message. */
 export function shown(value: unknown): string {

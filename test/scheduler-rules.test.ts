@@ -2,12 +2,14 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { AttemptResult } from '../src/executor/index.js';
 import { applyEntry, encodeEntry, tidy } from '../src/journal/replay.js';
-import { SPEC_DEFAULTS, type TaskSpec } from '../src/protocol/index.js';
+import { RequestError, SPEC_DEFAULTS, type TaskSpec } from '../src/protocol/index.js';
 import { Scheduler, type AttemptRunner, type SchedulerOptions, type StoredTask } from '../src/scheduler/index.js';
+import { specSize } from '../src/scheduler/task.js';
 
 /**
  * The Scheduler alone, with a journal and a runner of the test's own: the
- * journal lines it writes, replayed as recovery and compaction replay them.
+ * bound on what specs hold, and the journal lines it writes, replayed as
+ * recovery and compaction replay them.
  */
 
 /** A journal that keeps every line, and the state of every task as of each line. */
@@ -37,6 +39,11 @@ class RecordingJournal {
 }
 
 const spec = (fields: Partial<TaskSpec> = {}): TaskSpec => ({ ...SPEC_DEFAULTS, cmd: ['true'], depends_on: [], ...fields });
+/** A spec whose size is `bytes`, as the bound counts it. */
+const specOf = (bytes: number): TaskSpec => {
+  const base = specSize(spec({ stdin: '' }));
+  return spec({ stdin: 'x'.repeat(bytes - base) });
+};
 const result = (fields: Partial<AttemptResult> = {}): AttemptResult => ({
   exit_code: 0,
   signal: null,
@@ -82,11 +89,73 @@ function scheduler(options: Partial<SchedulerOptions> = {}): { scheduler: Schedu
     keepFinished: 1000,
     keepOutputBytes: 1024 * 1024,
     maxQueue: 1000,
+    maxSpecBytes: 1024 * 1024,
     ...options,
   });
   journal.scheduler = created;
   return { scheduler: created, journal, runner };
 }
+
+const refusal = (action: () => unknown): RequestError => {
+  try {
+    action();
+  } catch (error) {
+    expect(error).toBeInstanceOf(RequestError);
+    return error as RequestError;
+  }
+  throw new Error('the call succeeded, a refusal was expected');
+};
+
+describe('--max-spec-bytes', () => {
+  it('refuses a spec the unfinished tasks leave no room for, naming the bound and the flag, with nothing journaled', () => {
+    const { scheduler: tasks, journal } = scheduler({ maxSpecBytes: 3000 });
+    tasks.submit(specOf(1000), 'a');
+    tasks.submit(specOf(1500), 'b');
+    const lines = journal.lines.length;
+    const refused = refusal(() => tasks.submit(specOf(501), 'c'));
+    expect(refused.code).toBe('QUEUE_FULL');
+    expect(refused.message).toBe(
+      'the specs of unfinished tasks hold 2500 bytes, and this one 501 more: that is over 3000, the most this daemon holds (--max-spec-bytes)',
+    );
+    expect(journal.lines.length).toBe(lines);
+    expect(() => tasks.get('c')).toThrow('names no task');
+    expect(tasks.submit(specOf(500), 'c').duplicate).toBe(false); // exactly up to the bound
+    expect(tasks.submit(specOf(500), 'c').duplicate).toBe(true); // a duplicate adds nothing
+    expect(refusal(() => tasks.submit(specOf(3001))).code).toBe('QUEUE_FULL'); // alone over the bound
+  });
+
+  it('drops the oldest finished tasks first, as retention does, and journals the drops before the new task', async () => {
+    const { scheduler: tasks, journal, runner } = scheduler({ maxSpecBytes: 4000 });
+    for (const id of ['old', 'mid', 'new']) {
+      tasks.submit(specOf(1000), id);
+      await settle();
+      runner.end(id, result());
+      await settle();
+    }
+    tasks.submit(specOf(900), 'waiting-1');
+    const lines = journal.lines.length;
+    tasks.submit(specOf(1500), 'big'); // 4900 with everything: the two oldest finished go
+    expect(journal.lines.slice(lines, lines + 3).map((line) => JSON.parse(line))).toMatchObject([
+      { id: 'old', drop: true },
+      { id: 'mid', drop: true },
+      { id: 'big', set: { id: 'big', spec_bytes: 1500 } },
+    ]);
+    expect(() => tasks.get('old')).toThrow('names no task');
+    expect(tasks.get('new').state).toBe('COMPLETED');
+  });
+
+  it('counts restored tasks, also those journaled without their size by earlier versions', () => {
+    const { scheduler: first } = scheduler();
+    first.submit(specOf(1000), 'a');
+    first.submit(specOf(1000), 'b');
+    const stored = first.snapshot().map((task) => structuredClone(task));
+    delete stored[1]!.spec_bytes;
+    const { scheduler: restored } = scheduler({ maxSpecBytes: 2500 });
+    restored.restore(stored, () => false);
+    expect(refusal(() => restored.submit(specOf(501))).message).toContain('hold 2000 bytes');
+    restored.submit(specOf(500));
+  });
+});
 
 describe('the journal lines the scheduler writes', () => {
   /**

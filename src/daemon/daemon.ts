@@ -93,6 +93,7 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     keepFinished: config.keepFinished,
     keepOutputBytes: config.keepOutputBytes,
     maxQueue: config.maxQueue,
+    maxSpecBytes: config.maxSpecBytes,
     processStartTime,
     runAttempt: ({ id, attempt, spec, startId: start, alone }, signal, onSpawn) => {
       const marks = { [TASK_VARIABLE]: id, [ATTEMPT_VARIABLE]: String(attempt), [OWNER_VARIABLE]: dataDir };

@@ -63,6 +63,7 @@ const OPTIONAL = new Map<string, FieldRule>([
   ['pgid_started', string],
   ['interrupted', count],
   ['output_dropped', rule('true', (value) => value === true)],
+  ['spec_bytes', count],
 ]);
 
 /** Fields that a patch clears by setting them to null (`started_at`: an attempt canceled before its process started). */

@@ -4,7 +4,7 @@ import type { Counts, TaskRecord, TaskSpec, TaskState } from '../protocol/index.
 import { startFailure, type AttemptResult } from '../executor/index.js';
 import { Heap } from './heap.js';
 import { TimerQueue } from './timer-queue.js';
-import { Task, errorOf, newStoredTask, startId, type StoredTask, type TaskPatch } from './task.js';
+import { Task, errorOf, newStoredTask, specSize, startId, type StoredTask, type TaskPatch } from './task.js';
 
 /** Where the scheduler writes every change; reports go out only after `flushed()`. */
 export interface TaskJournal {
@@ -30,6 +30,8 @@ export interface SchedulerOptions {
   keepOutputBytes: number;
   /** tasks not yet finished that may exist at once */
   maxQueue: number;
+  /** what the specs of unfinished and retained tasks may hold together (`specSize`); the oldest finished go first */
+  maxSpecBytes: number;
   /** the process start time of a pid, to recognise it after a restart */
   processStartTime?: (pid: number) => string | undefined;
 }
@@ -65,6 +67,9 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   /** finished tasks that still hold their output, oldest first, with its size, and the total */
   private readonly withOutput = new Map<string, number>();
   private outputBytes = 0;
+  /** what the specs of all tasks hold, and of the finished ones among them */
+  private specBytes = 0;
+  private finishedSpecBytes = 0;
   private readonly ready = new Heap<Task>((a, b) =>
     a.spec.priority !== b.spec.priority ? a.spec.priority > b.spec.priority : a.stored.seq < b.stored.seq,
   );
@@ -122,9 +127,12 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     if (unfinished >= this.options.maxQueue) {
       throw new RequestError('QUEUE_FULL', `${unfinished} tasks are not yet finished, the most this daemon holds (--max-queue)`);
     }
+    const specBytes = specSize(spec);
+    this.makeRoomForSpec(specBytes);
     const now = Date.now();
-    const task = new Task(newStoredTask(id ?? this.newId(), ++this.seq, spec, now));
+    const task = new Task(newStoredTask(id ?? this.newId(), ++this.seq, spec, now, specBytes));
     this.tasks.set(task.id, task);
+    this.specBytes += specBytes;
     const failed = this.linkDependencies(task, dependencies);
     if (!failed && task.unmet === 0 && task.stored.ready_at === undefined) task.stored.state = 'QUEUED';
     this.counts[task.state]++;
@@ -151,6 +159,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       const task = new Task(record);
       this.tasks.set(task.id, task);
       this.counts[task.state]++;
+      this.specBytes += task.specBytes;
       this.seq = Math.max(this.seq, record.seq);
     }
     ordered
@@ -462,23 +471,33 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.staleEntries = 0;
   }
 
+  /**
+   * Makes room for a spec of `bytes` within --max-spec-bytes by dropping the
+   * oldest finished tasks, as retention does; refuses, with nothing changed,
+   * when the unfinished tasks' specs alone leave no room for it.
+   */
+  private makeRoomForSpec(bytes: number): void {
+    const bound = this.options.maxSpecBytes;
+    const unfinished = this.specBytes - this.finishedSpecBytes;
+    if (unfinished + bytes > bound) {
+      throw new RequestError(
+        'QUEUE_FULL',
+        `the specs of unfinished tasks hold ${unfinished} bytes, and this one ${bytes} more: that is over ${bound}, the most this daemon holds (--max-spec-bytes)`,
+      );
+    }
+    while (this.specBytes + bytes > bound) this.dropOldestFinished();
+  }
+
   /** Keeps finished tasks, and their output, within the retention bounds: oldest go first. */
   private retain(task: Task): void {
     this.finishedIds.add(task.id);
+    this.finishedSpecBytes += task.specBytes;
     const size = outputSize(task);
     if (size > 0) {
       this.withOutput.set(task.id, size);
       this.outputBytes += size;
     }
-    while (this.finishedIds.size > this.options.keepFinished) {
-      const oldest = this.finishedIds.values().next().value!;
-      this.finishedIds.delete(oldest);
-      const dropped = this.tasks.get(oldest)!;
-      this.forgetOutput(dropped);
-      this.tasks.delete(oldest);
-      this.counts[dropped.state]--;
-      this.options.journal.drop(oldest);
-    }
+    while (this.finishedIds.size > this.options.keepFinished) this.dropOldestFinished();
     for (const id of this.withOutput.keys()) {
       if (this.outputBytes <= this.options.keepOutputBytes || id === task.id) break;
       const oldest = this.tasks.get(id)!;
@@ -486,6 +505,19 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       Object.assign(oldest.stored, { stdout: '', stderr: '', output_dropped: true });
       this.options.journal.put(id, { stdout: '', stderr: '', output_dropped: true });
     }
+  }
+
+  /** Forgets the task that finished longest ago, in memory and in the journal. */
+  private dropOldestFinished(): void {
+    const oldest = this.finishedIds.values().next().value!;
+    this.finishedIds.delete(oldest);
+    const dropped = this.tasks.get(oldest)!;
+    this.forgetOutput(dropped);
+    this.tasks.delete(oldest);
+    this.counts[dropped.state]--;
+    this.specBytes -= dropped.specBytes;
+    this.finishedSpecBytes -= dropped.specBytes;
+    this.options.journal.drop(oldest);
   }
 
   private forgetOutput(task: Task): void {

@@ -12,6 +12,8 @@ export interface StoredTask extends TaskRecord {
   pgid_started?: string;
   /** attempts cut short by a daemon stop, which do not count against retries */
   interrupted?: number;
+  /** the spec's size (`specSize`), counted against --max-spec-bytes; absent in journals of earlier versions */
+  spec_bytes?: number;
 }
 
 export type TaskPatch = Partial<StoredTask>;
@@ -32,7 +34,12 @@ export class Task {
   /** called once when the task reaches a terminal state */
   private readonly settledCallbacks = new Set<() => void>();
 
-  constructor(readonly stored: StoredTask) {}
+  /** the size of its spec, counted against the bound of what specs may hold */
+  readonly specBytes: number;
+
+  constructor(readonly stored: StoredTask) {
+    this.specBytes = stored.spec_bytes ?? specSize(stored.spec);
+  }
 
   get id(): string {
     return this.stored.id;
@@ -85,8 +92,11 @@ export class Task {
   }
 }
 
-/** The record fields a brand-new task starts with. */
-export function newStoredTask(id: string, seq: number, spec: TaskSpec, now: number): StoredTask {
+/** The size of a spec: the characters of its JSON, as it is journaled. */
+export const specSize = (spec: TaskSpec): number => JSON.stringify(spec).length;
+
+/** The record fields a brand-new task starts with; `specBytes` is its `specSize`. */
+export function newStoredTask(id: string, seq: number, spec: TaskSpec, now: number, specBytes = specSize(spec)): StoredTask {
   const stored: StoredTask = {
     id,
     state: 'PENDING',
@@ -105,6 +115,7 @@ export function newStoredTask(id: string, seq: number, spec: TaskSpec, now: numb
     error: null,
     spec,
     seq,
+    spec_bytes: specBytes,
   };
   if (spec.script) stored.script = { lang: spec.script.lang };
   if (spec.args) stored.args = spec.args;

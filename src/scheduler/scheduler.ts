@@ -153,29 +153,34 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
    * which the record then counts as an interruption.
    */
   restore(stored: StoredTask[], started: (task: StoredTask) => boolean): void {
-    const ordered = [...stored].sort((a, b) => a.seq - b.seq);
     this.restoring = true;
-    for (const record of ordered) {
-      const task = new Task(record);
+    // The journal keeps tasks in submission order: sorting is for a journal that was edited by hand.
+    const ordered = stored.every((record, i) => i === 0 || stored[i - 1]!.seq < record.seq) ? stored : [...stored].sort((a, b) => a.seq - b.seq);
+    const tasks = ordered.map((record) => new Task(record));
+    const finished: Task[] = [];
+    for (const task of tasks) {
       this.tasks.set(task.id, task);
       this.counts[task.state]++;
       this.specBytes += task.specBytes;
-      this.seq = Math.max(this.seq, record.seq);
+      if (isTerminal(task.state)) finished.push(task);
     }
-    ordered
-      .filter((record) => isTerminal(record.state))
-      .sort((a, b) => (a.finished_at ?? '').localeCompare(b.finished_at ?? ''))
-      .forEach((record) => {
-        this.retain(this.tasks.get(record.id)!);
-      });
-    for (const record of ordered) {
-      const task = this.tasks.get(record.id);
-      if (!task || isTerminal(task.state)) continue;
+    this.seq = Math.max(this.seq, ordered.at(-1)?.seq ?? 0);
+    // Oldest first, as retention drops them. ISO times of one format sort as their text does.
+    const finishedAt = (task: Task) => task.stored.finished_at ?? '';
+    finished.sort((a, b) => (finishedAt(a) < finishedAt(b) ? -1 : finishedAt(a) > finishedAt(b) ? 1 : 0));
+    for (const task of finished) this.retain(task);
+    for (const task of tasks) {
+      if (isTerminal(task.state)) continue; // finished, or dropped by retention
       if (task.state === 'RUNNING' && started(task.stored)) this.interrupted(task, { pgid: undefined, pgid_started: undefined });
       else if (task.state === 'RUNNING') this.notStarted(task);
       // A dependency missing from the journal was dropped by retention after it COMPLETED:
       // had it failed, this task would have been canceled with it.
-      const failed = this.linkDependencies(task, task.spec.depends_on.flatMap((dep) => this.tasks.get(dep) ?? []));
+      const dependencies: Task[] = [];
+      for (const dep of task.spec.depends_on) {
+        const found = this.tasks.get(dep);
+        if (found) dependencies.push(found);
+      }
+      const failed = this.linkDependencies(task, dependencies);
       if (failed) {
         this.finish(task, 'CANCELED', { error: dependencyFailed(failed) });
       } else {

@@ -31,8 +31,8 @@ export class Task {
   executorLosses = 0;
   /** the daemon is stopping and killed the running attempt */
   stopRequested = false;
-  /** called once when the task reaches a terminal state */
-  private readonly settledCallbacks = new Set<() => void>();
+  /** called once when the task reaches a terminal state (made on first use: most tasks are never waited for) */
+  private settledCallbacks: Set<() => void> | undefined;
 
   /** the size of its spec, counted against the bound of what specs may hold */
   readonly specBytes: number;
@@ -82,13 +82,16 @@ export class Task {
 
   /** Calls back once the task is terminal; returns a function that cancels the call. */
   onSettled(callback: () => void): () => void {
-    this.settledCallbacks.add(callback);
-    return () => this.settledCallbacks.delete(callback);
+    this.settledCallbacks ??= new Set();
+    const callbacks = this.settledCallbacks;
+    callbacks.add(callback);
+    return () => callbacks.delete(callback);
   }
 
   markSettled(): void {
-    for (const callback of this.settledCallbacks) callback();
-    this.settledCallbacks.clear();
+    const callbacks = this.settledCallbacks;
+    this.settledCallbacks = undefined;
+    for (const callback of callbacks ?? []) callback();
   }
 }
 

@@ -191,12 +191,11 @@ describe('the journal lines the scheduler writes', () => {
     }
     await settle();
 
-    const lines = journal.lines.map((line) => JSON.parse(line) as unknown);
     const parsed = (state: Map<string, string>) => new Map([...state].map(([id, task]) => [id, JSON.parse(task) as StoredTask]));
     const final = parsed(journal.states.at(-1)!);
-    expect(lines.map((line) => JSON.stringify(line))).toEqual(expect.arrayContaining([expect.stringContaining('"started_at":null'), expect.stringContaining('"drop":true')]));
+    expect(journal.lines).toEqual(expect.arrayContaining([expect.stringContaining('"started_at":null'), expect.stringContaining('"drop":true')]));
     fc.assert(
-      fc.property(fc.nat({ max: lines.length - 1 }), fc.array(fc.nat()), (instant, picks) => {
+      fc.property(fc.nat({ max: journal.lines.length - 1 }), fc.array(fc.nat()), (instant, picks) => {
         // The tasks held at the instant, each as it was at some moment from then on (its last state if dropped since).
         const snapshot = new Map<string, StoredTask>();
         [...journal.states[instant]!.keys()].forEach((id, i) => {
@@ -204,7 +203,7 @@ describe('the journal lines the scheduler writes', () => {
           const moment = later[(picks[i] ?? 0) % later.length]!;
           snapshot.set(id, JSON.parse(moment.get(id)!));
         });
-        for (const line of lines.slice(instant + 1)) expect(applyEntry(snapshot, line)).toBeUndefined();
+        for (const line of journal.lines.slice(instant + 1)) expect(applyEntry(snapshot, JSON.parse(line))).toBeUndefined();
         for (const task of snapshot.values()) tidy(task);
         expect(snapshot).toEqual(final);
       }),

@@ -68,7 +68,7 @@ export function applyEntry(tasks: Map<string, StoredTask>, entry: unknown): stri
     // A new task is logged whole: a patch of a task nobody created means a lost or foreign line.
     const problem = storedTaskProblem(set);
     if (problem) return `${unknown}, and this line is not a complete task (${problem})`;
-    tasks.set(id, { ...set } as unknown as StoredTask);
+    tasks.set(id, set as unknown as StoredTask); // parsed for this line alone: no copy needed
   }
   return undefined;
 }

@@ -263,8 +263,8 @@ describe('checking a snapshot', () => {
     ['a task in no state', header({ tasks: 1 }) + line({ ...tasks[0], state: 'DONE' }), ':2 ("a"): state must be one of'],
     ['a task that is no object', `${header({ tasks: 1 })}null\n`, ':2: a task must be an object, got null'],
     ['two tasks with one id', header() + line(tasks[0]) + line(tasks[0]), ':3 ("a"): a second task with this id'],
-    ['a file cut short at the end of a line', header() + line(tasks[0]), ': the header announces 2 tasks, but 1 follow'],
-    ['more tasks than announced', header({ tasks: 1 }) + line(tasks[0]) + line(tasks[1]), ': the header announces 1 tasks, but 2 follow'],
+    ['a file cut short at the end of a line', header() + line(tasks[0]), ': the header announces 2 tasks, but the file holds 1'],
+    ['more tasks than announced', header({ tasks: 1 }) + line(tasks[0]) + line(tasks[1]), ': the header announces 1 tasks, but the file holds 2'],
     // Unlike a log's: a snapshot is renamed into place only once complete, so its last line was never being written.
     ['a last line cut off', header() + line(tasks[0]) + line(tasks[1]).slice(0, -5), ':3: cut off mid-line'],
     ['a last line without its newline', header() + line(tasks[0]) + line(tasks[1]).trimEnd(), ':3: cut off mid-line'],

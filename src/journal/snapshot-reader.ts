@@ -36,11 +36,11 @@ async function readStreamedSnapshot(path: string): Promise<SnapshotRead> {
     else header = checkHeader(where, value);
   });
   if (read.rest !== '') {
-    throw new JournalCorruptError(`${path}:${read.lines + 1}`, 'cut off mid-line; a snapshot is put in place only once complete, so the file was damaged since');
+    throw new JournalCorruptError(`${path}:${read.lines + 1}`, 'cut off mid-line, but a snapshot is put in place only once complete: it was damaged since');
   }
   if (!header) throw new JournalCorruptError(path, 'empty, without even its header line');
   if (tasks.size !== header.tasks) {
-    throw new JournalCorruptError(path, `the header announces ${header.tasks} tasks, but ${tasks.size} follow; the file was damaged since it was written`);
+    throw new JournalCorruptError(path, `the header announces ${header.tasks} tasks, but the file holds ${tasks.size}: it was damaged since it was written`);
   }
   return { path, generation: header.generation, tasks, bytes: read.bytes };
 }

@@ -85,7 +85,7 @@ describe('crash loop', () => {
     expect(told).toEqual(finals.map((task) => [task.id, started.get(task.id)]));
 
     // Compaction keeps the journal near the size of the live state, not of its history.
-    const snapshot = statSync(join(dataDir, 'snapshot.json')).size;
+    const snapshot = statSync(join(dataDir, 'snapshot.ndjson')).size;
     expect(Math.max(...journalSizes)).toBeLessThan(2 * snapshot + 256 * 1024);
     expect(readdirSync(dataDir).filter((name) => name.startsWith('log.')).length).toBeLessThanOrEqual(2);
   }, 240_000);
@@ -93,6 +93,6 @@ describe('crash loop', () => {
 
 function journalBytes(dir: string): number {
   return readdirSync(dir)
-    .filter((name) => name.startsWith('log.') || name === 'snapshot.json')
+    .filter((name) => name.startsWith('log.') || name === 'snapshot.ndjson')
     .reduce((total, name) => total + statSync(join(dir, name)).size, 0);
 }

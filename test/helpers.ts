@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { TaskManagerClient, type TaskRecord, type TaskState } from '../src/index.js';
+import type { StoredTask } from '../src/scheduler/index.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const CMD = join(ROOT, 'bin/cmd');
@@ -178,6 +179,33 @@ export class RawConnection {
   close(): void {
     this.socket.destroy();
   }
+}
+
+const LOG_NAME = /^log\.(\d+)\.ndjson$/;
+
+/** Generations of the logs in a data dir, oldest first. */
+export const logGenerations = (dataDir: string): number[] =>
+  readdirSync(dataDir)
+    .flatMap((name) => LOG_NAME.exec(name)?.[1] ?? [])
+    .map(Number)
+    .sort((a, b) => a - b);
+
+/** The snapshot of a data dir: its header's generation, and its tasks. */
+export function snapshotOf(dataDir: string): { generation: number; tasks: StoredTask[] } {
+  const [header, ...tasks] = readFileSync(join(dataDir, 'snapshot.ndjson'), 'utf8').trimEnd().split('\n').map((text) => JSON.parse(text));
+  return { generation: header.generation, tasks };
+}
+
+/**
+ * Waits until the snapshot that a start writes in the background is in
+ * place, and the files it holds are gone: one log, the one it names.
+ */
+export async function snapshotSettled(dataDir: string, timeoutMs?: number): Promise<void> {
+  await eventually(() => {
+    const logs = logGenerations(dataDir);
+    const names = readdirSync(dataDir);
+    return logs.length === 1 && names.includes('snapshot.ndjson') && !names.includes('snapshot.json') && snapshotOf(dataDir).generation === logs[0];
+  }, timeoutMs);
 }
 
 export function removeDir(dir: string): void {

@@ -13,16 +13,30 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join, relative } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { TaskManagerClient, TaskRecord } from '../src/index.js';
 import { Journal, JournalCorruptError } from '../src/journal/index.js';
-import { checkSnapshot, logsToReplay } from '../src/journal/recovery.js';
+import { checkLegacySnapshot } from '../src/journal/legacy-snapshot.js';
+import { logsToReplay } from '../src/journal/recovery.js';
 import { replayLog } from '../src/journal/replay.js';
+import { readSnapshot } from '../src/journal/snapshot-reader.js';
 import { storedTaskProblem } from '../src/journal/stored-task.js';
 import { SPEC_DEFAULTS } from '../src/protocol/index.js';
 import type { StoredTask } from '../src/scheduler/index.js';
 import { newStoredTask } from '../src/scheduler/task.js';
-import { CMD, eventually, removeDir, serveExpectingRefusal, startDaemon, tempDir, type ServeOptions, type TestDaemon } from './helpers.js';
+import {
+  CMD,
+  eventually,
+  logGenerations,
+  removeDir,
+  serveExpectingRefusal,
+  snapshotOf,
+  snapshotSettled,
+  startDaemon,
+  tempDir,
+  type ServeOptions,
+  type TestDaemon,
+} from './helpers.js';
 
 /**
  * Recovery reads and checks the whole journal before it writes anything:
@@ -68,18 +82,8 @@ function fingerprint(root: string, below = root): Record<string, string> {
   return found;
 }
 
-const LOG_NAME = /^log\.(\d+)\.ndjson$/;
-
-/** Generations of the logs in a data dir, oldest first. */
-const logGenerations = (dataDir: string) =>
-  readdirSync(dataDir)
-    .flatMap((name) => LOG_NAME.exec(name)?.[1] ?? [])
-    .map(Number)
-    .sort((a, b) => a - b);
-
 const logPath = (dataDir: string, generation: number) => join(dataDir, `log.${generation}.ndjson`);
 const newestLog = (dataDir: string) => logPath(dataDir, logGenerations(dataDir).at(-1)!);
-const snapshotOf = (dataDir: string) => JSON.parse(readFileSync(join(dataDir, 'snapshot.json'), 'utf8')) as { generation: number; tasks: StoredTask[] };
 
 /** Runs tasks one after another, each printing its own line. */
 async function runTasks(client: TaskManagerClient, prefix: string, n: number): Promise<TaskRecord[]> {
@@ -141,21 +145,29 @@ const line = (entry: unknown) => `${JSON.stringify(entry)}\n`;
 const created = (task: StoredTask) => line({ id: task.id, set: task });
 const GHOST = '{"id":"ghost","set":{"state":"QUEUED"}}\n';
 
+/** A snapshot file's text: its header line, then one line per task. */
+const snapshotText = ({ generation, tasks }: { generation: number; tasks: StoredTask[] }) =>
+  line({ format: 2, generation, tasks: tasks.length }) + tasks.map(line).join('');
+
 interface Files {
   snapshot?: { generation: number; tasks: StoredTask[] } | string;
-  /** .snapshot.json.tmp: a snapshot write cut short */
+  /** .snapshot.ndjson.tmp: a snapshot write cut short */
   temp?: string;
+  /** snapshot.json, the single document of earlier versions (format 1) */
+  legacy?: { generation: number; tasks: StoredTask[] } | string;
+  /** .snapshot.json.tmp: a snapshot write of an earlier version cut short */
+  legacyTemp?: string;
   logs?: Record<number, string>;
 }
 
 /** A data dir holding exactly these files. */
 function dataDirWith(files: Files): string {
   const dataDir = dir('tm-recovery-unit-');
-  if (files.snapshot !== undefined) {
-    const { snapshot } = files;
-    writeFileSync(join(dataDir, 'snapshot.json'), typeof snapshot === 'string' ? snapshot : JSON.stringify({ format: 1, ...snapshot }));
-  }
-  if (files.temp !== undefined) writeFileSync(join(dataDir, '.snapshot.json.tmp'), files.temp);
+  const { snapshot, legacy } = files;
+  if (snapshot !== undefined) writeFileSync(join(dataDir, 'snapshot.ndjson'), typeof snapshot === 'string' ? snapshot : snapshotText(snapshot));
+  if (files.temp !== undefined) writeFileSync(join(dataDir, '.snapshot.ndjson.tmp'), files.temp);
+  if (legacy !== undefined) writeFileSync(join(dataDir, 'snapshot.json'), typeof legacy === 'string' ? legacy : JSON.stringify({ format: 1, ...legacy }));
+  if (files.legacyTemp !== undefined) writeFileSync(join(dataDir, '.snapshot.json.tmp'), files.legacyTemp);
   for (const [generation, text] of Object.entries(files.logs ?? {})) writeFileSync(logPath(dataDir, Number(generation)), text);
   return dataDir;
 }
@@ -163,24 +175,29 @@ function dataDirWith(files: Files): string {
 const quiet = { durability: 'none' as const, warn: () => undefined };
 
 describe('replaying one log', () => {
-  const path = '/data/log.4.ndjson';
-  const replay = (text: string, tasks = new Map<string, StoredTask>()) => {
+  let path: string;
+  beforeEach(() => {
+    path = join(dir('tm-replay-'), 'log.4.ndjson');
+  });
+  /** Replays `text` as the content of a log file. */
+  const replay = async (text: string, tasks = new Map<string, StoredTask>()) => {
+    writeFileSync(path, text);
     const warnings: string[] = [];
-    replayLog(path, text, tasks, (warning) => warnings.push(warning));
+    await replayLog(path, tasks, (warning) => warnings.push(warning));
     return { tasks, warnings };
   };
   const a = storedTask('a', 1);
 
-  it('creates a task from its complete first line, patches it, and drops it', () => {
+  it('creates a task from its complete first line, patches it, and drops it', async () => {
     const text = created(a) + line({ id: 'a', set: { state: 'RUNNING', attempts: 1, pgid: 42 } }) + line({ id: 'a', set: { pgid: null } });
-    const { tasks, warnings } = replay(text);
+    const { tasks, warnings } = await replay(text);
     expect(tasks.get('a')).toMatchObject({ state: 'RUNNING', attempts: 1, pgid: null, spec: a.spec, seq: 1 });
     expect(warnings).toEqual([]);
-    expect(replay(text + line({ id: 'a', drop: true })).tasks.size).toBe(0);
+    expect((await replay(text + line({ id: 'a', drop: true }))).tasks.size).toBe(0);
   });
 
-  it('refuses a change to a task that neither the snapshot nor an earlier line created', () => {
-    expect(() => replay(created(a) + GHOST)).toThrow(
+  it('refuses a change to a task that neither the snapshot nor an earlier line created', async () => {
+    await expect(replay(created(a) + GHOST)).rejects.toThrow(
       new JournalCorruptError(
         `${path}:2`,
         'task "ghost" is not in the snapshot and no earlier line created it, and this line is not a complete task (id, cmd, priority and 13 more are missing)',
@@ -202,31 +219,67 @@ describe('replaying one log', () => {
     ['a spec without depends_on', '{"id":"a","set":{"spec":{"cmd":"x"}}}', 'task "a": spec must be an object whose depends_on is an array of strings'],
     ['depends_on not an array', '{"id":"a","set":{"depends_on":"b"}}', 'task "a": depends_on must be an array of strings, got "b"'],
     ['a drop of an unknown task', '{"id":"b","drop":true}', 'task "b" is not in the snapshot and no earlier line created it, so it cannot be dropped'],
-  ])('refuses %s, naming file and line, also as the last line', (_, bad, problem) => {
+  ])('refuses %s, naming file and line, also as the last line', async (_, bad, problem) => {
     const good = line({ id: 'a', set: { state: 'RUNNING' } });
-    expect(() => replay(`${created(a)}${bad}\n${good}`)).toThrow(`${path}:2: ${problem}`);
-    expect(() => replay(`${created(a) + good + bad}\n`)).toThrow(`${path}:3: ${problem}`);
+    await expect(replay(`${created(a)}${bad}\n${good}`)).rejects.toThrow(`${path}:2: ${problem}`);
+    await expect(replay(`${created(a) + good + bad}\n`)).rejects.toThrow(`${path}:3: ${problem}`);
   });
 
-  it('skips a last line cut off mid-write with a warning, but refuses an unreadable line followed by others', () => {
+  it('skips a last line cut off mid-write with a warning, but refuses an unreadable line followed by others', async () => {
     const torn = '{"id":"a","set":{"state":"COMPL';
-    const { tasks, warnings } = replay(created(a) + torn);
+    const { tasks, warnings } = await replay(created(a) + torn);
     expect(tasks.get('a')!.state).toBe('QUEUED');
     expect(warnings).toEqual([`${path}: ignoring a last line cut off mid-write (${torn.length} bytes)`]);
-    expect(() => replay(`${created(a) + torn}\n`)).toThrow(`${path}:2: unreadable journal line`);
+    await expect(replay(`${created(a) + torn}\n`)).rejects.toThrow(`${path}:2: unreadable journal line`);
   });
 
-  it('applies a complete last line that only lacks its newline', () => {
-    expect(replay(`${created(a)}{"id":"a","set":{"state":"RUNNING"}}`).tasks.get('a')!.state).toBe('RUNNING');
+  it('applies a complete last line that only lacks its newline', async () => {
+    expect((await replay(`${created(a)}{"id":"a","set":{"state":"RUNNING"}}`)).tasks.get('a')!.state).toBe('RUNNING');
   });
 });
 
 describe('checking a snapshot', () => {
+  const tasks = [storedTask('a', 1), storedTask('b', 2)];
+  const header = (fields: Record<string, unknown> = {}) => line({ format: 2, generation: 3, tasks: 2, ...fields });
+  /** Reads `text` as a data dir's snapshot file; resolves with its path and what was read. */
+  const read = async (text: string) => {
+    const dataDir = dataDirWith({ snapshot: text });
+    return { path: join(dataDir, 'snapshot.ndjson'), read: readSnapshot(dataDir) };
+  };
+
+  it('accepts what the daemon writes, in the order of the file', async () => {
+    const { path, read: snapshot } = await read(snapshotText({ generation: 3, tasks }));
+    expect(await snapshot).toMatchObject({ path, generation: 3, tasks: new Map(tasks.map((task) => [task.id, task])) });
+  });
+
+  it.each([
+    ['no header', '', ': empty, without even its header line'],
+    ['a header that is no object', '[]\n', ':1: the first line must be the snapshot\'s header, an object, got []'],
+    ['another format', header({ format: 1 }), ':1: format must be 2, got 1'],
+    ['a negative generation', header({ generation: -1 }), ':1: generation must be an integer >= 0, got -1'],
+    ['no task count', header({ tasks: undefined }), ':1: tasks must be an integer >= 0, got nothing'],
+    ['a line that is no JSON', `${header()}${line(tasks[0])}{"id":\n`, ':3: unreadable snapshot line'],
+    ['a task without seq', header() + line(tasks[0]) + line({ ...tasks[1], seq: undefined }), ':3 ("b"): seq is missing'],
+    ['a task in no state', header({ tasks: 1 }) + line({ ...tasks[0], state: 'DONE' }), ':2 ("a"): state must be one of'],
+    ['a task that is no object', `${header({ tasks: 1 })}null\n`, ':2: a task must be an object, got null'],
+    ['two tasks with one id', header() + line(tasks[0]) + line(tasks[0]), ':3 ("a"): a second task with this id'],
+    ['a file cut short at the end of a line', header() + line(tasks[0]), ': the header announces 2 tasks, but the file holds 1'],
+    ['more tasks than announced', header({ tasks: 1 }) + line(tasks[0]) + line(tasks[1]), ': the header announces 1 tasks, but the file holds 2'],
+    // Unlike a log's: a snapshot is renamed into place only once complete, so its last line was never being written.
+    ['a last line cut off', header() + line(tasks[0]) + line(tasks[1]).slice(0, -5), ':3: cut off mid-line'],
+    ['a last line without its newline', header() + line(tasks[0]) + line(tasks[1]).trimEnd(), ':3: cut off mid-line'],
+  ])('refuses %s, naming file and line', async (_, text, message) => {
+    const { path, read: snapshot } = await read(text);
+    await expect(snapshot).rejects.toThrow(`${path}${message}`);
+  });
+});
+
+describe('checking a snapshot of earlier versions (format 1)', () => {
   const path = '/data/snapshot.json';
   const tasks = [storedTask('a', 1), storedTask('b', 2)];
 
-  it('accepts what the daemon writes', () => {
-    expect(checkSnapshot(path, { format: 1, generation: 3, tasks }).tasks).toEqual(tasks);
+  it('accepts what earlier versions wrote', () => {
+    expect([...checkLegacySnapshot(path, { format: 1, generation: 3, tasks }).tasks.values()]).toEqual(tasks);
   });
 
   it.each([
@@ -239,7 +292,7 @@ describe('checking a snapshot', () => {
     ['a task that is no object', { format: 1, generation: 1, tasks: [null] }, `${path}: tasks[0]: a task must be an object, got null`],
     ['two tasks with one id', { format: 1, generation: 1, tasks: [tasks[0], tasks[0]] }, `${path}: tasks[1] ("a"): a second task with this id`],
   ])('refuses %s, naming the task', (_, data, message) => {
-    expect(() => checkSnapshot(path, JSON.parse(JSON.stringify(data)))).toThrow(message);
+    expect(() => checkLegacySnapshot(path, JSON.parse(JSON.stringify(data)))).toThrow(message);
   });
 });
 
@@ -250,16 +303,16 @@ describe('log generations', () => {
     [3, [3], [3]],
     [3, [1, 2, 3, 4], [3, 4]], // 1 and 2: a compaction stopped before deleting them
   ])('a snapshot of generation %i with logs %j replays %j', (generation, logs, replayed) => {
-    expect(logsToReplay('/data', generation, logs)).toEqual(replayed);
+    expect(logsToReplay('/data/snapshot.ndjson', generation, logs)).toEqual(replayed);
   });
 
   it.each([
-    [3, [], '/data/snapshot.json: generation 3 needs log.3.ndjson, which is missing'],
-    [3, [2, 4], '/data/snapshot.json: generation 3 needs log.3.ndjson, which is missing'],
+    [3, [], '/data/snapshot.ndjson: generation 3 needs log.3.ndjson, which is missing'],
+    [3, [2, 4], '/data/snapshot.ndjson: generation 3 needs log.3.ndjson, which is missing'],
     [3, [3, 5], '/data/log.5.ndjson: log.4.ndjson is missing before it (the snapshot has generation 3)'],
     [0, [2], '/data/log.2.ndjson: log.1.ndjson is missing before it (the snapshot has generation 0)'],
   ])('a snapshot of generation %i with logs %j is refused', (generation, logs, message) => {
-    expect(() => logsToReplay('/data', generation, logs)).toThrow(`${message}; the journal was left as it is`);
+    expect(() => logsToReplay('/data/snapshot.ndjson', generation, logs)).toThrow(`${message}; the journal was left as it is`);
   });
 });
 
@@ -267,25 +320,32 @@ describe('opening a journal', () => {
   const a = storedTask('a', 1);
   const b = storedTask('b', 2);
 
-  /** Opens and closes the journal; resolves with the tasks it recovered and the files it left. */
+  /**
+   * Opens the journal, and closes it once the snapshot its start writes in
+   * the background is in place; resolves with the tasks it recovered and the
+   * files it left.
+   */
   async function open(dataDir: string): Promise<{ tasks: StoredTask[]; files: string[] }> {
     const { journal, tasks } = await Journal.open(dataDir, quiet);
+    await snapshotSettled(dataDir);
     await journal.close();
     return { tasks, files: readdirSync(dataDir).sort() };
   }
 
   it.each([
     ['nothing at all (a new data dir)', {}],
-    ['a half-written initial snapshot', { temp: '{"format":1,"gen' }],
+    ['a half-written initial snapshot', { temp: '{"format":2,"gen' }],
     ['the initial snapshot only', { snapshot: { generation: 0, tasks: [] } }],
     ['the initial snapshot and an empty first log', { snapshot: { generation: 0, tasks: [] }, logs: { 1: '' } }],
     ['an empty first log and no snapshot (left by earlier versions)', { logs: { 1: '' } }],
+    ['a half-written initial snapshot of an earlier version', { legacyTemp: '{"format":1,"gen' }],
+    ['the initial snapshot of an earlier version and an empty first log', { legacy: { generation: 0, tasks: [] }, logs: { 1: '' } }],
   ] as [string, Files][])('starts empty from what a crash during a first start leaves: %s', async (_, files) => {
     const dataDir = dataDirWith(files);
     const { tasks, files: left } = await open(dataDir);
     expect(tasks).toEqual([]);
     const generation = snapshotOf(dataDir).generation;
-    expect(left).toEqual([`log.${generation}.ndjson`, 'snapshot.json']);
+    expect(left).toEqual([`log.${generation}.ndjson`, 'snapshot.ndjson']);
     expect(generation).toBe(Math.max(0, ...Object.keys(files.logs ?? {}).map(Number)) + 1);
   });
 
@@ -296,19 +356,41 @@ describe('opening a journal', () => {
     });
     const { tasks, files } = await open(dataDir);
     expect(tasks).toEqual([{ ...a, state: 'RUNNING', attempts: 1 }, b]);
-    expect(files).toEqual(['log.5.ndjson', 'snapshot.json']);
+    expect(files).toEqual(['log.5.ndjson', 'snapshot.ndjson']);
     expect(snapshotOf(dataDir)).toMatchObject({ generation: 5, tasks });
+  });
+
+  it('reads the snapshot of an earlier version (snapshot.json), writes the streamed one, and only then removes the old one', async () => {
+    const dataDir = dataDirWith({ legacy: { generation: 2, tasks: [a] }, logs: { 2: created(b) } });
+    const { tasks, files } = await open(dataDir);
+    expect(tasks).toEqual([a, b]);
+    expect(files).toEqual(['log.3.ndjson', 'snapshot.ndjson']);
+    expect(snapshotOf(dataDir)).toMatchObject({ generation: 3, tasks });
+  });
+
+  it('after a crash between writing the streamed snapshot and removing the old one, reads the streamed one', async () => {
+    const dataDir = dataDirWith({
+      legacy: { generation: 2, tasks: [a] },
+      snapshot: { generation: 3, tasks: [a, b] },
+      logs: { 2: created(b), 3: line({ id: 'a', drop: true }) },
+    });
+    const { tasks, files } = await open(dataDir);
+    expect(tasks).toEqual([b]);
+    expect(files).toEqual(['log.4.ndjson', 'snapshot.ndjson']);
   });
 
   it.each([
     ['a change to a task never created', { snapshot: { generation: 1, tasks: [a] }, logs: { 1: created(b) + GHOST } }, 'log.1.ndjson:2: task "ghost" is not in the snapshot'],
     ['an unknown state', { snapshot: { generation: 1, tasks: [a] }, logs: { 1: '{"id":"a","set":{"state":"QUEUEE"}}\n' } }, 'log.1.ndjson:1: task "a": state must be one of'],
-    ['a snapshot deleted beside its log', { logs: { 1: created(a) } }, 'snapshot.json: missing, but log.1.ndjson holds changes'],
-    ['a generation one too high', { snapshot: { generation: 2, tasks: [a] }, logs: { 1: created(b) } }, 'snapshot.json: generation 2 needs log.2.ndjson'],
-    ['a generation one too low', { snapshot: { generation: 1, tasks: [a] }, logs: { 2: created(b) } }, 'snapshot.json: generation 1 needs log.1.ndjson'],
+    ['a snapshot deleted beside its log', { logs: { 1: created(a) } }, 'snapshot.ndjson: missing, but log.1.ndjson holds changes'],
+    ['a generation one too high', { snapshot: { generation: 2, tasks: [a] }, logs: { 1: created(b) } }, 'snapshot.ndjson: generation 2 needs log.2.ndjson'],
+    ['a generation one too low', { snapshot: { generation: 1, tasks: [a] }, logs: { 2: created(b) } }, 'snapshot.ndjson: generation 1 needs log.1.ndjson'],
     ['a log missing between two', { snapshot: { generation: 1, tasks: [] }, logs: { 1: created(a), 3: created(b) } }, 'log.3.ndjson: log.2.ndjson is missing before it'],
-    ['a malformed task in the snapshot', { snapshot: { generation: 1, tasks: [{ ...a, seq: 'one' }] }, logs: { 1: '' } }, 'snapshot.json: tasks[0] ("a"): seq must be an integer >= 0, got "one"'],
-    ['a snapshot that is not JSON', { snapshot: '{"format":1,"genera', logs: { 1: '' } }, 'snapshot.json: not valid JSON'],
+    ['a malformed task in the snapshot', { snapshot: { generation: 1, tasks: [{ ...a, seq: 'one' } as never] }, logs: { 1: '' } }, 'snapshot.ndjson:2 ("a"): seq must be an integer >= 0, got "one"'],
+    ['a snapshot cut short', { snapshot: snapshotText({ generation: 1, tasks: [a] }).slice(0, -10), logs: { 1: '' } }, 'snapshot.ndjson:2: cut off mid-line'],
+    ['a snapshot that is not JSON', { snapshot: '{"format":2,"genera\n', logs: { 1: '' } }, 'snapshot.ndjson:1: unreadable snapshot line'],
+    ['a generation of an earlier version one too high', { legacy: { generation: 2, tasks: [a] }, logs: { 1: created(b) } }, 'snapshot.json: generation 2 needs log.2.ndjson'],
+    ['a snapshot of an earlier version that is not JSON', { legacy: '{"format":1,"genera', logs: { 1: '' } }, 'snapshot.json: not valid JSON'],
   ] as [string, Files, string][])('refuses %s before writing anything', async (_, files, message) => {
     const dataDir = dataDirWith(files);
     const before = fingerprint(dataDir);
@@ -319,7 +401,7 @@ describe('opening a journal', () => {
   });
 
   it('never starts on, nor changes, a journal with one line broken in any way', async () => {
-    const snapshot = { format: 1, generation: 2, tasks: [a] };
+    const snapshot = { generation: 2, tasks: [a] };
     const lines = [
       created(b),
       line({ id: 'a', set: { state: 'RUNNING', attempts: 1, started_at: '2026-01-01T00:00:01.000Z' } }),
@@ -337,7 +419,7 @@ describe('opening a journal', () => {
       fc.asyncProperty(fc.nat({ max: lines.length - 1 }), breakage, async (index, broken) => {
         const text = [...lines];
         text[index] = breakLine(text[index]!, broken);
-        const dataDir = dataDirWith({ snapshot: JSON.stringify(snapshot), logs: { 2: text.join('') } });
+        const dataDir = dataDirWith({ snapshot, logs: { 2: text.join('') } });
         const before = fingerprint(dataDir);
         try {
           const { tasks } = await open(dataDir);
@@ -399,9 +481,9 @@ describe('recovery checks the whole journal before writing anything', () => {
     await expectRecovered(dataDir, results);
   });
 
-  it('refuses a data dir whose snapshot.json was deleted beside its logs instead of starting empty', async () => {
+  it('refuses a data dir whose snapshot was deleted beside its logs instead of starting empty', async () => {
     const { dataDir, results } = await usedDataDir('nosnap');
-    const path = join(dataDir, 'snapshot.json');
+    const path = join(dataDir, 'snapshot.ndjson');
     const good = readFileSync(path);
     unlinkSync(path);
     await expectRefusal(dataDir, `${path}: missing, but ${`log.${logGenerations(dataDir)[0]}.ndjson`} holds changes`);
@@ -410,10 +492,12 @@ describe('recovery checks the whole journal before writing anything', () => {
     await expectRecovered(dataDir, results);
   });
 
-  it.each([1, -1])('refuses a snapshot.json whose generation is off by %i', async (offset) => {
+  it.each([1, -1])('refuses a snapshot whose generation is off by %i', async (offset) => {
     const { dataDir, results } = await usedDataDir('generation');
-    await expectRecovered(dataDir, results); // a second start: generation 2, so that one less is a generation too
-    const path = join(dataDir, 'snapshot.json');
+    const second = await daemon([], dataDir); // a second start: generation 2, so that one less is a generation too
+    await snapshotSettled(dataDir);
+    expect(await second.stop()).toBe(0);
+    const path = join(dataDir, 'snapshot.ndjson');
     const good = readFileSync(path, 'utf8');
     const { generation } = snapshotOf(dataDir);
     expect(generation).toBe(2);
@@ -435,6 +519,7 @@ describe('recovery checks the whole journal before writing anything', () => {
     const second = await daemon([], dataDir);
     await eventually(() => second.stderr().includes('cut off'));
     expect(second.stderr()).toBe(`${logPath(dataDir, generation)}: ignoring a last line cut off mid-write (${torn.length} bytes)\n`);
+    await snapshotSettled(dataDir); // the snapshot of the start replaces both logs
     expect(logGenerations(dataDir)).toEqual([generation + 2]);
     expect(await second.stop()).toBe(0);
     await expectRecovered(dataDir, results);
@@ -447,6 +532,7 @@ describe('recovery checks the whole journal before writing anything', () => {
     const client = await first.client();
     const results = await runTasks(client, 'earlier', 1);
     await client.close();
+    await snapshotSettled(dataDir);
     await first.kill();
     expect(snapshotOf(dataDir).generation).toBe(2);
     await expectRecovered(dataDir, results);
@@ -588,7 +674,7 @@ describe.runIf(canMountTmpfs())('a full disk', () => {
     await submit(); // the first change once the log is past the bound: compaction
     await eventually(() => running.stderr().includes('journal compaction failed, will retry'));
     expect(running.stderr()).toContain(ENOSPC);
-    expect(files()).not.toContain('.snapshot.json.tmp');
+    expect(files()).not.toContain('.snapshot.ndjson.tmp');
     expect(logGenerations(disk.outside('data'))).toEqual([1, 2]); // the old log stays: the snapshot on disk needs it
     expect((await client.list()).total).toBe(submitted);
 
@@ -596,7 +682,7 @@ describe.runIf(canMountTmpfs())('a full disk', () => {
     // Once the new log outgrows the bound, compaction runs again, and succeeds.
     while (logGenerations(disk.outside('data')).length > 1 && submitted < 20) await submit();
     await eventually(() => logGenerations(disk.outside('data')).join() === '3');
-    expect(files()).not.toContain('.snapshot.json.tmp');
+    expect(files()).not.toContain('.snapshot.ndjson.tmp');
     expect(snapshotOf(disk.outside('data')).generation).toBe(3);
     expect((await client.list()).total).toBe(submitted);
     await client.close();

@@ -3,7 +3,18 @@ import { appendFileSync, existsSync, readdirSync, readFileSync, statSync, writeF
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { TaskManagerClient, TaskRecord } from '../src/index.js';
-import { CMD, TASK_MANAGER, eventually, removeDir, serveExpectingRefusal, startDaemon, tempDir, type TestDaemon } from './helpers.js';
+import {
+  CMD,
+  TASK_MANAGER,
+  eventually,
+  removeDir,
+  serveExpectingRefusal,
+  snapshotOf,
+  snapshotSettled,
+  startDaemon,
+  tempDir,
+  type TestDaemon,
+} from './helpers.js';
 
 /**
  * The durable state of the data dir, tested through real daemons: torn and
@@ -156,7 +167,7 @@ describe('journal replay', () => {
     lines.splice(2, 0, '{"id":"mid-0","set":{"state": garbage}}'); // becomes line 3
     writeFileSync(log.path, lines.join('\n'));
     const corrupt = readFileSync(log.path);
-    const snapshot = readFileSync(join(dataDir, 'snapshot.json'));
+    const snapshot = readFileSync(join(dataDir, 'snapshot.ndjson'));
     const names = logs(dataDir).map((l) => l.name);
 
     const refused = await serveExpectingRefusal(dataDir);
@@ -164,7 +175,7 @@ describe('journal replay', () => {
     expect(refused.code, refused.stderr).toBe(2);
     expect(refused.stderr).toContain(`${log.path}:3`);
     expect(readFileSync(log.path).equals(corrupt)).toBe(true);
-    expect(readFileSync(join(dataDir, 'snapshot.json')).equals(snapshot)).toBe(true);
+    expect(readFileSync(join(dataDir, 'snapshot.ndjson')).equals(snapshot)).toBe(true);
     expect(logs(dataDir).map((l) => l.name)).toEqual(names);
 
     // Once repaired by hand, the daemon starts with everything in it.
@@ -176,7 +187,7 @@ describe('journal replay', () => {
     expect(await second.stop()).toBe(0);
   });
 
-  it('refuses to start on a corrupt snapshot.json, naming it, and leaves it as it was', async () => {
+  it('refuses to start on a corrupt snapshot, naming it, and leaves it as it was', async () => {
     const dataDir = dir('tm-journal-snapshot-');
     const first = await daemon([], dataDir);
     const client = await first.client();
@@ -184,7 +195,7 @@ describe('journal replay', () => {
     await client.close();
     expect(await first.stop()).toBe(0);
 
-    const path = join(dataDir, 'snapshot.json');
+    const path = join(dataDir, 'snapshot.ndjson');
     const good = readFileSync(path);
     expect(good.length).toBeGreaterThan(20);
     writeFileSync(path, good.subarray(0, Math.floor(good.length / 2)));
@@ -287,8 +298,8 @@ describe('retention', () => {
 
     const second = await daemon(['--keep-finished', '5'], dataDir);
     // The drops reached the journal: the snapshot written at start holds only the kept tasks.
-    const snapshot = JSON.parse(readFileSync(join(dataDir, 'snapshot.json'), 'utf8')) as { tasks: { id: string }[] };
-    expect(snapshot.tasks.map((t) => t.id).sort()).toEqual(ids.slice(7).sort());
+    await snapshotSettled(dataDir);
+    expect(snapshotOf(dataDir).tasks.map((t) => t.id).sort()).toEqual(ids.slice(7).sort());
     const again = await second.client();
     await check(again, ids.slice(7), ids.slice(0, 7));
     // The order survived the restart too: the next finished task pushes out the oldest kept one.
@@ -425,14 +436,14 @@ describe('compaction', () => {
     const final = logs(dataDir);
     const sizes = final.map((log) => statSync(log.path).size);
     const context = `logs ${JSON.stringify(final.map((l, i) => [l.name, sizes[i]]))}`;
-    expect(existsSync(join(dataDir, 'snapshot.json'))).toBe(true);
+    expect(existsSync(join(dataDir, 'snapshot.ndjson'))).toBe(true);
     expect(mostLogs, context).toBeLessThanOrEqual(2);
     expect(final.length, context).toBeLessThanOrEqual(2);
     // It compacted several times along the way (the bound grows with the snapshot, so not 200 times).
     expect(final.at(-1)!.generation - startGeneration, context).toBeGreaterThanOrEqual(3);
     // The log is compacted once it outgrows max(--compact-after-bytes, last snapshot): it stays near the
     // size of the live state (plus what one batch appends during a compaction), not of the whole history.
-    const snapshotBytes = statSync(join(dataDir, 'snapshot.json')).size;
+    const snapshotBytes = statSync(join(dataDir, 'snapshot.ndjson')).size;
     expect(statSync(final.at(-1)!.path).size, `${context}, snapshot ${snapshotBytes}`).toBeLessThan(snapshotBytes + 32 * 1024);
     expect(sizes.reduce((a, b) => a + b, 0), `${context}, snapshot ${snapshotBytes}`).toBeLessThan(2 * snapshotBytes + 64 * 1024);
 

@@ -324,6 +324,30 @@ describe('limits', () => {
     await client.close();
   }, 60_000);
 
+  it('makes room for a spec within --max-spec-bytes by dropping the oldest finished tasks, then answers QUEUE_FULL naming it', async () => {
+    daemon = await startDaemon(['--max-spec-bytes', '16000', '--concurrency', '1']);
+    const client = await daemon.client();
+    const big = { cmd: ['true'], stdin: 'x'.repeat(5000) }; // a spec of about 5,100 characters
+    for (const id of ['oldest', 'older']) expect((await client.run({ ...big, id })).task.state).toBe('COMPLETED');
+    const running = await client.submit({ cmd: ['sleep', '60'] });
+    await client.submit({ ...big, id: 'queued-1' });
+
+    await client.submit({ ...big, id: 'queued-2' }); // over the bound with the finished ones: the oldest goes
+    await expect(client.status('oldest')).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    expect((await client.status('older')).state).toBe('COMPLETED');
+    await client.submit({ ...big, id: 'queued-3' });
+    await expect(client.status('older')).rejects.toMatchObject({ code: 'NOT_FOUND' });
+
+    // The unfinished ones alone leave no room now: refused, and nothing was added.
+    const refused = await client.submit({ ...big, id: 'queued-4' }).catch((error: unknown) => error);
+    expect(refused).toMatchObject({ code: 'QUEUE_FULL' });
+    expect((refused as TaskManagerError).message).toMatch(/the specs of unfinished tasks hold \d+ bytes, and this one \d+ more: that is over 16000, the most this daemon holds \(--max-spec-bytes\)$/);
+    await expect(client.run({ ...big, id: 'run-4' })).rejects.toMatchObject({ code: 'QUEUE_FULL' });
+    expect((await client.list()).total).toBe(4);
+    await client.cancel(running.task.id);
+    await client.close();
+  }, 60_000);
+
   it('skips a 200 MB line without keeping it, answers LINE_TOO_LONG once, then serves the next line', async () => {
     daemon = await startDaemon();
     const raw = await daemon.raw();

@@ -24,6 +24,7 @@ class TestScheduler {
       keepFinished: options.keepFinished ?? 1000,
       keepOutputBytes: 1 << 20,
       maxQueue: 1000,
+      maxSpecBytes: 1 << 30,
       journal: { put: () => undefined, drop: () => undefined, flushed: () => Promise.resolve() },
       runAttempt: (task, signal) =>
         new Promise((resolve) => {

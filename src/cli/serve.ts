@@ -29,6 +29,7 @@ export function serveCommand(): Command {
     .addOption(option('--keep-finished <n>', 'finished tasks kept before the oldest are dropped', 'TASK_MANAGER_KEEP_FINISHED').default(defaults.keepFinished).argParser(integerOption(0)))
     .addOption(option('--keep-output-bytes <n>', 'output files of finished tasks kept (bytes on disk) before the oldest outputs are dropped', 'TASK_MANAGER_KEEP_OUTPUT_BYTES').default(defaults.keepOutputBytes).argParser(integerOption(0)))
     .addOption(option('--max-queue <n>', 'unfinished tasks held at once (QUEUE_FULL beyond)', 'TASK_MANAGER_MAX_QUEUE').default(defaults.maxQueue).argParser(integerOption(1)))
+    .addOption(option('--max-spec-bytes <n>', 'what the specs of unfinished and retained tasks may hold together; the oldest finished tasks are dropped first (QUEUE_FULL beyond)', 'TASK_MANAGER_MAX_SPEC_BYTES').default(defaults.maxSpecBytes).argParser(integerOption(1)))
     .addOption(option('--max-line-bytes <n>', 'longest request line (LINE_TOO_LONG beyond)', 'TASK_MANAGER_MAX_LINE_BYTES').default(defaults.maxLineBytes).argParser(integerOption(1024)))
     .addOption(option('--max-connections <n>', 'client connections at once', 'TASK_MANAGER_MAX_CONNECTIONS').default(defaults.maxConnections).argParser(integerOption(1)))
     .addOption(option('--shutdown-grace-ms <ms>', 'on stop, how long running tasks get before they are killed (to run again at the next start)', 'TASK_MANAGER_SHUTDOWN_GRACE_MS').default(defaults.shutdownGraceMs).argParser(integerOption(0)))
@@ -47,6 +48,7 @@ export function serveCommand(): Command {
           keepFinished: flags.keepFinished as number,
           keepOutputBytes: flags.keepOutputBytes as number,
           maxQueue: flags.maxQueue as number,
+          maxSpecBytes: flags.maxSpecBytes as number,
           maxLineBytes: flags.maxLineBytes as number,
           maxConnections: flags.maxConnections as number,
           shutdownGraceMs: flags.shutdownGraceMs as number,

@@ -13,6 +13,8 @@ export interface DaemonConfig {
   keepOutputBytes: number;
   /** tasks not yet finished that the daemon holds at once */
   maxQueue: number;
+  /** what the specs of unfinished and retained tasks may hold together (the oldest finished are dropped first) */
+  maxSpecBytes: number;
   maxLineBytes: number;
   maxConnections: number;
   /** on stop, how long running tasks get before their groups are killed */
@@ -37,6 +39,9 @@ export const DEFAULT_CONFIG: DaemonConfig = {
   keepFinished: 10_000,
   keepOutputBytes: 1024 * 1024 * 1024,
   maxQueue: 100_000,
+  // Specs live in memory and in every snapshot: this keeps a restart within seconds and the
+  // daemon's memory within a few hundred MB, and still holds 128 specs as large as a default request line.
+  maxSpecBytes: 128 * 1024 * 1024,
   maxLineBytes: 1024 * 1024,
   maxConnections: 1024,
   shutdownGraceMs: 10_000,

@@ -96,6 +96,7 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     keepFinished: config.keepFinished,
     keepOutputBytes: config.keepOutputBytes,
     maxQueue: config.maxQueue,
+    maxSpecBytes: config.maxSpecBytes,
     processStartTime,
     discardOutput: (name) => outputs.discard(name),
     runAttempt: ({ id, attempt, spec, startId: start, alone, output }, signal, onSpawn) => {

@@ -1,5 +1,8 @@
 import { open, type FileHandle } from 'node:fs/promises';
 
+/** Characters of lines written at once, at most. */
+const WRITE_CHARS = 16 * 1024 * 1024;
+
 /**
  * An append-only file with group commit: lines appended while a write is in
  * flight go out together in the next write and share one fdatasync.
@@ -62,6 +65,22 @@ export class LogWriter {
     await this.file.close();
   }
 
+  /**
+   * The oldest pending lines, up to WRITE_CHARS of them (one at least): all
+   * that piled up during a slow sync, joined, could pass the longest string
+   * there can be.
+   */
+  private takeBatch(): string[] {
+    let count = 0;
+    let chars = 0;
+    for (const line of this.pending) {
+      if (count > 0 && chars + line.length > WRITE_CHARS) break;
+      chars += line.length;
+      count++;
+    }
+    return this.pending.splice(0, count);
+  }
+
   private async drain(): Promise<void> {
     // Let the lines of this turn of the event loop join the batch.
     await new Promise<void>((resolve) => setImmediate(resolve));
@@ -69,9 +88,9 @@ export class LogWriter {
     this.predecessor = undefined;
     try {
       while (this.pending.length > 0) {
-        const batch = Buffer.from(this.pending.join(''));
-        const upTo = this.appended;
-        this.pending = [];
+        const lines = this.takeBatch();
+        const batch = Buffer.from(lines.join(''));
+        const upTo = this.written + lines.length;
         // A write may take fewer bytes than given (a file system filling up): write the rest, or fail.
         for (let offset = 0; offset < batch.length; ) {
           const { bytesWritten } = await this.file.write(batch, offset, batch.length - offset);

@@ -1,46 +1,55 @@
 import type { StoredTask } from '../scheduler/index.js';
 import { JournalCorruptError } from './errors.js';
+import { forEachLine, parseLine } from './lines.js';
 import { CLEARABLE, isObject, patchProblem, shown, storedTaskProblem } from './stored-task.js';
 
-/** One line of the log: a shallow patch of a task's stored state, or its removal. */
+/**
+ * One line of the log: a shallow patch of a task's stored state, or its
+ * removal. A patch sets each of its fields to an absolute value (never
+ * "one more"), so applying it again over a later state of the task changes
+ * nothing that a later line does not set again: compaction relies on that.
+ */
 export type LogEntry = { id: string; set: Partial<StoredTask> } | { id: string; drop: true };
 
 export const encodeEntry = (entry: LogEntry): string => `${JSON.stringify(entry)}\n`;
 
 /**
- * Applies the text of one log file to `tasks`, checking every line. A last
- * line cut off mid-write (the daemon died while appending it, so it was
- * never acknowledged) is skipped and reported through `warn`. Any other
- * line that cannot be read or does not fit the tasks throws, naming the file
- * and line; `tasks` is then of no use, and nothing has been written.
+ * Applies the log file at `path` to `tasks`, line by line, checking every
+ * line. A last line cut off mid-write (the daemon died while appending it,
+ * so it was never acknowledged) is skipped and reported through `warn`. Any
+ * other line that cannot be read or does not fit the tasks throws, naming
+ * the file and line; `tasks` is then of no use, and nothing has been written.
  */
-export function replayLog(path: string, text: string, tasks: Map<string, StoredTask>, warn: (message: string) => void): void {
-  const lines = text.split('\n');
-  const last = lines.length - 1; // text after the final newline: empty unless the write was torn
-  lines.forEach((line, index) => {
-    if (line === '') return;
-    let entry: unknown;
-    try {
-      entry = JSON.parse(line);
-    } catch (error) {
-      if (index === last) {
-        warn(`${path}: ignoring a last line cut off mid-write (${line.length} bytes)`);
-        return;
-      }
-      throw new JournalCorruptError(`${path}:${index + 1}`, `unreadable journal line (${(error as Error).message})`);
-    }
+export async function replayLog(path: string, tasks: Map<string, StoredTask>, warn: (message: string) => void): Promise<void> {
+  const apply = (where: string, entry: unknown) => {
     const problem = applyEntry(tasks, entry);
-    if (problem) throw new JournalCorruptError(`${path}:${index + 1}`, problem);
+    if (problem) throw new JournalCorruptError(where, problem);
+  };
+  const { lines, rest } = await forEachLine(path, (line, number) => {
+    if (line === '') return;
+    const where = `${path}:${number}`;
+    apply(where, parseLine(where, line, 'journal line'));
   });
+  if (rest === '') return;
+  // Text after the last newline: a line cut off mid-write, unless it is whole but for its newline.
+  let entry: unknown;
+  try {
+    entry = JSON.parse(rest);
+  } catch {
+    warn(`${path}: ignoring a last line cut off mid-write (${rest.length} bytes)`);
+    return;
+  }
+  apply(`${path}:${lines + 1}`, entry);
 }
 
 /** Applies one parsed line; returns what is wrong with it instead, leaving `tasks` as it was. */
 export function applyEntry(tasks: Map<string, StoredTask>, entry: unknown): string | undefined {
   if (!isObject(entry)) return `a journal line must be an object, got ${shown(entry)}`;
-  const { id, set, drop, ...rest } = entry;
+  const { id, set, drop } = entry;
   if (typeof id !== 'string') return `id must be a string, got ${shown(id)}`;
-  const extra = Object.keys(rest)[0];
-  if (extra !== undefined) return `unexpected field ${shown(extra)}`;
+  for (const field in entry) {
+    if (field !== 'id' && field !== 'set' && field !== 'drop') return `unexpected field ${shown(field)}`;
+  }
   const task = tasks.get(id);
   const unknown = `task ${shown(id)} is not in the snapshot and no earlier line created it`;
   if (drop !== undefined) {
@@ -59,7 +68,7 @@ export function applyEntry(tasks: Map<string, StoredTask>, entry: unknown): stri
     // A new task is logged whole: a patch of a task nobody created means a lost or foreign line.
     const problem = storedTaskProblem(set);
     if (problem) return `${unknown}, and this line is not a complete task (${problem})`;
-    tasks.set(id, { ...set } as unknown as StoredTask);
+    tasks.set(id, set as unknown as StoredTask); // parsed for this line alone: no copy needed
   }
   return undefined;
 }

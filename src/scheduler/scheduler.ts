@@ -4,7 +4,7 @@ import type { Counts, TaskSpec, TaskState } from '../protocol/index.js';
 import { startFailure, type AttemptResult } from '../executor/index.js';
 import { Heap } from './heap.js';
 import { TimerQueue } from './timer-queue.js';
-import { Task, errorOf, newStoredTask, outputName, startId, type StoredTask, type TaskPatch } from './task.js';
+import { Task, errorOf, newStoredTask, outputName, specSize, startId, type StoredTask, type TaskPatch } from './task.js';
 import { TaskIndex } from './task-index.js';
 
 /** Where the scheduler writes every change; reports go out only after `flushed()`. */
@@ -33,6 +33,8 @@ export interface SchedulerOptions {
   discardOutput?: (name: string) => void;
   /** tasks not yet finished that may exist at once */
   maxQueue: number;
+  /** what the specs of unfinished and retained tasks may hold together (`specSize`); the oldest finished go first */
+  maxSpecBytes: number;
   /** the process start time of a pid, to recognise it after a restart */
   processStartTime?: (pid: number) => string | undefined;
 }
@@ -70,6 +72,9 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   /** finished tasks that still hold their output, oldest first, with its size, and the total */
   private readonly withOutput = new Map<string, number>();
   private outputBytes = 0;
+  /** what the specs of all tasks hold, and of the finished ones among them */
+  private specBytes = 0;
+  private finishedSpecBytes = 0;
   private readonly ready = new Heap<Task>((a, b) =>
     a.spec.priority !== b.spec.priority ? a.spec.priority > b.spec.priority : a.stored.seq < b.stored.seq,
   );
@@ -127,9 +132,12 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     if (unfinished >= this.options.maxQueue) {
       throw new RequestError('QUEUE_FULL', `${unfinished} tasks are not yet finished, the most this daemon holds (--max-queue)`);
     }
+    const specBytes = specSize(spec);
+    this.makeRoomForSpec(specBytes);
     const now = Date.now();
-    const task = new Task(newStoredTask(id ?? this.newId(), ++this.seq, spec, now));
+    const task = new Task(newStoredTask(id ?? this.newId(), ++this.seq, spec, now, specBytes));
     this.tasks.set(task.id, task);
+    this.specBytes += specBytes;
     const failed = this.linkDependencies(task, dependencies);
     if (!failed && task.unmet === 0 && task.stored.ready_at === undefined) task.stored.state = 'QUEUED';
     this.counts[task.state]++;
@@ -151,29 +159,35 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
    * which the record then counts as an interruption.
    */
   restore(stored: StoredTask[], started: (task: StoredTask) => boolean): void {
-    const ordered = [...stored].sort((a, b) => a.seq - b.seq);
     this.restoring = true;
-    for (const record of ordered) {
-      const task = new Task(record);
+    // The journal keeps tasks in submission order: sorting is for a journal that was edited by hand.
+    const ordered = stored.every((record, i) => i === 0 || stored[i - 1]!.seq < record.seq) ? stored : [...stored].sort((a, b) => a.seq - b.seq);
+    const tasks = ordered.map((record) => new Task(record));
+    const finished: Task[] = [];
+    for (const task of tasks) {
       this.tasks.set(task.id, task);
       this.counts[task.state]++;
       this.index.add(task);
-      this.seq = Math.max(this.seq, record.seq);
+      this.specBytes += task.specBytes;
+      if (isTerminal(task.state)) finished.push(task);
     }
-    ordered
-      .filter((record) => isTerminal(record.state))
-      .sort((a, b) => (a.finished_at ?? '').localeCompare(b.finished_at ?? ''))
-      .forEach((record) => {
-        this.retain(this.tasks.get(record.id)!);
-      });
-    for (const record of ordered) {
-      const task = this.tasks.get(record.id);
-      if (!task || isTerminal(task.state)) continue;
+    this.seq = Math.max(this.seq, ordered.at(-1)?.seq ?? 0);
+    // Oldest first, as retention drops them. ISO times of one format sort as their text does.
+    const finishedAt = (task: Task) => task.stored.finished_at ?? '';
+    finished.sort((a, b) => (finishedAt(a) < finishedAt(b) ? -1 : finishedAt(a) > finishedAt(b) ? 1 : 0));
+    for (const task of finished) this.retain(task);
+    for (const task of tasks) {
+      if (isTerminal(task.state)) continue; // finished, or dropped by retention
       if (task.state === 'RUNNING' && started(task.stored)) this.interrupted(task, { pgid: undefined, pgid_started: undefined });
       else if (task.state === 'RUNNING') this.notStarted(task);
       // A dependency missing from the journal was dropped by retention after it COMPLETED:
       // had it failed, this task would have been canceled with it.
-      const failed = this.linkDependencies(task, task.spec.depends_on.flatMap((dep) => this.tasks.get(dep) ?? []));
+      const dependencies: Task[] = [];
+      for (const dep of task.spec.depends_on) {
+        const found = this.tasks.get(dep);
+        if (found) dependencies.push(found);
+      }
+      const failed = this.linkDependencies(task, dependencies);
       if (failed) {
         this.finish(task, 'CANCELED', { error: dependencyFailed(failed) });
       } else {
@@ -471,25 +485,33 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.staleEntries = 0;
   }
 
+  /**
+   * Makes room for a spec of `bytes` within --max-spec-bytes by dropping the
+   * oldest finished tasks, as retention does; refuses, with nothing changed,
+   * when the unfinished tasks' specs alone leave no room for it.
+   */
+  private makeRoomForSpec(bytes: number): void {
+    const bound = this.options.maxSpecBytes;
+    const unfinished = this.specBytes - this.finishedSpecBytes;
+    if (unfinished + bytes > bound) {
+      throw new RequestError(
+        'QUEUE_FULL',
+        `the specs of unfinished tasks hold ${unfinished} bytes, and this one ${bytes} more: that is over ${bound}, the most this daemon holds (--max-spec-bytes)`,
+      );
+    }
+    while (this.specBytes + bytes > bound) this.dropOldestFinished();
+  }
+
   /** Keeps finished tasks, and their output, within the retention bounds: oldest go first. */
   private retain(task: Task): void {
     this.finishedIds.add(task.id);
+    this.finishedSpecBytes += task.specBytes;
     const size = outputSize(task);
     if (size > 0) {
       this.withOutput.set(task.id, size);
       this.outputBytes += size;
     }
-    while (this.finishedIds.size > this.options.keepFinished) {
-      const oldest = this.finishedIds.values().next().value!;
-      this.finishedIds.delete(oldest);
-      const dropped = this.tasks.get(oldest)!;
-      this.forgetOutput(dropped);
-      if (dropped.stored.output) this.options.discardOutput?.(dropped.stored.output);
-      this.tasks.delete(oldest);
-      this.counts[dropped.state]--;
-      this.index.remove(dropped);
-      this.options.journal.drop(oldest);
-    }
+    while (this.finishedIds.size > this.options.keepFinished) this.dropOldestFinished();
     for (const id of this.withOutput.keys()) {
       if (this.outputBytes <= this.options.keepOutputBytes || id === task.id) break;
       const oldest = this.tasks.get(id)!;
@@ -499,6 +521,21 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       oldest.stored.output_dropped = true;
       this.options.journal.put(id, { output: null, stdout_bytes: null, stderr_bytes: null, output_dropped: true } as unknown as TaskPatch);
     }
+  }
+
+  /** Forgets the task that finished longest ago, in memory and in the journal. */
+  private dropOldestFinished(): void {
+    const oldest = this.finishedIds.values().next().value!;
+    this.finishedIds.delete(oldest);
+    const dropped = this.tasks.get(oldest)!;
+    this.forgetOutput(dropped);
+    if (dropped.stored.output) this.options.discardOutput?.(dropped.stored.output);
+    this.tasks.delete(oldest);
+    this.counts[dropped.state]--;
+    this.index.remove(dropped);
+    this.specBytes -= dropped.specBytes;
+    this.finishedSpecBytes -= dropped.specBytes;
+    this.options.journal.drop(oldest);
   }
 
   private forgetOutput(task: Task): void {

@@ -17,6 +17,8 @@ export interface StoredTask extends TaskRecord {
   /** bytes kept in them, once the attempt has ended (while it runs, the files are still growing) */
   stdout_bytes?: number;
   stderr_bytes?: number;
+  /** the spec's size (`specSize`), counted against --max-spec-bytes; absent in journals of earlier versions */
+  spec_bytes?: number;
 }
 
 export type TaskPatch = Partial<StoredTask>;
@@ -34,10 +36,15 @@ export class Task {
   executorLosses = 0;
   /** the daemon is stopping and killed the running attempt */
   stopRequested = false;
-  /** called once when the task reaches a terminal state */
-  private readonly settledCallbacks = new Set<() => void>();
+  /** called once when the task reaches a terminal state (made on first use: most tasks are never waited for) */
+  private settledCallbacks: Set<() => void> | undefined;
 
-  constructor(readonly stored: StoredTask) {}
+  /** the size of its spec, counted against the bound of what specs may hold */
+  readonly specBytes: number;
+
+  constructor(readonly stored: StoredTask) {
+    this.specBytes = stored.spec_bytes ?? specSize(stored.spec);
+  }
 
   get id(): string {
     return this.stored.id;
@@ -85,18 +92,24 @@ export class Task {
 
   /** Calls back once the task is terminal; returns a function that cancels the call. */
   onSettled(callback: () => void): () => void {
-    this.settledCallbacks.add(callback);
-    return () => this.settledCallbacks.delete(callback);
+    this.settledCallbacks ??= new Set();
+    const callbacks = this.settledCallbacks;
+    callbacks.add(callback);
+    return () => callbacks.delete(callback);
   }
 
   markSettled(): void {
-    for (const callback of this.settledCallbacks) callback();
-    this.settledCallbacks.clear();
+    const callbacks = this.settledCallbacks;
+    this.settledCallbacks = undefined;
+    for (const callback of callbacks ?? []) callback();
   }
 }
 
-/** The record fields a brand-new task starts with. */
-export function newStoredTask(id: string, seq: number, spec: TaskSpec, now: number): StoredTask {
+/** The size of a spec: the characters of its JSON, as it is journaled. */
+export const specSize = (spec: TaskSpec): number => JSON.stringify(spec).length;
+
+/** The record fields a brand-new task starts with; `specBytes` is its `specSize`. */
+export function newStoredTask(id: string, seq: number, spec: TaskSpec, now: number, specBytes = specSize(spec)): StoredTask {
   const stored: StoredTask = {
     id,
     state: 'PENDING',
@@ -115,6 +128,7 @@ export function newStoredTask(id: string, seq: number, spec: TaskSpec, now: numb
     error: null,
     spec,
     seq,
+    spec_bytes: specBytes,
   };
   if (spec.script) stored.script = { lang: spec.script.lang };
   if (spec.args) stored.args = spec.args;

@@ -3,10 +3,11 @@
  * against the tools people would otherwise use. Contenders run interleaved,
  * round after round, so that drift of a noisy machine hits all alike; the
  * table shows medians. Settings: BENCH_TASKS (2000), BENCH_ROUNDS (5),
- * BENCH_RETAINED (50000), BENCH_DELAYED (100000).
+ * BENCH_RETAINED (50000), BENCH_DELAYED (100000), BENCH_ONLY (a comma list
+ * of cases to run: throughput, latency, delayed; all by default).
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -18,12 +19,18 @@ const TASKS = Number(process.env.BENCH_TASKS ?? 2000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const RETAINED = Number(process.env.BENCH_RETAINED ?? 50_000);
 const DELAYED = Number(process.env.BENCH_DELAYED ?? 100_000);
+const CASES = ['throughput', 'latency', 'delayed'] as const;
+const ONLY = process.env.BENCH_ONLY?.split(',') ?? [...CASES];
+const runs = (name: (typeof CASES)[number]) => ONLY.includes(name);
 const CONCURRENCY = 10;
 const LATENCY_SAMPLES = 300;
 
 interface Daemon {
   port: number;
-  stop(): Promise<void>;
+  pid: number;
+  dataDir: string;
+  /** SIGTERM, wait for the exit, and remove the data dir unless it is kept for a restart */
+  stop(options?: { keepDataDir: boolean }): Promise<void>;
 }
 
 async function startDaemon(flags: string[], dataDir = mkdtempSync(join(tmpdir(), 'tm-bench-'))): Promise<Daemon> {
@@ -39,11 +46,13 @@ async function startDaemon(flags: string[], dataDir = mkdtempSync(join(tmpdir(),
   });
   return {
     port,
-    stop: async () => {
+    pid: child.pid!,
+    dataDir,
+    stop: async ({ keepDataDir } = { keepDataDir: false }) => {
       const exited = new Promise((resolve) => child.once('exit', resolve));
       child.kill('SIGTERM');
       await exited;
-      rmSync(dataDir, { recursive: true, force: true });
+      if (!keepDataDir) rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }
@@ -126,7 +135,8 @@ function retainedDataDir(count: number): string {
     spec: { cmd: ['true'], depends_on: [], retries: 0, retry_delay_ms: 1000, priority: 0, max_output_bytes: 1048576 },
   }));
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'snapshot.json'), JSON.stringify({ format: 1, generation: 0, tasks }));
+  const header = { format: 2, generation: 0, tasks: tasks.length };
+  writeFileSync(join(dir, 'snapshot.ndjson'), [header, ...tasks].map((line) => `${JSON.stringify(line)}\n`).join(''));
   return dir;
 }
 
@@ -153,15 +163,80 @@ async function delayedLoad(): Promise<Record<string, number>> {
   const countMs = await timed(() => client.count());
   const rssMb = (await client.stats()).memory.daemon_rss_bytes / 1e6;
   await client.close();
-  await daemon.stop();
-  return { submit_per_s: submitRate, status_ms: statusMs, count_ms: countMs, rss_mb: rssMb };
+  // The submits are all in the log: the first restart replays it, the second reads the snapshot the first wrote.
+  const fromLog = await restart(daemon);
+  const duringSnapshot = await statusUntilOneLog(fromLog.daemon);
+  const fromSnapshot = await restart(fromLog.daemon);
+  await fromSnapshot.daemon.stop();
+  return {
+    submit_per_s: submitRate,
+    status_ms: statusMs,
+    count_ms: countMs,
+    rss_mb: rssMb,
+    stop_ms: fromLog.stopMs,
+    restart_from_log_ms: fromLog.startMs,
+    restart_from_log_cpu_ms: fromLog.startCpuMs,
+    restart_from_snapshot_ms: fromSnapshot.startMs,
+    restart_from_snapshot_cpu_ms: fromSnapshot.startCpuMs,
+    status_during_snapshot_p50_ms: percentile(duringSnapshot, 0.5),
+    status_during_snapshot_p99_ms: percentile(duringSnapshot, 0.99),
+    status_during_snapshot_max_ms: Math.max(...duringSnapshot),
+  };
 }
 
-async function main(): Promise<void> {
-  const optional = { parallel: has('parallel'), tsp: has('tsp') };
-  console.error(`task-manager bench: ${TASKS} tasks of 'true' at concurrency ${CONCURRENCY}, ${ROUNDS} rounds`);
-  for (const [tool, present] of Object.entries(optional)) if (!present) console.error(`note: ${tool} is not installed; skipped`);
+/**
+ * Stops the daemon, then starts it again on its data dir. `startMs` lasts
+ * until its first `health` is answered, and `startCpuMs` is the CPU time
+ * the new daemon used until then (which other work on the machine does not
+ * stretch).
+ */
+async function restart(daemon: Daemon): Promise<{ daemon: Daemon; stopMs: number; startMs: number; startCpuMs: number }> {
+  let start = performance.now();
+  await daemon.stop({ keepDataDir: true });
+  const stopMs = performance.now() - start;
+  start = performance.now();
+  const again = await startDaemon(['--max-queue', String(DELAYED)], daemon.dataDir);
+  const client = await TaskManagerClient.connect({ port: again.port });
+  await client.health();
+  const startMs = performance.now() - start;
+  const startCpuMs = cpuMs(again.pid);
+  await client.close();
+  return { daemon: again, stopMs, startMs, startCpuMs };
+}
 
+/** User and system CPU time a process has used, from /proc (in clock ticks of 10 ms). */
+function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/**
+ * Answer times of `status`, one request after another, until the snapshot a
+ * start writes while serving has replaced the logs it read (one at least).
+ */
+async function statusUntilOneLog(daemon: Daemon): Promise<number[]> {
+  const client = await TaskManagerClient.connect({ port: daemon.port });
+  const samples: number[] = [];
+  do {
+    const start = performance.now();
+    await client.status(`d${Math.floor(Math.random() * DELAYED)}`);
+    samples.push(performance.now() - start);
+  } while (readdirSync(daemon.dataDir).filter((name) => name.startsWith('log.')).length > 1);
+  await client.close();
+  return samples;
+}
+
+/** What one case measured: lines for the report, its targets, and its results for the JSON. */
+interface Report {
+  lines: string[];
+  targets: Record<string, boolean>;
+  results: Record<string, unknown>;
+}
+
+async function throughputCase(): Promise<Report> {
+  const optional = { parallel: has('parallel'), tsp: has('tsp') };
+  for (const [tool, present] of Object.entries(optional)) if (!present) console.error(`note: ${tool} is not installed; skipped`);
   const fsync = await startDaemon([]);
   const none = await startDaemon(['--durability', 'none']);
   const retained = await startDaemon(['--keep-finished', String(RETAINED + 10 * TASKS * ROUNDS)], retainedDataDir(RETAINED));
@@ -183,41 +258,76 @@ async function main(): Promise<void> {
       console.error(`round ${round}: ${name}: ${samples[name]!.at(-1)!.toFixed(0)}/s`);
     }
   }
-  const lat = await latency(fsync.port);
-  const latNone = await latency(none.port);
   await Promise.all([fsync.stop(), none.stop(), retained.stop()]);
-  const delayed = await delayedLoad();
 
   const throughput = Object.fromEntries(Object.entries(samples).map(([name, values]) => [name, median(values)]));
   const limit = throughput['node spawn loop']!;
   const daemon = throughput['daemon, 1 connection']!;
+  const lines = ['', '| contender | tasks/s (median) | x node spawn loop |', '|---|---:|---:|'];
+  for (const [name, rate] of Object.entries(throughput)) lines.push(`| ${name} | ${rate.toFixed(0)} | ${(rate / limit).toFixed(2)} |`);
+  const targets = {
+    'throughput >= 0.9 x node spawn loop': daemon / limit >= 0.9,
+    ...(optional.parallel ? { 'throughput >= 2 x GNU parallel': daemon / throughput['GNU parallel -j10']! >= 2 } : {}),
+    'fsync costs <= 10 %': daemon / throughput['daemon, durability none']! >= 0.9,
+    [`${RETAINED} retained cost <= 10 %`]: throughput[`daemon, ${RETAINED} retained`]! / daemon >= 0.9,
+  };
+  return { lines, targets, results: { throughput, samples } };
+}
+
+async function latencyCase(): Promise<Report> {
+  const fsync = await startDaemon([]);
+  const none = await startDaemon(['--durability', 'none']);
+  const lat = await latency(fsync.port);
+  const latNone = await latency(none.port);
+  await Promise.all([fsync.stop(), none.stop()]);
   const latencyMs = {
     daemon_p50: percentile(lat.daemon, 0.5), daemon_p99: percentile(lat.daemon, 0.99),
     spawn_p50: percentile(lat.spawn, 0.5), spawn_p99: percentile(lat.spawn, 0.99),
     daemon_none_p50: percentile(latNone.daemon, 0.5), daemon_none_p99: percentile(latNone.daemon, 0.99),
     spawn_during_none_p50: percentile(latNone.spawn, 0.5),
   };
+  const lines = [
+    '',
+    `sequential run of 'true': p50 ${latencyMs.daemon_p50.toFixed(2)} ms, p99 ${latencyMs.daemon_p99.toFixed(2)} ms; direct spawn p50 ${latencyMs.spawn_p50.toFixed(2)} ms, p99 ${latencyMs.spawn_p99.toFixed(2)} ms; overhead p50 ${(latencyMs.daemon_p50 - latencyMs.spawn_p50).toFixed(2)} ms`,
+    `the same with --durability none: p50 ${latencyMs.daemon_none_p50.toFixed(2)} ms, p99 ${latencyMs.daemon_none_p99.toFixed(2)} ms; overhead p50 ${(latencyMs.daemon_none_p50 - latencyMs.spawn_during_none_p50).toFixed(2)} ms`,
+  ];
   const targets = {
-    'throughput >= 0.9 x node spawn loop': daemon / limit >= 0.9,
-    ...(optional.parallel ? { 'throughput >= 2 x GNU parallel': daemon / throughput['GNU parallel -j10']! >= 2 } : {}),
     'run p50 overhead <= 1 ms (fsync)': latencyMs.daemon_p50 - latencyMs.spawn_p50 <= 1,
     'run p50 overhead <= 1 ms (durability none)': latencyMs.daemon_none_p50 - latencyMs.spawn_during_none_p50 <= 1,
-    'fsync costs <= 10 %': daemon / throughput['daemon, durability none']! >= 0.9,
-    [`${RETAINED} retained cost <= 10 %`]: throughput[`daemon, ${RETAINED} retained`]! / daemon >= 0.9,
+  };
+  return { lines, targets, results: { latency_ms: latencyMs } };
+}
+
+async function delayedCase(): Promise<Report> {
+  const delayed = await delayedLoad();
+  const lines = [
+    '',
+    `${DELAYED} delayed tasks: submitted at ${delayed.submit_per_s!.toFixed(0)}/s; status ${delayed.status_ms!.toFixed(2)} ms, count ${delayed.count_ms!.toFixed(2)} ms; daemon RSS ${delayed.rss_mb!.toFixed(0)} MB`,
+    `${DELAYED} queued tasks: restart (stop, start, first answered health): stop ${delayed.stop_ms!.toFixed(0)} ms; start ${delayed.restart_from_log_ms!.toFixed(0)} ms replaying the log (daemon CPU ${delayed.restart_from_log_cpu_ms} ms), ${delayed.restart_from_snapshot_ms!.toFixed(0)} ms reading the snapshot (daemon CPU ${delayed.restart_from_snapshot_cpu_ms} ms)`,
+    `status while the snapshot of the start is written: p50 ${delayed.status_during_snapshot_p50_ms!.toFixed(2)} ms, p99 ${delayed.status_during_snapshot_p99_ms!.toFixed(2)} ms, max ${delayed.status_during_snapshot_max_ms!.toFixed(2)} ms`,
+  ];
+  const targets = {
     [`${DELAYED} delayed: submit >= 20000/s`]: delayed.submit_per_s! >= 20_000,
     [`${DELAYED} delayed: status, count < 5 ms`]: delayed.status_ms! < 5 && delayed.count_ms! < 5,
     [`${DELAYED} delayed: RSS <= 300 MB`]: delayed.rss_mb! <= 300,
+    [`${DELAYED} queued: restart answers within 1.5 s`]: Math.max(delayed.restart_from_log_ms!, delayed.restart_from_snapshot_ms!) < 1500,
   };
+  return { lines, targets, results: { delayed } };
+}
 
-  const lines = ['', '| contender | tasks/s (median) | x node spawn loop |', '|---|---:|---:|'];
-  for (const [name, rate] of Object.entries(throughput)) lines.push(`| ${name} | ${rate.toFixed(0)} | ${(rate / limit).toFixed(2)} |`);
-  lines.push('', `sequential run of 'true': p50 ${latencyMs.daemon_p50.toFixed(2)} ms, p99 ${latencyMs.daemon_p99.toFixed(2)} ms; direct spawn p50 ${latencyMs.spawn_p50.toFixed(2)} ms, p99 ${latencyMs.spawn_p99.toFixed(2)} ms; overhead p50 ${(latencyMs.daemon_p50 - latencyMs.spawn_p50).toFixed(2)} ms`);
-  lines.push(`the same with --durability none: p50 ${latencyMs.daemon_none_p50.toFixed(2)} ms, p99 ${latencyMs.daemon_none_p99.toFixed(2)} ms; overhead p50 ${(latencyMs.daemon_none_p50 - latencyMs.spawn_during_none_p50).toFixed(2)} ms`);
-  lines.push(`${DELAYED} delayed tasks: submitted at ${delayed.submit_per_s!.toFixed(0)}/s; status ${delayed.status_ms!.toFixed(2)} ms, count ${delayed.count_ms!.toFixed(2)} ms; daemon RSS ${delayed.rss_mb!.toFixed(0)} MB`);
+async function main(): Promise<void> {
+  console.error(`task-manager bench: ${TASKS} tasks of 'true' at concurrency ${CONCURRENCY}, ${ROUNDS} rounds; cases: ${ONLY.join(', ')}`);
+  const reports: Report[] = [];
+  if (runs('throughput')) reports.push(await throughputCase());
+  if (runs('latency')) reports.push(await latencyCase());
+  if (runs('delayed')) reports.push(await delayedCase());
+
+  const targets = Object.assign({}, ...reports.map((report) => report.targets)) as Record<string, boolean>;
+  const lines = reports.flatMap((report) => report.lines);
   lines.push('', ...Object.entries(targets).map(([target, met]) => `${met ? 'met    ' : 'NOT met'}  ${target}`));
   console.log(lines.join('\n'));
 
-  const results = { at: new Date().toISOString(), tasks: TASKS, rounds: ROUNDS, concurrency: CONCURRENCY, throughput, samples, latency_ms: latencyMs, delayed, targets };
+  const results = { at: new Date().toISOString(), tasks: TASKS, rounds: ROUNDS, concurrency: CONCURRENCY, ...Object.assign({}, ...reports.map((report) => report.results)), targets };
   const file = join(ROOT, 'bench/results', `${results.at.replace(/[:.]/g, '-')}.json`);
   writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`);
   console.log(`\nwritten to ${file}`);

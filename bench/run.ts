@@ -9,11 +9,11 @@
  * of the output case.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TaskManagerClient, type TaskSpecInput, type TaskState } from '../dist/index.js';
-import { CONCURRENCY, ROOT, has, median, percentile, seconds, startDaemon, type CaseReport } from './daemon.js';
+import { CONCURRENCY, ROOT, has, median, percentile, seconds, startDaemon, type CaseReport, type Daemon } from './daemon.js';
 import { outputCase } from './output.js';
 
 const TASKS = Number(process.env.BENCH_TASKS ?? 2000);
@@ -199,17 +199,82 @@ async function delayedCase(): Promise<CaseReport> {
   const countMs = await medianAnswerMs(() => client.count());
   const rssMb = (await client.stats()).memory.daemon_rss_bytes / 1e6;
   await client.close();
-  await daemon.stop();
-  const delayed = { submit_per_s: submitRate, status_ms: statusMs, count_ms: countMs, rss_mb: rssMb };
+  // The submits are all in the log: the first restart replays it, the second reads the snapshot the first wrote.
+  const fromLog = await restart(daemon);
+  const duringSnapshot = await statusUntilOneLog(fromLog.daemon);
+  const fromSnapshot = await restart(fromLog.daemon);
+  await fromSnapshot.daemon.stop();
+  const delayed = {
+    submit_per_s: submitRate,
+    status_ms: statusMs,
+    count_ms: countMs,
+    rss_mb: rssMb,
+    stop_ms: fromLog.stopMs,
+    restart_from_log_ms: fromLog.startMs,
+    restart_from_log_cpu_ms: fromLog.startCpuMs,
+    restart_from_snapshot_ms: fromSnapshot.startMs,
+    restart_from_snapshot_cpu_ms: fromSnapshot.startCpuMs,
+    status_during_snapshot_p50_ms: percentile(duringSnapshot, 0.5),
+    status_during_snapshot_p99_ms: percentile(duringSnapshot, 0.99),
+    status_during_snapshot_max_ms: Math.max(...duringSnapshot),
+  };
   return {
-    lines: [`${DELAYED} delayed tasks: submitted at ${submitRate.toFixed(0)}/s; status ${statusMs.toFixed(2)} ms, count ${countMs.toFixed(2)} ms; daemon RSS ${rssMb.toFixed(0)} MB`],
+    lines: [
+      `${DELAYED} delayed tasks: submitted at ${submitRate.toFixed(0)}/s; status ${statusMs.toFixed(2)} ms, count ${countMs.toFixed(2)} ms; daemon RSS ${rssMb.toFixed(0)} MB`,
+      `${DELAYED} queued tasks: restart (stop, start, first answered health): stop ${delayed.stop_ms.toFixed(0)} ms; start ${delayed.restart_from_log_ms.toFixed(0)} ms replaying the log (daemon CPU ${delayed.restart_from_log_cpu_ms} ms), ${delayed.restart_from_snapshot_ms.toFixed(0)} ms reading the snapshot (daemon CPU ${delayed.restart_from_snapshot_cpu_ms} ms)`,
+      `status while the snapshot of the start is written: p50 ${delayed.status_during_snapshot_p50_ms.toFixed(2)} ms, p99 ${delayed.status_during_snapshot_p99_ms.toFixed(2)} ms, max ${delayed.status_during_snapshot_max_ms.toFixed(2)} ms`,
+    ],
     targets: {
       [`${DELAYED} delayed: submit >= 20000/s`]: submitRate >= 20_000,
       [`${DELAYED} delayed: status, count < 5 ms`]: statusMs < 5 && countMs < 5,
       [`${DELAYED} delayed: RSS <= 300 MB`]: rssMb <= 300,
+      [`${DELAYED} queued: restart answers within 1.5 s`]: Math.max(delayed.restart_from_log_ms, delayed.restart_from_snapshot_ms) < 1500,
     },
     results: { delayed },
   };
+}
+
+/**
+ * Stops the daemon, then starts it again on its data dir. `startMs` lasts
+ * until its first `health` is answered, and `startCpuMs` is the CPU time
+ * the new daemon used until then (which other work on the machine does not
+ * stretch).
+ */
+async function restart(daemon: Daemon): Promise<{ daemon: Daemon; stopMs: number; startMs: number; startCpuMs: number }> {
+  let start = performance.now();
+  await daemon.stop(true);
+  const stopMs = performance.now() - start;
+  start = performance.now();
+  const again = await startDaemon(['--max-queue', String(DELAYED)], daemon.dataDir);
+  const client = await TaskManagerClient.connect({ port: again.port });
+  await client.health();
+  const startMs = performance.now() - start;
+  const startCpuMs = cpuMs(again.pid);
+  await client.close();
+  return { daemon: again, stopMs, startMs, startCpuMs };
+}
+
+/** User and system CPU time a process has used, from /proc (in clock ticks of 10 ms). */
+function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/**
+ * Answer times of `status`, one request after another, until the snapshot a
+ * start writes while serving has replaced the logs it read (one at least).
+ */
+async function statusUntilOneLog(daemon: Daemon): Promise<number[]> {
+  const client = await TaskManagerClient.connect({ port: daemon.port });
+  const samples: number[] = [];
+  do {
+    const start = performance.now();
+    await client.status(`d${Math.floor(Math.random() * DELAYED)}`);
+    samples.push(performance.now() - start);
+  } while (readdirSync(daemon.dataDir).filter((name) => name.startsWith('log.')).length > 1);
+  await client.close();
+  return samples;
 }
 
 /**

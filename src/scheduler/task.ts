@@ -25,8 +25,7 @@ export type TaskPatch = Partial<StoredTask>;
 
 /** A task inside the scheduler: the stored state and the links that are rebuilt at start. */
 export class Task {
-  /** tasks that wait for this one */
-  dependents = new Set<Task>();
+  private dependentSet: Set<Task> | undefined;
   /** dependencies not yet COMPLETED */
   unmet = 0;
   /** aborts the running attempt */
@@ -44,6 +43,16 @@ export class Task {
 
   constructor(readonly stored: StoredTask) {
     this.specBytes = stored.spec_bytes ?? specSize(stored.spec);
+  }
+
+  /** tasks that wait for this one (the set is made on first use: most tasks have none) */
+  get dependents(): Set<Task> {
+    this.dependentSet ??= new Set();
+    return this.dependentSet;
+  }
+
+  set dependents(tasks: Set<Task>) {
+    this.dependentSet = tasks;
   }
 
   get id(): string {

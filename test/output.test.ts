@@ -59,6 +59,10 @@ describe('output in files', () => {
     const { task } = await client.run({ id: 'big', cmd: [CMD, '--stdout-bytes', '100000'], max_output_bytes: 1000 });
     expect(task).toMatchObject({ stdout: 'x'.repeat(1000), stdout_truncated: true, stderr_truncated: false });
     expect(readFileSync(join(d.dataDir, 'output', 'big.1.0.stdout')).length).toBe(1000);
+    // A task writing far past the cap: the file is cut back while it runs and when it ends.
+    const { task: flood } = await client.run({ id: 'flood', cmd: 'head -c 300000000 /dev/zero', max_output_bytes: 1000 });
+    expect(flood).toMatchObject({ state: 'COMPLETED', stdout: '\u0000'.repeat(1000), stdout_truncated: true });
+    expect(readFileSync(join(d.dataDir, 'output', 'flood.1.0.stdout')).length).toBe(1000);
     const text = 'é€😀'.repeat(20_000); // 180 kB, read back in many pieces
     const { task: wide } = await client.run({ cmd: [CMD, '--echo-stdin'], stdin: text });
     expect(wide.stdout === text).toBe(true);

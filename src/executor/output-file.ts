@@ -1,66 +1,59 @@
-import { close, fdatasync, openSync, writeSync } from 'node:fs';
+import { close, closeSync, fdatasync, fstatSync, ftruncateSync, openSync, unlinkSync } from 'node:fs';
 import { promisify } from 'node:util';
 
 const syncData = promisify(fdatasync);
 const closeFile = promisify(close);
 
 /**
- * One stream of an attempt's output, written to its file as it comes: the
- * first `limit` bytes are kept, the rest only counted. The file is created
- * on the first byte, so a quiet task costs no file at all.
+ * One stream of an attempt's output: the file the task's stdout (or stderr)
+ * is, so the task writes straight to disk, as pueue and task-spooler have
+ * their tasks do. Nothing of the output passes through this process: copying
+ * it from a pipe cost twice the CPU per task of a task that prints nothing
+ * (docs/performance.md).
  *
- * Writes are synchronous, into the page cache: a chunk is written the moment
- * it is read from the pipe and nothing waits in memory. Queued asynchronous
- * writes let the executor process grow by the output in flight, and a
- * bigger process forks every later task more slowly (docs/performance.md).
- * A write that fails (a full disk) ends what is kept: the output is then
- * marked truncated, and the task itself goes on.
+ * The cap is kept by cutting the file back to `limit` bytes whenever it has
+ * grown past it: while the task runs (see `keepWithinLimit`), and once more
+ * when it ends. The file is opened for appending, so what the task writes
+ * after a cut lands past the limit and is cut in turn; the first `limit`
+ * bytes are never touched.
  */
 export class OutputFile {
-  /** bytes in the file */
-  written = 0;
-  private dropped = 0;
-  private fd: number | undefined;
-  private failed = false;
+  readonly fd: number;
+  truncated = false;
 
   constructor(
     readonly path: string,
     private readonly limit: number,
-  ) {}
-
-  get truncated(): boolean {
-    return this.dropped > 0 || this.failed;
+  ) {
+    this.fd = openSync(path, 'a', 0o600);
   }
 
-  push(chunk: Buffer): void {
-    const room = this.failed ? 0 : this.limit - this.written;
-    const piece = room <= 0 ? undefined : chunk.length > room ? chunk.subarray(0, room) : chunk;
-    this.dropped += chunk.length - (piece?.length ?? 0);
-    if (!piece) return;
-    try {
-      this.fd ??= openSync(this.path, 'w', 0o600);
-      for (let offset = 0; offset < piece.length; ) {
-        const written = writeSync(this.fd, piece, offset, piece.length - offset);
-        if (written === 0) throw new Error('no space left');
-        offset += written;
-        this.written += written;
-      }
-    } catch {
-      this.failed = true; // what is in the file stays; nothing after it is kept
+  /** Cuts the file back to the limit if the task has written past it. */
+  keepWithinLimit(): void {
+    if (fstatSync(this.fd).size <= this.limit) return;
+    ftruncateSync(this.fd, this.limit);
+    this.truncated = true;
+  }
+
+  /**
+   * Once the task has ended: the bytes kept, synced to disk when `sync` (off
+   * the event loop: other attempts go on). A stream the task left empty
+   * leaves no file.
+   */
+  async finish(sync: boolean): Promise<number> {
+    this.keepWithinLimit();
+    // A process that left the task's group may still be appending: what counts is the cap.
+    const bytes = Math.min(fstatSync(this.fd).size, this.limit);
+    if (bytes === 0) {
+      closeSync(this.fd);
+      unlinkSync(this.path);
+      return 0;
     }
-  }
-
-  /** Once the stream has ended: synced to disk when `sync` (off the event loop: other attempts go on), and closed. */
-  async finish(sync: boolean): Promise<void> {
-    const fd = this.fd;
-    if (fd === undefined) return;
-    this.fd = undefined;
     try {
-      if (sync && !this.failed) await syncData(fd);
-    } catch {
-      this.failed = true;
+      if (sync) await syncData(this.fd);
     } finally {
-      await closeFile(fd).catch(() => undefined);
+      await closeFile(this.fd).catch(() => undefined);
     }
+    return bytes;
   }
 }

@@ -50,8 +50,12 @@ async function program(spec: TaskSpec, scriptDir: string): Promise<Program> {
   return { file: file!, argv: [...argv, ...args] };
 }
 
-/** After the main process has exited, how long its output pipes may stay open before they are closed. */
-const PIPES_AFTER_EXIT_MS = 200;
+/**
+ * How often a running task's output files are cut back to max_output_bytes:
+ * a task printing past the cap uses at most what it writes in this time of
+ * disk beyond it.
+ */
+const CAP_CHECK_MS = 100;
 const SPAWN_RETRIES = 5; // a freshly written executable can be briefly busy (ETXTBSY) while another spawn forks
 
 /**
@@ -115,11 +119,19 @@ function failedWithout(error: TaskError | null): AttemptResult {
 type Exit = { code: number | null; signal: NodeJS.Signals | null } | { error: NodeJS.ErrnoException };
 
 async function spawnOnce(prog: Program, spec: TaskSpec, options: AttemptOptions): Promise<AttemptResult | 'busy'> {
+  let stdout: OutputFile;
+  let stderr: OutputFile;
+  try {
+    stdout = new OutputFile(options.output.stdout, spec.max_output_bytes);
+    stderr = new OutputFile(options.output.stderr, spec.max_output_bytes);
+  } catch (error) {
+    return startFailure(`its output file could not be created: ${(error as Error).message}`);
+  }
   const started = performance.now();
   const child = spawn(prog.file, prog.argv, {
     cwd: spec.cwd,
     env: options.env,
-    stdio: [spec.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    stdio: [spec.stdin === undefined ? 'ignore' : 'pipe', stdout.fd, stderr.fd],
     detached: true, // its own process group, so the whole group can be signalled
   });
   const ended = new Promise<Exit>((resolve) => {
@@ -127,32 +139,25 @@ async function spawnOnce(prog: Program, spec: TaskSpec, options: AttemptOptions)
     child.once('close', (code, signal) => resolve({ code, signal }));
   });
 
-  const stdout = new OutputFile(options.output.stdout, spec.max_output_bytes);
-  const stderr = new OutputFile(options.output.stderr, spec.max_output_bytes);
-  let streamsTimer: NodeJS.Timeout | undefined;
+  let capTimer: NodeJS.Timeout | undefined;
   if (child.pid !== undefined) {
     options.onSpawn?.(child.pid);
-    child.stdout!.on('data', (chunk: Buffer) => stdout.push(chunk));
-    child.stderr!.on('data', (chunk: Buffer) => stderr.push(chunk));
+    capTimer = setInterval(() => {
+      stdout.keepWithinLimit();
+      stderr.keepWithinLimit();
+    }, CAP_CHECK_MS);
     if (child.stdin) {
       child.stdin.on('error', () => undefined); // the program may exit without reading its input
       child.stdin.end(spec.stdin);
     }
-    child.once('exit', () => {
-      signalGroup(child.pid!, 'SIGKILL');
-      // A process that left the group (setsid) may still hold the pipes: stop waiting for them soon.
-      streamsTimer = setTimeout(() => {
-        child.stdout!.destroy();
-        child.stderr!.destroy();
-      }, PIPES_AFTER_EXIT_MS);
-    });
+    child.once('exit', () => signalGroup(child.pid!, 'SIGKILL'));
   }
 
   const exit = await ended;
   const duration = performance.now() - started;
-  clearTimeout(streamsTimer);
+  clearInterval(capTimer);
   // The output is on disk before the result that refers to it is reported.
-  await Promise.all([stdout.finish(options.syncOutput), stderr.finish(options.syncOutput)]);
+  const [stdoutBytes, stderrBytes] = await Promise.all([stdout.finish(options.syncOutput), stderr.finish(options.syncOutput)]);
 
   if ('error' in exit) {
     if (exit.error.code === 'ETXTBSY') return 'busy';
@@ -166,8 +171,8 @@ async function spawnOnce(prog: Program, spec: TaskSpec, options: AttemptOptions)
     exit_code: exit.code,
     signal: exit.signal,
     timed_out: false,
-    stdout_bytes: stdout.written,
-    stderr_bytes: stderr.written,
+    stdout_bytes: stdoutBytes,
+    stderr_bytes: stderrBytes,
     stdout_truncated: stdout.truncated,
     stderr_truncated: stderr.truncated,
     duration_ms: Math.round(duration * 1000) / 1000,

@@ -12,6 +12,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { TaskManagerClient, type TaskSpecInput, type TaskState } from '../dist/index.js';
 import { CONCURRENCY, ROOT, has, median, percentile, seconds, startDaemon, type CaseReport, type Daemon } from './daemon.js';
 import { outputCase } from './output.js';
@@ -119,6 +120,18 @@ async function medianAnswerMs(request: () => Promise<unknown>, samples = 200): P
     times.push(performance.now() - start);
   }
   return median(times);
+}
+
+/** The longest time a client of the daemon at `port` waited for an answer to `health` while `work` ran. */
+async function longestWaitMs(port: number, work: () => Promise<unknown>): Promise<number> {
+  const probe = new Worker(new URL('./health-probe.js', import.meta.url), { workerData: { port } });
+  await new Promise((resolve) => probe.once('message', resolve));
+  await work();
+  const report = new Promise<{ longestMs: number }>((resolve) => probe.once('message', resolve));
+  probe.postMessage('stop');
+  const { longestMs } = await report;
+  await probe.terminate();
+  return longestMs;
 }
 
 async function throughputCase(): Promise<CaseReport> {
@@ -279,7 +292,8 @@ async function statusUntilOneLog(daemon: Daemon): Promise<number[]> {
 
 /**
  * `list` over BENCH_QUEUED tasks QUEUED behind one long task at concurrency 1:
- * paging through all of them, and single pages at the start and the end.
+ * paging through all of them, single pages at the start and near the end, and
+ * how long another client waits while pages of 10,000 are answered.
  */
 async function listCase(): Promise<CaseReport> {
   const daemon = await startDaemon(['--concurrency', '1', '--max-queue', String(QUEUED + 1), '--shutdown-grace-ms', '0']);
@@ -308,12 +322,16 @@ async function listCase(): Promise<CaseReport> {
     if (total !== expected) throw new Error(`list state=QUEUED after=${after} counted ${total} tasks, not ${expected}`);
     return medianAnswerMs(() => client.list({ state: 'QUEUED', limit: 100, after }));
   };
+  const pagesOf10000 = async () => {
+    for (let i = 0; i < 20; i++) await client.list({ state: 'QUEUED', limit: 10_000 });
+  };
   const list = {
     page_all_s: await pageThrough(QUEUED + 1),
     page_queued_s: await pageThrough(QUEUED, 'QUEUED'),
     first_page_ms: await pageMs(QUEUED),
     last_page_ms: await pageMs(199, `q${QUEUED - 200}`),
-    page_of_10000_ms: await medianAnswerMs(() => client.list({ limit: 10_000 }), 20),
+    idle_wait_ms: await longestWaitMs(daemon.port, () => new Promise((resolve) => setTimeout(resolve, 2000))),
+    wait_during_pages_of_10000_ms: await longestWaitMs(daemon.port, pagesOf10000),
   };
   await client.close();
   await daemon.stop();
@@ -321,7 +339,8 @@ async function listCase(): Promise<CaseReport> {
     lines: [
       `${QUEUED} queued tasks: paged through 100 at a time in ${list.page_all_s.toFixed(2)} s (all), ${list.page_queued_s.toFixed(2)} s (state QUEUED); ` +
         `a page of 100 QUEUED in ${list.first_page_ms.toFixed(2)} ms (first), ${list.last_page_ms.toFixed(2)} ms (after an id near the end); ` +
-        `a page of 10000 in ${list.page_of_10000_ms.toFixed(1)} ms`,
+        `another client waited at most ${list.wait_during_pages_of_10000_ms.toFixed(1)} ms for an answer while 20 pages of 10000 were answered ` +
+        `(${list.idle_wait_ms.toFixed(1)} ms with nothing else to do)`,
     ],
     targets: {
       [`${QUEUED} queued: paging through all < 1 s`]: list.page_all_s < 1 && list.page_queued_s < 1,

@@ -37,7 +37,7 @@ export class TaskIndex {
    * how many there are in all.
    */
   page(state: TaskState | undefined, afterSeq: number | undefined, limit: number): { tasks: Task[]; total: number } {
-    const tasks = state === undefined ? this.all : this.byState[state];
-    return { tasks: tasks.after(afterSeq, limit), total: tasks.countAfter(afterSeq) };
+    const matching = state === undefined ? this.all : this.byState[state];
+    return { tasks: matching.after(afterSeq, limit), total: matching.countAfter(afterSeq) };
   }
 }

@@ -1,2 +1,3 @@
 export { Scheduler, type AttemptRunner, type SchedulerOptions, type TaskJournal } from './scheduler.js';
 export { Task, outputName, startId, type StoredTask, type TaskPatch } from './task.js';
+export { applyPatch, isCount, isObject, patchProblem, shown, storedTaskProblem, withoutClearedFields } from './stored-task-rules.js';

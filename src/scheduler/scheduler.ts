@@ -4,6 +4,7 @@ import type { Counts, TaskSpec, TaskState } from '../protocol/index.js';
 import { startFailure, type AttemptResult } from '../executor/index.js';
 import { Heap } from './heap.js';
 import { TimerQueue } from './timer-queue.js';
+import { applyPatch } from './stored-task-rules.js';
 import { Task, errorOf, newStoredTask, outputName, specSize, startId, type StoredTask, type TaskPatch } from './task.js';
 import { TaskIndex } from './task-index.js';
 
@@ -178,7 +179,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     for (const task of finished) this.retain(task);
     for (const task of tasks) {
       if (isTerminal(task.state)) continue; // finished, or dropped by retention
-      if (task.state === 'RUNNING' && started(task.stored)) this.interrupted(task, { pgid: undefined, pgid_started: undefined });
+      if (task.state === 'RUNNING' && started(task.stored)) this.interrupted(task, { pgid: null, pgid_started: null });
       else if (task.state === 'RUNNING') this.notStarted(task);
       // A dependency missing from the journal was dropped by retention after it COMPLETED:
       // had it failed, this task would have been canceled with it.
@@ -297,7 +298,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       this.timers.add(readyAt, task);
       return;
     }
-    if (task.state === 'PENDING') this.update(task, 'QUEUED', { ready_at: undefined });
+    if (task.state === 'PENDING') this.update(task, 'QUEUED', { ready_at: null });
     this.ready.push(task);
     this.pump();
   }
@@ -342,8 +343,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       attempts: attempt,
       started_at: new Date().toISOString(),
       output: outputName({ ...task.stored, attempts: attempt }),
-      stdout_bytes: undefined,
-      stderr_bytes: undefined,
+      stdout_bytes: null,
+      stderr_bytes: null,
       stdout_truncated: false,
       stderr_truncated: false,
     });
@@ -383,9 +384,9 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       const message = `killed with its executor process, which ended during ${task.executorLosses} attempts in a row (does the task kill its parent process?)`;
       result.error = errorOf('KILLED', message);
     }
-    const outcome: TaskPatch = { ...result, pgid: undefined, pgid_started: undefined };
+    const outcome: TaskPatch = { ...result, pgid: null, pgid_started: null };
     if (task.cancelRequested && !result) {
-      this.finish(task, 'CANCELED', { attempts: task.stored.attempts - 1, started_at: undefined, error: errorOf('CANCELED', 'canceled before it started') });
+      this.finish(task, 'CANCELED', { attempts: task.stored.attempts - 1, started_at: null, error: errorOf('CANCELED', 'canceled before it started') });
     } else if (task.cancelRequested) {
       this.finish(task, 'CANCELED', { ...outcome, error: errorOf('CANCELED', 'canceled while running') });
     } else if (!result) {
@@ -445,21 +446,15 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       this.counts[state]++;
       this.index.move(task, state);
     }
-    const journaled: Record<string, unknown> = { state };
-    for (const [key, value] of Object.entries(patch)) {
-      // The journal merges patches as JSON, where a cleared field must be an explicit null.
-      journaled[key] = value ?? null;
-      if (value === undefined) delete task.stored[key as keyof StoredTask];
-      else (task.stored as unknown as Record<string, unknown>)[key] = value;
-    }
-    task.stored.state = state;
-    this.options.journal.put(task.id, journaled as TaskPatch);
+    const journaled: TaskPatch = { state, ...patch };
+    applyPatch(task.stored, journaled);
+    this.options.journal.put(task.id, journaled);
     this.emit('change', task);
   }
 
   private finish(task: Task, state: 'COMPLETED' | 'FAILED' | 'CANCELED', patch: TaskPatch): void {
     if (task.state === 'QUEUED' || (task.state === 'PENDING' && task.stored.ready_at !== undefined)) this.dropStaleEntries();
-    this.update(task, state, { ...patch, ready_at: undefined, finished_at: new Date().toISOString() });
+    this.update(task, state, { ...patch, ready_at: null, finished_at: new Date().toISOString() });
     task.markSettled();
     const dependents = task.dependents;
     task.dependents = new Set();
@@ -517,9 +512,9 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       const oldest = this.tasks.get(id)!;
       this.forgetOutput(oldest);
       this.options.discardOutput?.(oldest.stored.output!);
-      for (const field of ['output', 'stdout_bytes', 'stderr_bytes'] as const) delete oldest.stored[field];
-      oldest.stored.output_dropped = true;
-      this.options.journal.put(id, { output: null, stdout_bytes: null, stderr_bytes: null, output_dropped: true } as unknown as TaskPatch);
+      const dropped: TaskPatch = { output: null, stdout_bytes: null, stderr_bytes: null, output_dropped: true };
+      applyPatch(oldest.stored, dropped);
+      this.options.journal.put(id, dropped);
     }
   }
 

@@ -1,7 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { AttemptResult } from '../src/executor/index.js';
-import { applyEntry, encodeEntry, tidy } from '../src/journal/replay.js';
+import { applyEntry, encodeEntry } from '../src/journal/replay.js';
+import { withoutClearedFields } from '../src/scheduler/index.js';
 import { RequestError, SPEC_DEFAULTS, type TaskSpec } from '../src/protocol/index.js';
 import { Scheduler, type AttemptRunner, type SchedulerOptions, type StoredTask } from '../src/scheduler/index.js';
 import { specSize } from '../src/scheduler/task.js';
@@ -204,7 +205,7 @@ describe('the journal lines the scheduler writes', () => {
           snapshot.set(id, JSON.parse(moment.get(id)!));
         });
         for (const line of journal.lines.slice(instant + 1)) expect(applyEntry(snapshot, JSON.parse(line))).toBeUndefined();
-        for (const task of snapshot.values()) tidy(task);
+        for (const task of snapshot.values()) withoutClearedFields(task);
         expect(snapshot).toEqual(final);
       }),
       { numRuns: 300 },

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import type { StoredTask } from '../scheduler/index.js';
 import { JournalCorruptError } from './errors.js';
 import { addSnapshotTask, type SnapshotRead } from './snapshot-format.js';
-import { isCount, isObject, shown } from './stored-task.js';
+import { isCount, isObject, shown } from '../scheduler/index.js';
 
 /**
  * The snapshot of earlier versions (format 1): one JSON document holding

@@ -1,8 +1,8 @@
 import { readdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { StoredTask } from '../scheduler/index.js';
+import { withoutClearedFields, type StoredTask } from '../scheduler/index.js';
 import { JournalCorruptError } from './errors.js';
-import { replayLog, tidy } from './replay.js';
+import { replayLog } from './replay.js';
 import { SNAPSHOT } from './snapshot-format.js';
 import { readSnapshot } from './snapshot-reader.js';
 
@@ -40,7 +40,7 @@ export async function readJournal(dir: string, warn: (message: string) => void):
   }
   return {
     empty: false,
-    tasks: Array.from(snapshot.tasks.values(), tidy),
+    tasks: Array.from(snapshot.tasks.values(), withoutClearedFields),
     lastGeneration: Math.max(snapshot.generation, lastGeneration),
     snapshotBytes: snapshot.bytes,
   };

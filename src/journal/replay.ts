@@ -1,7 +1,6 @@
-import type { StoredTask } from '../scheduler/index.js';
+import { applyPatch, isObject, patchProblem, shown, storedTaskProblem, withoutClearedFields, type StoredTask, type TaskPatch } from '../scheduler/index.js';
 import { JournalCorruptError } from './errors.js';
 import { forEachLine, parseLine } from './lines.js';
-import { CLEARABLE, isObject, patchProblem, shown, storedTaskProblem } from './stored-task.js';
 
 /**
  * One line of the log: a shallow patch of a task's stored state, or its
@@ -9,7 +8,7 @@ import { CLEARABLE, isObject, patchProblem, shown, storedTaskProblem } from './s
  * "one more"), so applying it again over a later state of the task changes
  * nothing that a later line does not set again: compaction relies on that.
  */
-export type LogEntry = { id: string; set: Partial<StoredTask> } | { id: string; drop: true };
+export type LogEntry = { id: string; set: TaskPatch } | { id: string; drop: true };
 
 export const encodeEntry = (entry: LogEntry): string => `${JSON.stringify(entry)}\n`;
 
@@ -63,18 +62,12 @@ export function applyEntry(tasks: Map<string, StoredTask>, entry: unknown): stri
   if (task) {
     const problem = patchProblem(set);
     if (problem) return `task ${shown(id)}: ${problem}`;
-    Object.assign(task, set);
+    applyPatch(task, set as TaskPatch);
   } else {
     // A new task is logged whole: a patch of a task nobody created means a lost or foreign line.
     const problem = storedTaskProblem(set);
     if (problem) return `${unknown}, and this line is not a complete task (${problem})`;
-    tasks.set(id, set as unknown as StoredTask); // parsed for this line alone: no copy needed
+    tasks.set(id, withoutClearedFields(set as unknown as StoredTask)); // parsed for this line alone: no copy needed
   }
   return undefined;
-}
-
-/** Removes the fields that patches cleared with null. */
-export function tidy(task: StoredTask): StoredTask {
-  for (const field of CLEARABLE) if (task[field] === null) delete task[field];
-  return task;
 }

@@ -1,6 +1,6 @@
 import type { StoredTask } from '../scheduler/index.js';
 import { JournalCorruptError } from './errors.js';
-import { isCount, isObject, shown, storedTaskProblem } from './stored-task.js';
+import { isCount, isObject, shown, storedTaskProblem } from '../scheduler/index.js';
 
 /**
  * The snapshot: a header line, then one stored task per line. Streamed to

@@ -1,2 +1,5 @@
 export { Scheduler, type AttemptRunner, type SchedulerOptions, type TaskJournal } from './scheduler.js';
 export { Task, outputName, startId, type StoredTask, type TaskPatch } from './task.js';
+export { applyPatch, isCount, isObject, patchProblem, shown, storedTaskProblem, withoutClearedFields } from './stored-task-rules.js';
+export { MemoryTaskStore, type TaskStore } from './task-store.js';
+export { attemptOutcome, type AttemptOutcome } from './outcome.js';

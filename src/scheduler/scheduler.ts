@@ -1,18 +1,15 @@
 import { EventEmitter } from 'node:events';
-import { RequestError, TASK_STATES, isTerminal, specKey } from '../protocol/index.js';
+import { RequestError, isTerminal, specKey } from '../protocol/index.js';
 import type { Counts, TaskSpec, TaskState } from '../protocol/index.js';
 import { startFailure, type AttemptResult } from '../executor/index.js';
 import { Heap } from './heap.js';
+import { attemptOutcome, interrupted, notStarted } from './outcome.js';
+import { Retention, type RetentionBounds } from './retention.js';
+import { MemoryTaskStore, type TaskJournal, type TaskStore } from './task-store.js';
 import { TimerQueue } from './timer-queue.js';
 import { Task, errorOf, newStoredTask, outputName, specSize, startId, type StoredTask, type TaskPatch } from './task.js';
-import { TaskIndex } from './task-index.js';
 
-/** Where the scheduler writes every change; reports go out only after `flushed()`. */
-export interface TaskJournal {
-  put(id: string, patch: TaskPatch): void;
-  drop(id: string): void;
-  flushed(): Promise<void>;
-}
+export type { TaskJournal } from './task-store.js';
 
 /** Runs one attempt; resolves with undefined when it was aborted before its process started. */
 export type AttemptRunner = (
@@ -21,20 +18,16 @@ export type AttemptRunner = (
   onSpawn: (pid: number) => void,
 ) => Promise<AttemptResult | undefined>;
 
-export interface SchedulerOptions {
+export interface SchedulerOptions extends RetentionBounds {
   concurrency: number;
   runAttempt: AttemptRunner;
-  journal: TaskJournal;
-  /** finished tasks kept before the oldest are dropped */
-  keepFinished: number;
-  /** output (stdout + stderr, in bytes) of finished tasks kept before the oldest outputs are dropped */
-  keepOutputBytes: number;
+  /** where tasks are kept: a MemoryTaskStore writing to this journal when a journal is given */
+  store?: TaskStore;
+  journal?: TaskJournal;
   /** the output files of an earlier attempt, or of a dropped task, are no longer referred to */
   discardOutput?: (name: string) => void;
   /** tasks not yet finished that may exist at once */
   maxQueue: number;
-  /** what the specs of unfinished and retained tasks may hold together (`specSize`); the oldest finished go first */
-  maxSpecBytes: number;
   /** the process start time of a pid, to recognise it after a restart */
   processStartTime?: (pid: number) => string | undefined;
 }
@@ -43,43 +36,18 @@ export interface SchedulerEvents {
   change: [Task];
 }
 
-const MAX_BACKOFF_MS = 24 * 3600 * 1000;
-/**
- * Executor processes lost in a row during one task's attempts before the
- * attempt counts as failed: a task that kills its parent would otherwise be
- * run again, and take its neighbours down with it, forever. After the first
- * loss a task runs on an executor process of its own, so the later losses
- * are its own doing, and its neighbours were lost only once.
- */
-const MAX_EXECUTOR_LOSSES = 3;
-/** Signals that a stop of the whole service sends every process (systemd's KillMode=control-group). */
-const STOP_SIGNALS = new Set(['SIGTERM', 'SIGINT', 'SIGHUP']);
-/** How a program that handles those signals usually exits: 128 + the signal's number. */
-const STOP_EXIT_CODES = new Set([128 + 15, 128 + 2, 128 + 1]);
-const emptyCounts = (): Counts => Object.fromEntries(TASK_STATES.map((s) => [s, 0])) as Counts;
-
 /**
  * Task states, the ready queue, dependencies, timers and retries. Every
  * state change is written to the journal the moment it happens in memory;
  * a process is started only after the journal has flushed its task.
  */
 export class Scheduler extends EventEmitter<SchedulerEvents> {
-  private readonly tasks = new Map<string, Task>();
-  /** the same tasks in submission order, overall and by state, for `list` */
-  private readonly index = new TaskIndex();
-  /** finished task ids, oldest first, for retention */
-  private readonly finishedIds = new Set<string>();
-  /** finished tasks that still hold their output, oldest first, with its size, and the total */
-  private readonly withOutput = new Map<string, number>();
-  private outputBytes = 0;
-  /** what the specs of all tasks hold, and of the finished ones among them */
-  private specBytes = 0;
-  private finishedSpecBytes = 0;
+  private readonly store: TaskStore;
+  private readonly retention: Retention;
   private readonly ready = new Heap<Task>((a, b) =>
     a.spec.priority !== b.spec.priority ? a.spec.priority > b.spec.priority : a.stored.seq < b.stored.seq,
   );
   private readonly timers = new TimerQueue<Task>((task) => this.timeReached(task));
-  private readonly counts = emptyCounts();
   private readonly attempts = new Set<Promise<void>>();
   private seq = 0;
   private running = 0;
@@ -92,6 +60,10 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
 
   constructor(private readonly options: SchedulerOptions) {
     super();
+    const store = options.store ?? (options.journal && new MemoryTaskStore(options.journal));
+    if (!store) throw new TypeError('a Scheduler needs a store or a journal');
+    this.store = store;
+    this.retention = new Retention(store, options, options.discardOutput);
   }
 
   get concurrency(): { limit: number; running: number } {
@@ -99,12 +71,12 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   }
 
   countByState(): { counts: Counts; tasks: number } {
-    const counts = { ...this.counts };
+    const counts = this.store.counts();
     return { counts, tasks: counts.PENDING + counts.QUEUED + counts.RUNNING };
   }
 
   get(id: string): Task {
-    const task = this.tasks.get(id);
+    const task = this.store.get(id);
     if (!task) throw new RequestError('NOT_FOUND', `id "${id}" names no task`);
     return task;
   }
@@ -117,32 +89,29 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   submit(spec: TaskSpec, id?: string): { task: Task; duplicate: boolean } {
     if (this.stopping) throw new RequestError('SHUTTING_DOWN', 'the daemon is stopping and accepts no new tasks');
     if (id !== undefined) {
-      const existing = this.tasks.get(id);
+      const existing = this.store.get(id);
       if (existing) {
         if (specKey(existing.spec) === specKey(spec)) return { task: existing, duplicate: true };
         throw new RequestError('ID_CONFLICT', `id "${id}" is already used by a task with a different spec`);
       }
     }
     const dependencies = spec.depends_on.map((dep) => {
-      const found = this.tasks.get(dep);
+      const found = this.store.get(dep);
       if (!found) throw new RequestError('UNKNOWN_DEPENDENCY', `depends_on names "${dep}", which is not a known task`);
       return found;
     });
-    const unfinished = this.counts.PENDING + this.counts.QUEUED + this.counts.RUNNING;
+    const { tasks: unfinished } = this.countByState();
     if (unfinished >= this.options.maxQueue) {
       throw new RequestError('QUEUE_FULL', `${unfinished} tasks are not yet finished, the most this daemon holds (--max-queue)`);
     }
     const specBytes = specSize(spec);
-    this.makeRoomForSpec(specBytes);
+    this.retention.makeRoomForSpec(specBytes);
     const now = Date.now();
     const task = new Task(newStoredTask(id ?? this.newId(), ++this.seq, spec, now, specBytes));
-    this.tasks.set(task.id, task);
-    this.specBytes += specBytes;
     const failed = this.linkDependencies(task, dependencies);
     if (!failed && task.unmet === 0 && task.stored.ready_at === undefined) task.stored.state = 'QUEUED';
-    this.counts[task.state]++;
-    this.index.add(task);
-    this.options.journal.put(task.id, task.stored);
+    this.store.add(task);
+    this.retention.kept(task);
     this.emit('change', task);
     if (failed) {
       this.finish(task, 'CANCELED', { error: dependencyFailed(failed) });
@@ -165,26 +134,24 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     const tasks = ordered.map((record) => new Task(record));
     const finished: Task[] = [];
     for (const task of tasks) {
-      this.tasks.set(task.id, task);
-      this.counts[task.state]++;
-      this.index.add(task);
-      this.specBytes += task.specBytes;
+      this.store.register(task);
+      this.retention.kept(task);
       if (isTerminal(task.state)) finished.push(task);
     }
     this.seq = Math.max(this.seq, ordered.at(-1)?.seq ?? 0);
     // Oldest first, as retention drops them. ISO times of one format sort as their text does.
     const finishedAt = (task: Task) => task.stored.finished_at ?? '';
     finished.sort((a, b) => (finishedAt(a) < finishedAt(b) ? -1 : finishedAt(a) > finishedAt(b) ? 1 : 0));
-    for (const task of finished) this.retain(task);
+    for (const task of finished) this.retention.finishedNow(task);
     for (const task of tasks) {
       if (isTerminal(task.state)) continue; // finished, or dropped by retention
-      if (task.state === 'RUNNING' && started(task.stored)) this.interrupted(task, { pgid: undefined, pgid_started: undefined });
-      else if (task.state === 'RUNNING') this.notStarted(task);
+      if (task.state === 'RUNNING' && started(task.stored)) this.requeue(task, interrupted(task, { pgid: null, pgid_started: null }));
+      else if (task.state === 'RUNNING') this.requeue(task, notStarted(task));
       // A dependency missing from the journal was dropped by retention after it COMPLETED:
       // had it failed, this task would have been canceled with it.
       const dependencies: Task[] = [];
       for (const dep of task.spec.depends_on) {
-        const found = this.tasks.get(dep);
+        const found = this.store.get(dep);
         if (found) dependencies.push(found);
       }
       const failed = this.linkDependencies(task, dependencies);
@@ -201,7 +168,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
 
   /** Every task as stored, for a journal snapshot. */
   snapshot(): StoredTask[] {
-    return Array.from(this.tasks.values(), (task) => task.stored);
+    return Array.from(this.store.all(), (task) => task.stored);
   }
 
   /**
@@ -245,7 +212,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   list(filter: { state?: TaskState; limit?: number; after?: string }): { tasks: Task[]; total: number } {
     // `after` is a position in the order of all tasks, whatever its own state.
     const afterSeq = filter.after === undefined ? undefined : this.get(filter.after).stored.seq;
-    return this.index.page(filter.state, afterSeq, filter.limit ?? 100);
+    return this.store.page(filter.state, afterSeq, filter.limit ?? 100);
   }
 
   /** Stops starting tasks; running ones get `graceMs` to finish, then are killed to run again after a restart. */
@@ -260,13 +227,13 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     });
     await Promise.race([all, grace]);
     clearTimeout(timer);
-    for (const task of this.tasks.values()) {
+    for (const task of this.store.all()) {
       if (task.state !== 'RUNNING') continue;
       task.stopRequested = true;
       task.abort?.abort();
     }
     await all;
-    await this.options.journal.flushed().catch(() => undefined); // a failed journal is the daemon's to report
+    await this.store.flushed().catch(() => undefined); // a failed journal is the daemon's to report
   }
 
   /** Ends the grace period of a stop now: running tasks are killed, to run again after a restart. */
@@ -275,7 +242,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   private newId(): string {
     let id: string;
     do id = `t-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
-    while (this.tasks.has(id));
+    while (this.store.get(id));
     return id;
   }
 
@@ -297,7 +264,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       this.timers.add(readyAt, task);
       return;
     }
-    if (task.state === 'PENDING') this.update(task, 'QUEUED', { ready_at: undefined });
+    if (task.state === 'PENDING') this.update(task, 'QUEUED', { ready_at: null });
     this.ready.push(task);
     this.pump();
   }
@@ -342,8 +309,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       attempts: attempt,
       started_at: new Date().toISOString(),
       output: outputName({ ...task.stored, attempts: attempt }),
-      stdout_bytes: undefined,
-      stderr_bytes: undefined,
+      stdout_bytes: null,
+      stderr_bytes: null,
       stdout_truncated: false,
       stderr_truncated: false,
     });
@@ -354,7 +321,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       // The task and its RUNNING state are on disk before its process starts: after a crash, the
       // record never shows fewer starts than really happened. For a task that starts as soon as
       // it is submitted, both lines share one flush.
-      const durable = await this.options.journal.flushed().then(
+      const durable = await this.store.flushed().then(
         () => true,
         () => false,
       );
@@ -362,7 +329,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
         const alone = task.executorLosses > 0;
         result = await this.options.runAttempt({ id: task.id, attempt, spec: task.spec, startId: startId(task.stored), alone, output }, abort.signal, (pid) => {
           const started = this.options.processStartTime?.(pid);
-          this.options.journal.put(task.id, started ? { pgid: pid, pgid_started: started } : { pgid: pid });
+          this.store.change(task, started ? { pgid: pid, pgid_started: started } : { pgid: pid });
         });
       }
     } catch (error) {
@@ -375,58 +342,17 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.pump();
   }
 
-  /** Decides what follows an attempt; `result` is absent when its process never started. */
+  /** Carries out what the rules say follows an attempt. */
   private attemptEnded(task: Task, result: AttemptResult | undefined): void {
-    if (result?.error?.code !== 'INTERRUPTED') {
-      task.executorLosses = 0;
-    } else if (++task.executorLosses >= MAX_EXECUTOR_LOSSES) {
-      const message = `killed with its executor process, which ended during ${task.executorLosses} attempts in a row (does the task kill its parent process?)`;
-      result.error = errorOf('KILLED', message);
-    }
-    const outcome: TaskPatch = { ...result, pgid: undefined, pgid_started: undefined };
-    if (task.cancelRequested && !result) {
-      this.finish(task, 'CANCELED', { attempts: task.stored.attempts - 1, started_at: undefined, error: errorOf('CANCELED', 'canceled before it started') });
-    } else if (task.cancelRequested) {
-      this.finish(task, 'CANCELED', { ...outcome, error: errorOf('CANCELED', 'canceled while running') });
-    } else if (!result) {
-      this.notStarted(task);
-    } else if (result.error === null) {
-      this.finish(task, 'COMPLETED', outcome);
-    } else if (this.wasInterrupted(task, result)) {
-      this.interrupted(task, outcome, result.error.code === 'INTERRUPTED' ? result.error.message : undefined);
-    } else if (task.stored.attempts < task.stored.max_attempts) {
-      const backoff = Math.min(task.spec.retry_delay_ms * 2 ** (task.stored.attempts - 1), MAX_BACKOFF_MS);
-      this.update(task, 'PENDING', { ...outcome, ready_at: Date.now() + backoff });
-      this.becomeReadyIfDue(task);
+    const outcome = attemptOutcome(task, result, this.stopping, Date.now());
+    if (outcome.next === 'finish') {
+      this.finish(task, outcome.state, outcome.patch);
+    } else if (outcome.next === 'requeue') {
+      this.requeue(task, outcome.patch);
     } else {
-      this.finish(task, 'FAILED', outcome);
+      this.update(task, 'PENDING', outcome.patch);
+      this.becomeReadyIfDue(task);
     }
-  }
-
-  /**
-   * Cut short by something other than the task itself: the daemon's stop,
-   * including a stop signal that reached the task's processes too (systemd
-   * signals the whole control group), or the loss of its executor process.
-   */
-  private wasInterrupted(task: Task, result: AttemptResult): boolean {
-    if (result.error?.code === 'INTERRUPTED') return true;
-    const stopSignal = STOP_SIGNALS.has(result.signal ?? '') || STOP_EXIT_CODES.has(result.exit_code ?? 0);
-    return task.stopRequested || (this.stopping && !result.timed_out && stopSignal);
-  }
-
-  /** The attempt was called off before its process started: it does not count, and the task waits again. */
-  private notStarted(task: Task): void {
-    this.requeue(task, { attempts: task.stored.attempts - 1 });
-  }
-
-  /** An attempt ended by the daemon's stop, not by the task: it runs again, without using up a retry. */
-  private interrupted(task: Task, outcome: TaskPatch, why = 'the daemon stopped during the attempt; it runs again'): void {
-    this.requeue(task, {
-      ...outcome,
-      attempts: task.stored.attempts - 1,
-      interrupted: (task.stored.interrupted ?? 0) + 1,
-      error: errorOf('INTERRUPTED', why),
-    });
   }
 
   /** Back to QUEUED, and into the ready queue unless the daemon is stopping (or restoring, which queues after). */
@@ -438,32 +364,19 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     }
   }
 
-  /** The one place a task changes: in memory, in the journal, and to listeners. */
+  /** A task changes state: in the store, and to listeners. */
   private update(task: Task, state: TaskState, patch: TaskPatch): void {
-    if (task.state !== state) {
-      this.counts[task.state]--;
-      this.counts[state]++;
-      this.index.move(task, state);
-    }
-    const journaled: Record<string, unknown> = { state };
-    for (const [key, value] of Object.entries(patch)) {
-      // The journal merges patches as JSON, where a cleared field must be an explicit null.
-      journaled[key] = value ?? null;
-      if (value === undefined) delete task.stored[key as keyof StoredTask];
-      else (task.stored as unknown as Record<string, unknown>)[key] = value;
-    }
-    task.stored.state = state;
-    this.options.journal.put(task.id, journaled as TaskPatch);
+    this.store.change(task, { state, ...patch });
     this.emit('change', task);
   }
 
   private finish(task: Task, state: 'COMPLETED' | 'FAILED' | 'CANCELED', patch: TaskPatch): void {
     if (task.state === 'QUEUED' || (task.state === 'PENDING' && task.stored.ready_at !== undefined)) this.dropStaleEntries();
-    this.update(task, state, { ...patch, ready_at: undefined, finished_at: new Date().toISOString() });
+    this.update(task, state, { ...patch, ready_at: null, finished_at: new Date().toISOString() });
     task.markSettled();
     const dependents = task.dependents;
     task.dependents = new Set();
-    for (const dep of task.spec.depends_on) this.tasks.get(dep)?.dependents.delete(task);
+    for (const dep of task.spec.depends_on) this.store.get(dep)?.dependents.delete(task);
     for (const dependent of dependents) {
       if (isTerminal(dependent.state)) continue;
       if (state === 'COMPLETED') {
@@ -473,7 +386,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
         this.finish(dependent, 'CANCELED', { error: dependencyFailed(task) });
       }
     }
-    this.retain(task);
+    this.retention.finishedNow(task);
   }
 
   /** Canceled waiting tasks stay in the heaps until popped: clear them out once they outnumber the live ones. */
@@ -484,68 +397,6 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.timers.prune(live);
     this.staleEntries = 0;
   }
-
-  /**
-   * Makes room for a spec of `bytes` within --max-spec-bytes by dropping the
-   * oldest finished tasks, as retention does; refuses, with nothing changed,
-   * when the unfinished tasks' specs alone leave no room for it.
-   */
-  private makeRoomForSpec(bytes: number): void {
-    const bound = this.options.maxSpecBytes;
-    const unfinished = this.specBytes - this.finishedSpecBytes;
-    if (unfinished + bytes > bound) {
-      throw new RequestError(
-        'QUEUE_FULL',
-        `the specs of unfinished tasks hold ${unfinished} bytes, and this one ${bytes} more: that is over ${bound}, the most this daemon holds (--max-spec-bytes)`,
-      );
-    }
-    while (this.specBytes + bytes > bound) this.dropOldestFinished();
-  }
-
-  /** Keeps finished tasks, and their output, within the retention bounds: oldest go first. */
-  private retain(task: Task): void {
-    this.finishedIds.add(task.id);
-    this.finishedSpecBytes += task.specBytes;
-    const size = outputSize(task);
-    if (size > 0) {
-      this.withOutput.set(task.id, size);
-      this.outputBytes += size;
-    }
-    while (this.finishedIds.size > this.options.keepFinished) this.dropOldestFinished();
-    for (const id of this.withOutput.keys()) {
-      if (this.outputBytes <= this.options.keepOutputBytes || id === task.id) break;
-      const oldest = this.tasks.get(id)!;
-      this.forgetOutput(oldest);
-      this.options.discardOutput?.(oldest.stored.output!);
-      for (const field of ['output', 'stdout_bytes', 'stderr_bytes'] as const) delete oldest.stored[field];
-      oldest.stored.output_dropped = true;
-      this.options.journal.put(id, { output: null, stdout_bytes: null, stderr_bytes: null, output_dropped: true } as unknown as TaskPatch);
-    }
-  }
-
-  /** Forgets the task that finished longest ago, in memory and in the journal. */
-  private dropOldestFinished(): void {
-    const oldest = this.finishedIds.values().next().value!;
-    this.finishedIds.delete(oldest);
-    const dropped = this.tasks.get(oldest)!;
-    this.forgetOutput(dropped);
-    if (dropped.stored.output) this.options.discardOutput?.(dropped.stored.output);
-    this.tasks.delete(oldest);
-    this.counts[dropped.state]--;
-    this.index.remove(dropped);
-    this.specBytes -= dropped.specBytes;
-    this.finishedSpecBytes -= dropped.specBytes;
-    this.options.journal.drop(oldest);
-  }
-
-  private forgetOutput(task: Task): void {
-    this.outputBytes -= this.withOutput.get(task.id) ?? 0;
-    this.withOutput.delete(task.id);
-  }
-
 }
-
-/** Bytes of output a finished task keeps on disk. */
-const outputSize = ({ stored }: Task) => (stored.output ? (stored.stdout_bytes ?? 0) + (stored.stderr_bytes ?? 0) : 0);
 
 const dependencyFailed = (dependency: Task) => errorOf('DEPENDENCY_FAILED', `dependency "${dependency.id}" ended ${dependency.state}`);

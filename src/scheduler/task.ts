@@ -21,7 +21,15 @@ export interface StoredTask extends TaskRecord {
   spec_bytes?: number;
 }
 
-export type TaskPatch = Partial<StoredTask>;
+/** The fields a stored task has only at times. */
+type OptionalField = { [K in keyof StoredTask]-?: object extends Pick<StoredTask, K> ? K : never }[keyof StoredTask];
+
+/**
+ * A change of a stored task, as the scheduler makes it and the journal logs
+ * it: each field gets an absolute value, and a field a task has only at
+ * times is cleared with null (see `applyPatch`).
+ */
+export type TaskPatch = { [K in keyof StoredTask]?: K extends OptionalField ? StoredTask[K] | null : StoredTask[K] };
 
 /** A task inside the scheduler: the stored state and the links that are rebuilt at start. */
 export class Task {

@@ -1,5 +1,5 @@
 import { TASK_STATES } from '../protocol/index.js';
-import type { StoredTask } from '../scheduler/index.js';
+import type { StoredTask, TaskPatch } from './task.js';
 
 /**
  * What a stored task's fields must hold, so that recovery can refuse a
@@ -69,8 +69,28 @@ const OPTIONAL = new Map<string, FieldRule>([
   ['spec_bytes', count],
 ]);
 
-/** Fields that a patch clears by setting them to null (`started_at`: an attempt canceled before its process started). */
-export const CLEARABLE = ['ready_at', 'pgid', 'pgid_started', 'started_at', 'output', 'stdout_bytes', 'stderr_bytes', 'stdout', 'stderr'] as const satisfies readonly (keyof StoredTask)[];
+/**
+ * The one rule for clearing: a null for a field a task has only at times
+ * clears it, in memory and when a log is replayed. For the other fields
+ * (`exit_code`, `error`, ...), null is a value.
+ */
+export const clearedBy = (name: string, value: unknown): boolean => value === null && OPTIONAL.has(name);
+
+/** Applies a patch to a stored task, clearing what it sets to null by the rule above. */
+export function applyPatch(stored: StoredTask, patch: TaskPatch): void {
+  const fields = stored as unknown as Record<string, unknown>;
+  for (const [name, value] of Object.entries(patch)) {
+    if (clearedBy(name, value)) delete fields[name];
+    else fields[name] = value;
+  }
+}
+
+/** Removes from a task read whole (a snapshot line, a log line that creates it) the fields it clears. */
+export function withoutClearedFields(task: StoredTask): StoredTask {
+  const fields = task as unknown as Record<string, unknown>;
+  for (const name in fields) if (clearedBy(name, fields[name])) delete fields[name];
+  return task;
+}
 
 /** A value as it stands in the file, cut short for a message. */
 export function shown(value: unknown): string {
@@ -88,7 +108,7 @@ const RULES = [...REQUIRED, ...OPTIONAL].map(([name, field]) => ({
   name,
   field,
   required: REQUIRED.has(name),
-  clearable: CLEARABLE.includes(name as never),
+  clearable: !REQUIRED.has(name),
 }));
 
 /**

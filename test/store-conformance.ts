@@ -1,0 +1,204 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import type { AttemptResult } from '../src/executor/index.js';
+import { RequestError, SPEC_DEFAULTS, type TaskSpec } from '../src/protocol/index.js';
+import { Scheduler, type AttemptRunner, type TaskStore } from '../src/scheduler/index.js';
+
+/**
+ * What every TaskStore must give the scheduler's rules: the behaviour a
+ * client sees, checked with a runner of the test's own and no daemon.
+ * Each store runs it: `describeStoreConformance('memory', makeStore)`.
+ */
+
+export const spec = (fields: Partial<TaskSpec> = {}): TaskSpec => ({ ...SPEC_DEFAULTS, cmd: ['true'], depends_on: [], ...fields });
+
+export const result = (fields: Partial<AttemptResult> = {}): AttemptResult => ({
+  exit_code: 0,
+  signal: null,
+  timed_out: false,
+  stdout_bytes: 0,
+  stderr_bytes: 0,
+  stdout_truncated: false,
+  stderr_truncated: false,
+  duration_ms: 1,
+  error: null,
+  ...fields,
+});
+
+export const failure = (code = 1): AttemptResult => result({ exit_code: code, error: { code: 'NONZERO_EXIT', message: `exited with code ${code}` } });
+
+/** Attempts that run until the test ends them; `started` lists the ids in the order they started. */
+export class FakeRunner {
+  readonly started: string[] = [];
+  private readonly running = new Map<string, (result: AttemptResult | undefined) => void>();
+
+  readonly run: AttemptRunner = (task, signal) =>
+    new Promise((resolve) => {
+      this.started.push(task.id);
+      this.running.set(task.id, resolve);
+      signal.addEventListener('abort', () => this.end(task.id, result({ exit_code: null, signal: 'SIGTERM', error: { code: 'KILLED', message: 'ended by SIGTERM' } })), { once: true });
+    });
+
+  end(id: string, outcome: AttemptResult = result()): void {
+    const resolve = this.running.get(id);
+    if (!resolve) throw new Error(`${id} is not running`);
+    this.running.delete(id);
+    resolve(outcome);
+  }
+
+  get runningIds(): string[] {
+    return [...this.running.keys()];
+  }
+}
+
+/** Lets queued microtasks and immediates run: dispatch happens a microtask after a submit. */
+export const settle = () => new Promise((resolve) => setImmediate(resolve));
+
+export function describeStoreConformance(name: string, makeStore: () => TaskStore): void {
+  describe(`TaskStore conformance: ${name}`, () => {
+    const schedulers: Scheduler[] = [];
+    afterEach(async () => {
+      await Promise.all(schedulers.splice(0).map((scheduler) => scheduler.stop(0)));
+    });
+
+    function make(options: { concurrency?: number; keepFinished?: number; maxQueue?: number; maxSpecBytes?: number } = {}) {
+      const runner = new FakeRunner();
+      const store = makeStore();
+      const scheduler = new Scheduler({
+        store,
+        runAttempt: runner.run,
+        concurrency: options.concurrency ?? 2,
+        keepFinished: options.keepFinished ?? 100,
+        keepOutputBytes: 1 << 30,
+        maxQueue: options.maxQueue ?? 100,
+        maxSpecBytes: options.maxSpecBytes ?? 1 << 30,
+      });
+      schedulers.push(scheduler);
+      return { scheduler, runner, store };
+    }
+
+    it('registers a task QUEUED, runs it, and records the result', async () => {
+      const { scheduler, runner } = make();
+      const { task } = scheduler.submit(spec(), 'a');
+      expect(task.state).toBe('QUEUED');
+      await settle();
+      expect(scheduler.get('a').state).toBe('RUNNING');
+      runner.end('a', result({ stdout_bytes: 3 }));
+      await settle();
+      expect(scheduler.get('a').record()).toMatchObject({ state: 'COMPLETED', exit_code: 0, attempts: 1, error: null });
+      expect(scheduler.countByState()).toMatchObject({ counts: { COMPLETED: 1, RUNNING: 0 }, tasks: 0 });
+    });
+
+    it('returns a resubmitted id with the same spec as a duplicate, and refuses it with another', () => {
+      const { scheduler } = make();
+      scheduler.submit(spec(), 'a');
+      expect(scheduler.submit(spec(), 'a').duplicate).toBe(true);
+      expect(() => scheduler.submit(spec({ priority: 5 }), 'a')).toThrow(expect.objectContaining({ code: 'ID_CONFLICT' }));
+      expect(() => scheduler.get('nobody')).toThrow(RequestError);
+    });
+
+    it('starts by priority, then first in first out, within the concurrency limit', async () => {
+      const { scheduler, runner } = make({ concurrency: 1 });
+      scheduler.submit(spec(), 'first');
+      await settle();
+      scheduler.submit(spec(), 'low');
+      scheduler.submit(spec({ priority: 9 }), 'high');
+      scheduler.submit(spec(), 'low-2');
+      for (const id of ['first', 'high', 'low', 'low-2']) {
+        await settle();
+        runner.end(id);
+      }
+      expect(runner.started).toEqual(['first', 'high', 'low', 'low-2']);
+    });
+
+    it('runs a dependent after its dependency completes, and cancels it when the dependency fails', async () => {
+      const { scheduler, runner } = make();
+      scheduler.submit(spec(), 'build');
+      expect(scheduler.submit(spec({ depends_on: ['build'] }), 'deploy').task.state).toBe('PENDING');
+      scheduler.submit(spec(), 'flaky');
+      scheduler.submit(spec({ depends_on: ['flaky'] }), 'after-flaky');
+      expect(() => scheduler.submit(spec({ depends_on: ['ghost'] }), 'x')).toThrow(expect.objectContaining({ code: 'UNKNOWN_DEPENDENCY' }));
+      await settle();
+      runner.end('build');
+      runner.end('flaky', failure());
+      await settle();
+      expect(scheduler.get('deploy').state).toBe('RUNNING');
+      expect(scheduler.get('after-flaky').record()).toMatchObject({ state: 'CANCELED', error: { code: 'DEPENDENCY_FAILED' } });
+    });
+
+    it('retries a failed attempt after its back-off, and fails once no retries are left', async () => {
+      const { scheduler, runner } = make();
+      scheduler.submit(spec({ retries: 1, retry_delay_ms: 1 }), 'r');
+      await settle();
+      runner.end('r', failure(3));
+      await settle();
+      expect(scheduler.get('r').state).toBe('PENDING');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      await settle();
+      runner.end('r', failure(4));
+      await settle();
+      expect(scheduler.get('r').record()).toMatchObject({ state: 'FAILED', exit_code: 4, attempts: 2, max_attempts: 2 });
+    });
+
+    it('cancels a queued task at once, a running one through its runner, and refuses a finished one', async () => {
+      const { scheduler, runner } = make({ concurrency: 1 });
+      scheduler.submit(spec(), 'running');
+      scheduler.submit(spec(), 'queued');
+      await settle();
+      expect((await scheduler.cancel(scheduler.get('queued'))).record()).toMatchObject({ state: 'CANCELED', attempts: 0 });
+      expect((await scheduler.cancel(scheduler.get('running'))).record()).toMatchObject({ state: 'CANCELED', error: { code: 'CANCELED' } });
+      expect(runner.runningIds).toEqual([]);
+      await expect(scheduler.cancel(scheduler.get('queued'))).rejects.toMatchObject({ code: 'NOT_CANCELABLE' });
+    });
+
+    it('lists in submission order by state, pages after an id, and counts what matches', async () => {
+      const { scheduler, runner } = make({ concurrency: 1 });
+      for (const id of ['a', 'b', 'c', 'd', 'e']) scheduler.submit(spec(), id);
+      await settle();
+      runner.end('a');
+      await settle();
+      const ids = (page: { tasks: { id: string }[] }) => page.tasks.map((task) => task.id);
+      expect(ids(scheduler.list({}))).toEqual(['a', 'b', 'c', 'd', 'e']);
+      expect(scheduler.list({ state: 'QUEUED', limit: 2 })).toMatchObject({ total: 3 });
+      expect(ids(scheduler.list({ state: 'QUEUED', limit: 2 }))).toEqual(['c', 'd']);
+      expect(ids(scheduler.list({ state: 'QUEUED', after: 'c' }))).toEqual(['d', 'e']);
+      expect(scheduler.list({ after: 'b' }).total).toBe(3);
+    });
+
+    it('keeps at most keepFinished finished tasks, the oldest going first, and never an unfinished one', async () => {
+      const { scheduler, runner } = make({ keepFinished: 2 });
+      for (const id of ['a', 'b', 'c']) {
+        scheduler.submit(spec(), id);
+        await settle();
+        runner.end(id);
+        await settle();
+      }
+      scheduler.submit(spec({ delay_ms: 60_000 }), 'later');
+      expect(() => scheduler.get('a')).toThrow(expect.objectContaining({ code: 'NOT_FOUND' }));
+      expect(scheduler.list({}).tasks.map((task) => task.id)).toEqual(['b', 'c', 'later']);
+    });
+
+    it('refuses a task past maxQueue unfinished, and a spec that does not fit beside the unfinished ones', () => {
+      const { scheduler } = make({ maxQueue: 2, maxSpecBytes: 1000 });
+      scheduler.submit(spec({ delay_ms: 60_000 }), 'a');
+      expect(() => scheduler.submit(spec({ stdin: 'x'.repeat(2000) }), 'big')).toThrow(expect.objectContaining({ code: 'QUEUE_FULL' }));
+      scheduler.submit(spec({ delay_ms: 60_000 }), 'b');
+      expect(() => scheduler.submit(spec(), 'c')).toThrow(expect.objectContaining({ code: 'QUEUE_FULL' }));
+    });
+
+    it('restores what was stored: finished tasks stay, a task RUNNING when the daemon went runs again as interrupted', async () => {
+      const first = make();
+      first.scheduler.submit(spec(), 'done');
+      first.scheduler.submit(spec(), 'cut');
+      await settle();
+      first.runner.end('done');
+      await settle();
+      const stored = first.scheduler.snapshot().map((task) => structuredClone(task));
+      const second = make();
+      second.scheduler.restore(stored, () => true);
+      await settle();
+      expect(second.scheduler.get('done').state).toBe('COMPLETED');
+      expect(second.scheduler.get('cut').record()).toMatchObject({ state: 'RUNNING', attempts: 1, interrupted: 1 });
+      expect(second.runner.started).toEqual(['cut']);
+    });
+  });
+}

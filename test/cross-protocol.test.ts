@@ -67,7 +67,7 @@ class Peer {
 }
 
 interface HttpOutcome {
-  status?: number;
+  status?: number | undefined;
   body?: string;
   error?: string;
 }

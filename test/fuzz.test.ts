@@ -378,7 +378,7 @@ interface Outcome {
   conn: number;
   items: Item[];
   received: string;
-  error?: string;
+  error?: string | undefined;
   closedByServer: boolean;
 }
 

@@ -4,7 +4,7 @@ import { isTerminal, type TaskRecord, type TaskState } from '../protocol/index.j
 export const LIVE_STATES = ['RUNNING', 'QUEUED', 'PENDING'] as const satisfies readonly TaskState[];
 
 /** A `list` request: tasks in a state, after a task id (undefined: from the start). */
-export type ListPage = (filter: { state: TaskState; limit: number; after?: string }) => Promise<TaskRecord[]>;
+export type ListPage = (filter: { state: TaskState; limit: number; after?: string | undefined }) => Promise<TaskRecord[]>;
 
 /** Called when a task is new to the board or in another state than the board had. */
 export type ChangeListener = (task: TaskRecord) => void;

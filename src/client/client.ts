@@ -22,7 +22,7 @@ export interface ClientOptions {
   host?: string;
   port?: number;
   /** sent as `auth` right after connecting, for a daemon started with --token-file */
-  token?: string;
+  token?: string | undefined;
   /** how long connecting may take */
   connectTimeoutMs?: number;
 }

@@ -102,7 +102,8 @@ export interface RunRequest extends TaskSpecInput { op: 'run' }
 export interface SubmitRequest extends TaskSpecInput { op: 'submit' }
 export interface StatusRequest { op: 'status'; id: string }
 export interface WaitRequest { op: 'wait'; id: string; timeout_ms?: number }
-export interface ListRequest { op: 'list'; state?: TaskState; limit?: number; after?: string }
+/** The filter fields may be given as undefined: JSON leaves them out. */
+export interface ListRequest { op: 'list'; state?: TaskState | undefined; limit?: number | undefined; after?: string | undefined }
 export interface CancelRequest { op: 'cancel'; id: string }
 export interface FollowRequest { op: 'follow'; id: string }
 export interface CountRequest { op: 'count' }

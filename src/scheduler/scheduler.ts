@@ -209,7 +209,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   }
 
   /** A page of tasks in submission order, and how many match after `after` in all, the page included. */
-  list(filter: { state?: TaskState; limit?: number; after?: string }): { tasks: Task[]; total: number } {
+  list(filter: { state?: TaskState | undefined; limit?: number | undefined; after?: string | undefined }): { tasks: Task[]; total: number } {
     // `after` is a position in the order of all tasks, whatever its own state.
     const afterSeq = filter.after === undefined ? undefined : this.get(filter.after).stored.seq;
     return this.store.page(filter.state, afterSeq, filter.limit ?? 100);

@@ -148,26 +148,29 @@ async function retainedOutputs(): Promise<{ rss_mb: number; restart_s: number; r
 export async function outputCase(rounds: number, trueRate: (port: number) => Promise<number>): Promise<CaseReport> {
   const file = textFile(MiB);
   const daemon = await startDaemon([]);
+  const unsynced = await startDaemon(['--durability', 'none']);
   const before: number[] = [];
   for (let i = 0; i < 3; i++) before.push(await trueRate(daemon.port));
-  const samples = { kept: [] as number[], answered: [] as number[], xargs: [] as number[] };
+  const samples = { kept: [] as number[], unsynced: [] as number[], answered: [] as number[], xargs: [] as number[] };
   for (let round = 1; round <= rounds; round++) {
     samples.kept.push(await daemonKeptOutputRate(daemon.port, file));
+    samples.unsynced.push(await daemonKeptOutputRate(unsynced.port, file));
     samples.answered.push(await daemonOutputRate(daemon.port, file, MiB));
     samples.xargs.push(xargsOutputRate(file, MiB));
-    const [kept, answered, xargs] = [samples.kept, samples.answered, samples.xargs].map((values) => values.at(-1)!.toFixed(0));
-    console.error(`round ${round}: ${OUTPUT_TASKS} x 1 MiB: daemon ${kept}/s (output in the answers: ${answered}/s), xargs -P${CONCURRENCY} ${xargs}/s`);
+    const [kept, none, answered, xargs] = Object.values(samples).map((values) => values.at(-1)!.toFixed(0));
+    console.error(`round ${round}: ${OUTPUT_TASKS} x 1 MiB: daemon ${kept}/s (--durability none ${none}/s, output in the answers ${answered}/s), xargs -P${CONCURRENCY} ${xargs}/s`);
   }
   const after: number[] = [];
   for (let i = 0; i < 3; i++) after.push(await trueRate(daemon.port));
-  await daemon.stop();
+  await Promise.all([daemon.stop(), unsynced.stop()]);
   const nonReaders = await nonReadingClients(file);
   const retained = await retainedOutputs();
-  const big = { kept: median(samples.kept), answered: median(samples.answered), xargs: median(samples.xargs) };
+  const big = { kept: median(samples.kept), unsynced: median(samples.unsynced), answered: median(samples.answered), xargs: median(samples.xargs) };
   const plain = { before_burst: median(before), after_burst: median(after) };
   return {
     lines: [
       `${OUTPUT_TASKS} tasks printing 1 MiB: daemon ${big.kept.toFixed(0)}/s (${(big.kept / big.xargs).toFixed(2)} x), ` +
+        `--durability none ${big.unsynced.toFixed(0)}/s (${(big.unsynced / big.xargs).toFixed(2)} x), ` +
         `with the output in each answer ${big.answered.toFixed(0)}/s (${(big.answered / big.xargs).toFixed(2)} x); xargs -P${CONCURRENCY} through a pipe ${big.xargs.toFixed(0)}/s`,
       `'true' before an output burst ${plain.before_burst.toFixed(0)}/s, after ${plain.after_burst.toFixed(0)}/s (${(plain.after_burst / plain.before_burst).toFixed(2)} x)`,
       `${NON_READERS} clients that never read, each running ${RUNS_PER_NON_READER} tasks printing 1 MiB: peak daemon RSS ${nonReaders.peak_rss_mb.toFixed(0)} MB`,

@@ -1,8 +1,8 @@
 import { execa } from 'execa';
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CMD, ROOT, startDaemon, tempDir, type TestDaemon } from './helpers.js';
+import { CMD, ROOT, eventually, startDaemon, tempDir, type TestDaemon } from './helpers.js';
 
 const SCHEDULER = join(ROOT, 'bin/scheduler');
 const dir = tempDir('tm-sched-');
@@ -101,15 +101,13 @@ describe('bin/scheduler', () => {
 describe('bin/scheduler across a daemon restart', () => {
   it('reconnects, resubmits and prints every result exactly once', async () => {
     const first = await startDaemon();
-    const file = inputFile('restart.json', Array.from({ length: 6 }, (_, i) => ({ id: `r${i}`, cmd: [CMD, '--sleep', '1500'] })));
+    const starts = join(dir, 'restart-starts.ndjson');
+    const file = inputFile('restart.json', Array.from({ length: 6 }, (_, i) => ({ id: `r${i}`, cmd: [CMD, '--record', starts, '--sleep', '1500'] })));
     const run = scheduler(['-input', file, '-concurrent', '-port', String(first.port)]);
-    // Kill the daemon once the tasks are running, then start it again on the same port and data dir.
-    const client = await first.client();
-    for (;;) {
-      const { counts } = await client.count();
-      if (counts.RUNNING === 6) break;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    // Kill the daemon once every task's process has started (RUNNING alone is journaled just
+    // before the start: killed then, an attempt rightly does not count as interrupted), then
+    // start it again on the same port and data dir.
+    await eventually(() => existsSync(starts) && readFileSync(starts, 'utf8').trim().split('\n').length === 6, 30_000);
     await first.kill();
     const second = await startDaemon(['--port', String(first.port)], { dataDir: first.dataDir });
     const result = await run;

@@ -56,6 +56,12 @@ describe('Answer', () => {
     expect(Math.max(...pieces.map((piece) => piece.length))).toBeLessThanOrEqual(PIECE_BYTES + 2);
   });
 
+  it('never cuts a piece of the line between the two halves of a character (each piece is encoded alone)', async () => {
+    const cmd = `${'x'.repeat(PIECE_BYTES - 9)}${'😀'.repeat(10)}`;
+    const { pieces } = await written(new Answer({ cmd }));
+    expect(JSON.parse(Buffer.concat(pieces.map((piece) => Buffer.from(piece))).toString('utf8'))).toEqual({ cmd });
+  });
+
   it('releases every output it holds, written or not', async () => {
     const a = text('one');
     const b = text('two');
@@ -66,9 +72,9 @@ describe('Answer', () => {
 
   it('writes a long list of records in batches that together are the JSON array', async () => {
     const records = Array.from({ length: 1001 }, (_, i) => ({ id: `t${i}`, state: 'QUEUED' }));
-    const { line, pieces } = await written(new Answer({ ok: true, tasks: new RecordList(records, (record) => record), total: 1001 }));
+    const { line, pieces } = await written(new Answer({ ok: true, tasks: new RecordList(records), total: 1001 }));
     expect(JSON.parse(line)).toEqual({ ok: true, tasks: records, total: 1001 });
     expect(pieces.length).toBeGreaterThan(5);
-    expect(JSON.parse((await written(new Answer({ tasks: new RecordList([], (record) => record) }))).line)).toEqual({ tasks: [] });
+    expect(JSON.parse((await written(new Answer({ tasks: new RecordList([]) }))).line)).toEqual({ tasks: [] });
   });
 });

@@ -42,20 +42,21 @@ export class OutputText extends Streamed {
   }
 }
 
-/** Many records as a JSON array, made and serialized a batch at a time, the event loop free for others in between. */
-export class RecordList<T> extends Streamed {
-  constructor(
-    private readonly items: readonly T[],
-    private readonly record: (item: T) => unknown,
-  ) {
+/**
+ * Many records as a JSON array, serialized a batch at a time, the event loop
+ * free for others in between. The records are made by whoever answers, at
+ * once: made later, they could show a change the journal does not hold yet.
+ */
+export class RecordList extends Streamed {
+  constructor(private readonly records: readonly unknown[]) {
     super();
   }
 
   async *pieces(): AsyncIterable<string> {
     yield '[';
-    for (let at = 0; at < this.items.length; at += RECORDS_PER_PIECE) {
+    for (let at = 0; at < this.records.length; at += RECORDS_PER_PIECE) {
       if (at > 0) await new Promise((resolve) => setImmediate(resolve));
-      const batch = JSON.stringify(this.items.slice(at, at + RECORDS_PER_PIECE).map(this.record));
+      const batch = JSON.stringify(this.records.slice(at, at + RECORDS_PER_PIECE));
       yield `${at > 0 ? ',' : ''}${batch.slice(1, -1)}`;
     }
     yield ']';
@@ -67,23 +68,45 @@ const RECORDS_PER_PIECE = 200;
 /** `text` as it stands between the quotes of a JSON string. */
 const escaped = (text: string) => JSON.stringify(text).slice(1, -1);
 
-/** The bytes of a file from `offset`, up to `end` or its end if sooner; nothing when there is no file. */
+/**
+ * The bytes of a file from `offset`, up to `end` or its end if sooner;
+ * nothing when there is no file (no output written, or removed meanwhile).
+ * The file is open only while a piece is read, not while a slow reader
+ * takes it: a connection's waiting answers hold no file descriptors.
+ */
 export async function* readChunks(path: string, offset: number, end: number): AsyncIterable<Buffer> {
+  for (let at = offset; at < end; ) {
+    const piece = await readPiece(path, at, Math.min(PIECE_BYTES, end - at));
+    if (!piece || piece.length === 0) return;
+    at += piece.length;
+    yield piece;
+  }
+}
+
+async function readPiece(path: string, at: number, length: number): Promise<Buffer | undefined> {
   let file: Awaited<ReturnType<typeof open>>;
   try {
     file = await open(path, 'r');
-  } catch {
-    return; // no output written, or removed meanwhile
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
   }
   try {
-    for (let at = offset; at < end; ) {
-      const { bytesRead, buffer } = await file.read(Buffer.alloc(Math.min(PIECE_BYTES, end - at)), 0, Math.min(PIECE_BYTES, end - at), at);
-      if (bytesRead === 0) return;
-      at += bytesRead;
-      yield buffer.subarray(0, bytesRead);
-    }
+    const { bytesRead, buffer } = await file.read(Buffer.alloc(length), 0, length, at);
+    return buffer.subarray(0, bytesRead);
   } finally {
     await file.close();
+  }
+}
+
+/** A string in pieces of at most PIECE_BYTES, never cut between the two halves of a character (each piece is encoded alone). */
+function* slices(text: string): Iterable<string> {
+  for (let at = 0; at < text.length; ) {
+    let end = Math.min(at + PIECE_BYTES, text.length);
+    const last = text.charCodeAt(end - 1);
+    if (end < text.length && last >= 0xd800 && last <= 0xdbff) end--;
+    yield text.slice(at, end);
+    at = end;
   }
 }
 
@@ -112,7 +135,7 @@ export class Answer {
   async *pieces(): AsyncIterable<string> {
     for (const part of this.parts) {
       if (typeof part !== 'string') yield* part.pieces();
-      else for (let at = 0; at < part.length; at += PIECE_BYTES) yield part.slice(at, at + PIECE_BYTES);
+      else yield* slices(part);
     }
   }
 

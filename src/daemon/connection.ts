@@ -6,6 +6,7 @@ import {
   RequestError,
   decodeLine,
   encodeLine,
+  isTerminal,
   parseRequest,
   readableRef,
   type Frame,
@@ -127,7 +128,8 @@ export class Connection {
   }
 
   private congested(): boolean {
-    return this.outbox.length >= QUEUED_ANSWERS_LIMIT || this.inFlight >= IN_FLIGHT_LIMIT || this.socket.writableLength > UNSENT_BYTES_LIMIT;
+    const queued = this.outbox.length + this.unsent;
+    return queued >= QUEUED_ANSWERS_LIMIT || this.inFlight >= IN_FLIGHT_LIMIT || this.socket.writableLength > UNSENT_BYTES_LIMIT;
   }
 
   /** A request, or undefined when the line was answered with an error (or ended the connection). */
@@ -198,10 +200,14 @@ export class Connection {
   /** The output of a task as it is written, then its record once it is terminal. */
   private async follow(ref: Ref | undefined, id: string): Promise<void> {
     const task = this.ctx.scheduler.get(id);
-    await followOutput(task, this.ctx.outputs, this.gone.signal, (stream, data) =>
+    const until = AbortSignal.any([this.gone.signal, this.ctx.stopping]);
+    await followOutput(task, this.ctx.outputs, until, (stream, data) =>
       this.enqueue(encodeLine({ event: 'output', ...(ref === undefined ? {} : { ref }), id, stream, data })),
     );
-    if (!this.gone.signal.aborted) this.reply(ref, 'follow', { task: task.record() });
+    if (this.gone.signal.aborted) return;
+    // Like a wait, a follow the daemon's stop cuts short is answered so; the task goes on after the restart.
+    if (!isTerminal(task.state)) throw new RequestError('SHUTTING_DOWN', 'the daemon is stopping; the task continues after it restarts');
+    this.reply(ref, 'follow', { task: task.record() });
   }
 
   private authenticate(ref: Ref | undefined, token: string): void {
@@ -245,7 +251,9 @@ export class Connection {
   private closeAfter(lastWords: string): void {
     this.closing = true;
     this.waiting.length = 0;
-    this.socket.end(lastWords);
+    // Last words must not land inside an answer being written: then the connection just ends.
+    if (this.writing) this.socket.destroy();
+    else this.socket.end(lastWords);
     // A peer that keeps its side open must not keep the slot for long.
     const linger = setTimeout(() => this.socket.destroy(), LINGER_MS);
     this.socket.once('close', () => clearTimeout(linger));

@@ -31,6 +31,16 @@ export async function followOutput(
 ): Promise<void> {
   let at: Position | undefined;
   const sendText = async (stream: OutputStream, text: string) => text === '' || (await send(stream, text));
+  /** Sends what the files hold past what was sent, up to `end(stream)`; false once the reader is gone. */
+  const readOn = async (position: Position, end: (stream: OutputStream) => number) => {
+    for (const stream of OUTPUT_STREAMS) {
+      for await (const chunk of readChunks(outputs.path(position.name, stream), position.offsets[stream], end(stream))) {
+        position.offsets[stream] += chunk.length;
+        if (!(await sendText(stream, position.decoders[stream].write(chunk)))) return false;
+      }
+    }
+    return true;
+  };
   /** Sends what the decoders still hold (a character cut at the end), and lets go of the files. */
   const leave = async () => {
     if (!at) return true;
@@ -48,18 +58,12 @@ export async function followOutput(
         const terminal = isTerminal(task.state);
         const name = task.stored.output;
         if (at?.name !== name) {
+          // The earlier attempt's files are final (and held): what was written after the last pass is sent first.
+          if (at && !(await readOn(at, () => task.spec.max_output_bytes))) return;
           if (!(await leave())) return;
           if (name) at = { name, release: outputs.hold(name), offsets: { stdout: 0, stderr: 0 }, decoders: { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') } };
         }
-        if (at) {
-          for (const stream of OUTPUT_STREAMS) {
-            const end = task.stored[`${stream}_bytes`] ?? task.spec.max_output_bytes;
-            for await (const chunk of readChunks(outputs.path(at.name, stream), at.offsets[stream], end)) {
-              at.offsets[stream] += chunk.length;
-              if (!(await sendText(stream, at.decoders[stream].write(chunk)))) return;
-            }
-          }
-        }
+        if (at && !(await readOn(at, (stream) => task.stored[`${stream}_bytes`] ?? task.spec.max_output_bytes))) return;
         if (terminal) return void (await leave());
         await change.happened;
       } finally {

@@ -40,7 +40,7 @@ export const handlers: {
 
   list: (filter, ctx) => {
     const { tasks, total } = ctx.scheduler.list(filter);
-    return { tasks: new RecordList(tasks, (task) => task.record()) as unknown as TaskRecord[], total };
+    return { tasks: new RecordList(tasks.map((task) => task.record())) as unknown as TaskRecord[], total };
   },
 
   cancel: async ({ id }, ctx) => {

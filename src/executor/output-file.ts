@@ -1,4 +1,4 @@
-import { close, closeSync, fdatasync, fstatSync, ftruncateSync, openSync, unlinkSync } from 'node:fs';
+import { close, closeSync, constants, fdatasync, fstatSync, ftruncateSync, openSync, unlinkSync } from 'node:fs';
 import { promisify } from 'node:util';
 
 const syncData = promisify(fdatasync);
@@ -25,14 +25,19 @@ export class OutputFile {
     readonly path: string,
     private readonly limit: number,
   ) {
-    this.fd = openSync(path, 'a', 0o600);
+    // Emptied on opening: an attempt that never started may have left the name (and a file) to this one.
+    this.fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND | constants.O_TRUNC, 0o600);
   }
 
-  /** Cuts the file back to the limit if the task has written past it. */
+  /** Cuts the file back to the limit if the task has written past it (an I/O error leaves it for the next look). */
   keepWithinLimit(): void {
-    if (fstatSync(this.fd).size <= this.limit) return;
-    ftruncateSync(this.fd, this.limit);
-    this.truncated = true;
+    try {
+      if (fstatSync(this.fd).size <= this.limit) return;
+      ftruncateSync(this.fd, this.limit);
+      this.truncated = true;
+    } catch {
+      // the next look, or the one at the end, cuts it
+    }
   }
 
   /**
@@ -42,18 +47,24 @@ export class OutputFile {
    */
   async finish(sync: boolean): Promise<number> {
     this.keepWithinLimit();
-    // A process that left the task's group may still be appending: what counts is the cap.
-    const bytes = Math.min(fstatSync(this.fd).size, this.limit);
-    if (bytes === 0) {
-      closeSync(this.fd);
-      unlinkSync(this.path);
-      return 0;
-    }
     try {
-      if (sync) await syncData(this.fd);
+      // A process that left the task's group may still be appending: what counts is the cap.
+      const bytes = Math.min(fstatSync(this.fd).size, this.limit);
+      if (bytes === 0) unlinkSync(this.path);
+      else if (sync) await syncData(this.fd);
+      return bytes;
+    } catch {
+      // The task ran and its result stands; what its file holds is not known to be on disk.
+      this.truncated = true;
+      return 0;
     } finally {
       await closeFile(this.fd).catch(() => undefined);
     }
-    return bytes;
+  }
+
+  /** The task never started: its file goes. */
+  discard(): void {
+    closeSync(this.fd);
+    unlinkSync(this.path);
   }
 }

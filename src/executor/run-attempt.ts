@@ -119,12 +119,13 @@ function failedWithout(error: TaskError | null): AttemptResult {
 type Exit = { code: number | null; signal: NodeJS.Signals | null } | { error: NodeJS.ErrnoException };
 
 async function spawnOnce(prog: Program, spec: TaskSpec, options: AttemptOptions): Promise<AttemptResult | 'busy'> {
-  let stdout: OutputFile;
+  let stdout: OutputFile | undefined;
   let stderr: OutputFile;
   try {
     stdout = new OutputFile(options.output.stdout, spec.max_output_bytes);
     stderr = new OutputFile(options.output.stderr, spec.max_output_bytes);
   } catch (error) {
+    stdout?.discard();
     return startFailure(`its output file could not be created: ${(error as Error).message}`);
   }
   const started = performance.now();

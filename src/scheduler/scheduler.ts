@@ -314,7 +314,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       stdout_truncated: false,
       stderr_truncated: false,
     });
-    if (earlierOutput) this.options.discardOutput?.(earlierOutput);
+    // An attempt that never started gives its name to the next: its files are the new attempt's.
+    if (earlierOutput && earlierOutput !== task.stored.output) this.options.discardOutput?.(earlierOutput);
     const output = task.stored.output!;
     let result: AttemptResult | undefined;
     try {

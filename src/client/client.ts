@@ -120,8 +120,11 @@ export class TaskManagerClient extends EventEmitter<ClientEvents> {
     if (onOutput) this.followers.set(ref, onOutput);
     return new Promise<SuccessResponse<O>>((resolve, reject) => {
       const answer = (response: SuccessResponse) => {
-        if (answers(op, response)) resolve(response);
-        else this.socket.destroy(new Error(`the daemon answered a request of op "${op}" as one of op "${response.op}"`));
+        if (answers(op, response)) return resolve(response);
+        // A daemon that mixes up its answers cannot be trusted with the requests still in flight either.
+        const error = new ConnectionError(`the daemon answered a request of op "${op}" as one of op "${response.op}"`);
+        reject(error);
+        this.socket.destroy(error);
       };
       this.pending.set(ref, { resolve: answer, reject });
       this.socket.write(`${JSON.stringify({ ...fields, op, ref })}\n`);

@@ -144,9 +144,9 @@ describe('task-manager client commands', () => {
     expect((await run('stats')).stdout).toMatch(/^running +\d+ of at most 10$/m);
   });
 
-  it('a bad command line is refused before anything is sent', async () => {
+  it('a bad command line is refused before anything is sent, with exit code 2', async () => {
     const result = await run('run', '--shell', 'true', '--', 'false');
-    expect(result.exitCode).toBe(1);
+    expect(result.exitCode).toBe(2);
     expect(result.stderr).toContain('not both');
   });
 });

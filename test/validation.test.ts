@@ -1,4 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  REQUEST_ERRORS,
+  SPEC_DEFAULTS,
+  TASK_SPEC_FIELDS,
+  parseRequest,
+  requestError,
+  taskSpec,
+  type Op,
+  type Request,
+  type TaskSpecInput,
+} from '../src/protocol/index.js';
 import { CMD, startDaemon, within, type TestDaemon } from './helpers.js';
 
 type Row = [name: string, request: Record<string, unknown>, code: string, field: string];
@@ -382,5 +393,151 @@ describe("the daemon's own environment", () => {
     } finally {
       expect(await daemon.stop()).toBe(0);
     }
+  });
+});
+
+/** The error a request gets from the schema alone (no daemon), as `CODE: message`. */
+function refusal(request: unknown): string {
+  try {
+    parseRequest(request);
+  } catch (error) {
+    const { code, message } = error as { code: string; message: string };
+    return `${code}: ${message}`;
+  }
+  throw new Error(`${JSON.stringify(request)} was accepted`);
+}
+
+/** One valid value of every spec field: a field added to the type and not here does not compile. */
+const VALID_SPEC: { [Field in keyof TaskSpecInput]-?: Exclude<TaskSpecInput[Field], undefined> } = {
+  cmd: ['true'],
+  command: 'true',
+  script: { lang: 'sh', source: 'true' },
+  args: ['a'],
+  id: 'every-field',
+  timeout_ms: 1000,
+  cwd: '/',
+  env: { A: 'b' },
+  stdin: 'in',
+  depends_on: ['dep'],
+  start_at: '2030-01-31T09:30:00Z',
+  delay_ms: 10,
+  retries: 2,
+  retry_delay_ms: 0,
+  priority: -5,
+  max_output_bytes: 100,
+};
+
+/** A spec that holds `field` and whatever else it needs to be valid (a command, unless the field is one). */
+const specWith = (field: keyof TaskSpecInput): Record<string, unknown> => ({
+  ...(['cmd', 'command', 'script'].includes(field) ? {} : { cmd: 'true' }),
+  [field]: VALID_SPEC[field],
+});
+
+/** One valid request of every op: an op added to the schema and not here does not compile. */
+const VALID_REQUESTS: { [O in Op]: Request<O> } = {
+  run: { op: 'run', cmd: 'true' },
+  submit: { op: 'submit', cmd: ['true'], id: 'a' },
+  status: { op: 'status', id: 'a' },
+  wait: { op: 'wait', id: 'a', timeout_ms: 0 },
+  list: { op: 'list', state: 'QUEUED', limit: 5, after: 'a' },
+  cancel: { op: 'cancel', id: 'a' },
+  follow: { op: 'follow', id: 'a' },
+  count: { op: 'count' },
+  health: { op: 'health' },
+  stats: { op: 'stats' },
+  subscribe: { op: 'subscribe', ids: ['a'] },
+  auth: { op: 'auth', token: 't' },
+};
+
+/** Each rule of the schema and the exact message it gives (clients and people read these). */
+const MESSAGES: [name: string, request: unknown, refusal: string][] = [
+  ['not an object', 'health', 'BAD_REQUEST: a request must be a JSON object, got string "health"'],
+  ['an array', [1], 'BAD_REQUEST: a request must be a JSON object, got an array'],
+  ['a ref of the wrong type', { op: 'health', ref: {} }, 'BAD_REQUEST: ref must be a string or a number, got an object'],
+  ['op of the wrong type', { op: 5 }, 'BAD_REQUEST: op must be a string, got number 5'],
+  ['no op and no cmd', { id: 'x' }, 'BAD_REQUEST: op is required (or cmd, which means op "run")'],
+  ['an unknown op', { op: 'explode' }, 'UNKNOWN_OP: op "explode" is not known; ops are run, submit, status, wait, list, cancel, follow, count, health, stats, subscribe, auth'],
+  ['a misspelt field', { cmd: 'true', timout_ms: 1000 }, 'BAD_REQUEST: unknown field "timout_ms" (did you mean "timeout_ms"?)'],
+  ['a field far from every name', { cmd: 'true', colour: 'red' }, 'BAD_REQUEST: unknown field "colour"; op "run" takes "cmd", "command", "script", "args", "id", "timeout_ms", "cwd", "env", "stdin", "depends_on", "start_at", "delay_ms", "retries", "retry_delay_ms", "priority", "max_output_bytes"'],
+  ['a field on an op without fields', { op: 'health', verbose: true }, 'BAD_REQUEST: unknown field "verbose"; op "health" takes no fields'],
+  ['a field far from those of wait', { op: 'wait', id: 'a', tiemout: 1 }, 'BAD_REQUEST: unknown field "tiemout"; op "wait" takes "id", "timeout_ms"'],
+  ['an unknown field in script', { op: 'run', script: { lang: 'sh', source: 'true', interpreter: 'x' } }, 'BAD_REQUEST: unknown field "interpreter"; script takes "lang", "source", "source_b64"'],
+  ['cmd and command', { cmd: 'true', command: 'true' }, 'BAD_REQUEST: give cmd or command, not both'],
+  ['cmd and script', { cmd: 'true', script: { lang: 'sh', source: 'true' } }, 'BAD_REQUEST: give either cmd or script, not both'],
+  ['neither cmd nor script', { op: 'run' }, 'BAD_REQUEST: cmd is required (a string or an array of strings), or script'],
+  ['start_at and delay_ms', { cmd: 'true', start_at: 0, delay_ms: 0 }, 'BAD_REQUEST: give start_at or delay_ms, not both'],
+  ['cmd a number', { cmd: 42 }, 'BAD_REQUEST: cmd must be a string or an array of strings, got number 42'],
+  ['cmd blank', { cmd: '   ' }, 'BAD_REQUEST: cmd must not be empty'],
+  ['command an empty array', { command: [] }, 'BAD_REQUEST: command must not be an empty array'],
+  ['cmd an empty program', { cmd: ['', 'x'] }, 'BAD_REQUEST: cmd[0] must name a program, got an empty string'],
+  ['cmd with a number', { cmd: ['echo', 5] }, 'BAD_REQUEST: cmd[1] must be a string, got number 5'],
+  ['cmd with NUL', { cmd: 'echo a\u0000b' }, 'BAD_REQUEST: cmd must not contain a NUL character'],
+  ['cmd too long for exec', { cmd: 'x'.repeat(131_072) }, 'BAD_REQUEST: cmd is longer than 131071 bytes, the most one program argument or variable can hold'],
+  ['script a string', { op: 'run', script: 'echo hi' }, 'BAD_REQUEST: script must be an object {lang, source} or {lang, source_b64}, got string "echo hi"'],
+  ['script without lang', { op: 'run', script: { source: 'true' } }, 'BAD_REQUEST: script.lang must be one of sh, bash, python, node, bin, got nothing'],
+  ['script without source', { op: 'run', script: { lang: 'sh' } }, 'BAD_REQUEST: script must have exactly one of source and source_b64'],
+  ['script source_b64 not base64', { op: 'run', script: { lang: 'sh', source_b64: 'dHJ1ZQ' } }, 'BAD_REQUEST: script.source_b64 must be a base64 string, got string "dHJ1ZQ"'],
+  ['args a string', { cmd: ['echo'], args: 'a b' }, 'BAD_REQUEST: args must be an array of strings, got string "a b"'],
+  ['id with a space', { cmd: 'true', id: 'a b' }, 'BAD_REQUEST: id must be 1 to 128 characters of A-Z a-z 0-9 . _ : -, got "a b"'],
+  ['id a number', { cmd: 'true', id: 5 }, 'BAD_REQUEST: id must be a string, got number 5'],
+  ['timeout_ms 0', { cmd: 'true', timeout_ms: 0 }, 'BAD_REQUEST: timeout_ms must be an integer from 1 to 2147483647, got 0'],
+  ['timeout_ms a float', { cmd: 'true', timeout_ms: 1.5 }, 'BAD_REQUEST: timeout_ms must be an integer from 1 to 2147483647, got number 1.5'],
+  ['cwd empty', { cmd: 'true', cwd: '' }, 'BAD_REQUEST: cwd must not be empty'],
+  ['env an array', { cmd: 'true', env: ['A=1'] }, 'BAD_REQUEST: env must be an object of string to string, got an array'],
+  ['env with a number', { cmd: 'true', env: { A: 1 } }, 'BAD_REQUEST: env.A must be a string, got number 1'],
+  ['env with "=" in a name', { cmd: 'true', env: { 'A=B': 'x' } }, 'BAD_REQUEST: env key "A=B" is not a valid variable name (empty, or has "=" or NUL)'],
+  ['stdin a number', { cmd: 'cat', stdin: 5 }, 'BAD_REQUEST: stdin must be a string, got number 5'],
+  ['depends_on a string', { cmd: 'true', depends_on: 'a' }, 'BAD_REQUEST: depends_on must be an array of task ids, got string "a"'],
+  ['depends_on a bad id', { cmd: 'true', depends_on: ['a b'] }, 'BAD_REQUEST: depends_on[0] must be 1 to 128 characters of A-Z a-z 0-9 . _ : -, got "a b"'],
+  ['start_at no date', { cmd: 'true', start_at: 'tomorrow' }, 'BAD_REQUEST: start_at must be an ISO-8601 date-time such as "2030-01-31T09:30:00Z", got "tomorrow"'],
+  ['start_at negative', { cmd: 'true', start_at: -1 }, 'BAD_REQUEST: start_at must be epoch milliseconds (an integer from 0 to 8640000000000000) or an ISO-8601 string, got -1'],
+  ['start_at a boolean', { cmd: 'true', start_at: true }, 'BAD_REQUEST: start_at must be an ISO-8601 string or epoch milliseconds, got boolean true'],
+  ['delay_ms negative', { cmd: 'true', delay_ms: -1 }, 'BAD_REQUEST: delay_ms must be an integer between 0 and 2147483647, got -1'],
+  ['retries 101', { cmd: 'true', retries: 101 }, 'BAD_REQUEST: retries must be an integer between 0 and 100, got 101'],
+  ['retry_delay_ms a string', { cmd: 'true', retry_delay_ms: '100' }, 'BAD_REQUEST: retry_delay_ms must be an integer between 0 and 2147483647, got string "100"'],
+  ['priority huge', { cmd: 'true', priority: 1e300 }, 'BAD_REQUEST: priority must be an integer between -1000000000 and 1000000000, got 1e+300'],
+  ['max_output_bytes 0', { cmd: 'true', max_output_bytes: 0 }, 'BAD_REQUEST: max_output_bytes must be an integer from 1 to 16777216, got 0'],
+  ['status without id', { op: 'status' }, 'BAD_REQUEST: id is required'],
+  ['wait with a negative timeout_ms', { op: 'wait', id: 'x', timeout_ms: -1 }, 'BAD_REQUEST: timeout_ms must be an integer between 0 and 2147483647, got -1'],
+  ['list with a bad state', { op: 'list', state: 'DONE' }, 'BAD_REQUEST: state must be one of PENDING, QUEUED, RUNNING, COMPLETED, FAILED, CANCELED, got string "DONE"'],
+  ['list with limit 0', { op: 'list', limit: 0 }, 'BAD_REQUEST: limit must be an integer between 1 and 10000, got 0'],
+  ['list with a bad after', { op: 'list', after: 'a b' }, 'BAD_REQUEST: after must be 1 to 128 characters of A-Z a-z 0-9 . _ : -, got "a b"'],
+  ['subscribe with ids a string', { op: 'subscribe', ids: 'abc' }, 'BAD_REQUEST: ids must be an array of task ids, got string "abc"'],
+  ['auth without token', { op: 'auth' }, 'BAD_REQUEST: token is required'],
+  ['auth with a number token', { op: 'auth', token: 1234 }, 'BAD_REQUEST: token must be a string, got number 1234'],
+  // With several faults, the first field in the order of the schema (and of docs/protocol.md) is named.
+  ['two bad fields', { cmd: 5, retries: -1 }, 'BAD_REQUEST: cmd must be a string or an array of strings, got number 5'],
+];
+
+describe('the schema (no daemon)', () => {
+  it('validates every field of the TaskSpecInput type, and has no field the type lacks', () => {
+    expect(Object.keys(VALID_SPEC)).toEqual(Object.keys(TASK_SPEC_FIELDS));
+    for (const field of Object.keys(VALID_SPEC) as (keyof TaskSpecInput)[]) {
+      expect(() => taskSpec(specWith(field)), field).not.toThrow();
+      expect(() => taskSpec({ ...specWith(field), [field]: true }), field).toThrow(new RegExp(`^${field}\\b`));
+    }
+  });
+
+  it('accepts one request of every op, as the Request type describes it', () => {
+    for (const [op, request] of Object.entries(VALID_REQUESTS)) expect(parseRequest(request), op).toMatchObject({ op });
+  });
+
+  it.each(MESSAGES)('%s', (_name, request, expected) => {
+    expect(refusal(request)).toBe(expected);
+  });
+
+  it('folds command into cmd, fills in the defaults, removes duplicate dependencies and reads start_at as epoch ms', () => {
+    expect(parseRequest({ op: 'submit', ref: 7, id: 'x', command: ['ls'], depends_on: ['a', 'a'], start_at: '2030-01-31T09:30:00Z' })).toEqual({
+      op: 'submit',
+      ref: 7,
+      id: 'x',
+      spec: { ...SPEC_DEFAULTS, cmd: ['ls'], depends_on: ['a'], start_at: Date.UTC(2030, 0, 31, 9, 30) },
+    });
+    expect(SPEC_DEFAULTS).toEqual({ depends_on: [], retries: 0, retry_delay_ms: 1000, priority: 0, max_output_bytes: 1024 * 1024 });
+  });
+
+  it('has a constructor for every request error code, and no other', () => {
+    expect(Object.keys(requestError).sort()).toEqual(Object.keys(REQUEST_ERRORS).sort());
+    expect(requestError.NOT_FOUND('x')).toMatchObject({ code: 'NOT_FOUND', message: 'id "x" names no task' });
   });
 });

@@ -1,22 +1,14 @@
-import { readFileSync } from 'node:fs';
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
 import { ConnectionError, TaskManagerClient, TaskManagerError } from '../client/client.js';
-import { DEFAULT_CONFIG } from '../daemon/config.js';
-import type { TaskRecord } from '../protocol/index.js';
-import { integerOption } from './options.js';
-
-/** Exit codes of the client subcommands (`run` exits with the task's own code instead of 0/1). */
-export const EXIT = { ok: 0, requestFailed: 1, unreachable: 2, interrupted: 130 } as const;
+import { EXIT, type TaskRecord } from '../protocol/index.js';
+import { addConnectionOptions, exitOnUsageError, isUsageError, tokenOf, type ConnectionFlags } from './options.js';
 
 /** A finished task's exit code as the command's own: its exit code, or 1 when it has none (a signal, a timeout, canceled). */
 export const taskExitCode = (task: TaskRecord): number =>
-  task.exit_code !== null && task.exit_code >= 0 ? task.exit_code : EXIT.requestFailed;
+  task.exit_code !== null && task.exit_code >= 0 ? task.exit_code : EXIT.failed;
 
 /** The options every client subcommand has. */
-export interface ClientFlags {
-  host: string;
-  port: number;
-  tokenFile?: string;
+export interface ClientFlags extends ConnectionFlags {
   json?: boolean;
 }
 
@@ -34,26 +26,17 @@ export interface ClientContext<F> {
 // biome-ignore lint/suspicious/noConfusingVoidType: a handler that returns nothing (an async function without return) means 0
 type Handler<F, A extends unknown[]> = (context: ClientContext<F>, ...args: A) => Promise<number | void>;
 
-/** A problem with the command line, found before any request; reported like commander's own (exit 1). */
-export class UsageError extends Error {
-  override readonly name = 'UsageError';
-}
-
 /** A subcommand with the connection options (`--host`, `--port`, `--token-file`) and `--json`. */
 export function clientCommand(name: string, description: string): Command {
-  return new Command(name)
-    .description(description)
-    .addOption(new Option('--host <host>', 'address of the daemon').env('TASK_MANAGER_HOST').default(DEFAULT_CONFIG.host))
-    .addOption(new Option('--port <port>', 'port of the daemon').env('TASK_MANAGER_PORT').default(DEFAULT_CONFIG.port).argParser(integerOption(1, 65535)))
-    .addOption(new Option('--token-file <path>', 'file holding the token of a daemon started with --token-file').env('TASK_MANAGER_TOKEN_FILE'))
+  return addConnectionOptions(exitOnUsageError(new Command(name).description(description)))
     .option('--json', 'print the daemon\'s answer as one line of JSON, for scripts');
 }
 
 /**
  * Wraps a subcommand's handler with the connection and the error handling
  * all client subcommands share: a missing daemon exits 2 with a hint, a
- * request the daemon refused prints `CODE: message` and exits 1, and so
- * does a bad command line.
+ * request the daemon refused prints `CODE: message` and exits 1, a bad
+ * command line (or token file) exits 2 like commander's own errors.
  */
 export function clientAction<F extends object = object, A extends unknown[] = []>(handler: Handler<F, A>) {
   return async (...params: unknown[]): Promise<void> => {
@@ -68,8 +51,7 @@ export function clientAction<F extends object = object, A extends unknown[] = []
     });
     let connected = false;
     const connect = async () => {
-      const token = flags.tokenFile === undefined ? undefined : readToken(flags.tokenFile);
-      const client = await TaskManagerClient.connect({ host: flags.host, port: flags.port, token });
+      const client = await TaskManagerClient.connect({ host: flags.host, port: flags.port, token: tokenOf(flags) });
       connected = true;
       return client;
     };
@@ -77,29 +59,18 @@ export function clientAction<F extends object = object, A extends unknown[] = []
     try {
       code = (await handler({ flags, command, connect }, ...args)) ?? EXIT.ok;
     } catch (error) {
-      if (error instanceof UsageError) command.error(`error: ${error.message}`);
+      if (isUsageError(error)) command.error(`error: ${error.message}`, { exitCode: EXIT.usage });
       code = report(error, `${flags.host}:${flags.port}`, connected);
     }
     await exitWhenWritten(code);
   };
 }
 
-function readToken(path: string): string {
-  let token: string;
-  try {
-    token = readFileSync(path, 'utf8').trim();
-  } catch (error) {
-    throw new UsageError(`cannot read the token file ${path}: ${(error as Error).message}`);
-  }
-  if (token === '') throw new UsageError(`the token file ${path} is empty`);
-  return token;
-}
-
 /** Prints what went wrong and returns the exit code for it. */
 function report(error: unknown, address: string, connected: boolean): number {
   if (error instanceof TaskManagerError) {
     console.error(error.message); // already `CODE: message`
-    return EXIT.requestFailed;
+    return EXIT.failed;
   }
   if (error instanceof ConnectionError) {
     console.error(connected

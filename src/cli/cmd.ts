@@ -3,13 +3,13 @@ import { appendFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
-import { integerOption } from './options.js';
+import { exitOnUsageError, integerOption } from './options.js';
 
 /**
  * `bin/cmd`: a program with predictable behaviour for tests and demos. Its
  * steps run in the order of the help text.
  */
-const program = new Command('cmd')
+const program = exitOnUsageError(new Command('cmd'))
   .description('A test program: each option is one step, run in the order listed here.')
   .option('--record <file>', 'append a JSON line {event:"start"|"end", pid, task, attempt, at} at start and at end')
   .option('--pid-file <file>', 'write this process\'s pid to the file')

@@ -3,13 +3,10 @@ import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import ndjson from 'ndjson';
 import { ConnectionError, newBatchId, runTasks, type TaskOutcome } from '../client/index.js';
-import type { TaskSpecInput } from '../protocol/index.js';
-import { integerOption } from './options.js';
+import { EXIT, type TaskSpecInput } from '../protocol/index.js';
+import { UsageError, addConnectionOptions, exitOnUsageError, integerOption, isUsageError, tokenOf, type ConnectionFlags } from './options.js';
 
 const DEFAULT_INPUT = fileURLToPath(new URL('../../input.json', import.meta.url));
-const EXIT = { completed: 0, failed: 1, usage: 2 } as const;
-
-class UsageError extends Error {}
 
 /** Go-style single-dash long options (`-input`, `-concurrent`) are read as their `--` spelling. */
 const LONG_NAMES = /^-(input|concurrent|keep-ids|host|port|token-file|reconnect-ms)(=.*)?$/;
@@ -88,24 +85,27 @@ function summary(outcomes: TaskOutcome[], wallMs: number): string {
   return `${outcomes.length} tasks: ${parts.join(', ')} in ${(wallMs / 1000).toFixed(2)} s`;
 }
 
-const program = new Command('scheduler')
+const program = addConnectionOptions(exitOnUsageError(new Command('scheduler')))
   .description('Runs the tasks of a file through the task-manager daemon and prints one JSON result line per task.')
   .option('--input <file>', 'a JSON array of task specs, or NDJSON (also -input)', DEFAULT_INPUT)
   .option('--concurrent', 'send every task at once on one connection (also -concurrent); default: one after another')
-  .option('--host <host>', 'daemon address', process.env.TASK_MANAGER_HOST ?? '127.0.0.1')
-  .option('--port <port>', 'daemon port', integerOption(1, 65535), Number(process.env.TASK_MANAGER_PORT ?? 3000))
-  .option('--token-file <file>', 'token for a daemon started with --token-file', process.env.TASK_MANAGER_TOKEN_FILE)
   .option('--keep-ids', 'send the ids of the file as they are (a repeated run is then idempotent) instead of scoping them to this run')
   .option('--reconnect-ms <ms>', 'after a lost connection, how long to keep reconnecting', integerOption(0), 60_000)
-  .addHelpText('after', '\nstdout: one JSON line per task (its record, or {"id","ok":false,"error"}); stderr: a summary.\nExit status: 0 all completed, 1 any did not, 2 bad usage or no daemon.')
-  .exitOverride((error) => process.exit(error.exitCode === 0 ? 0 : EXIT.usage));
+  .addHelpText('after', '\nstdout: one JSON line per task (its record, or {"id","ok":false,"error"}); stderr: a summary.\nExit status: 0 all completed, 1 any did not, 2 bad usage or no daemon.');
+
+interface SchedulerFlags extends ConnectionFlags {
+  input: string;
+  concurrent?: boolean;
+  keepIds?: boolean;
+  reconnectMs: number;
+}
 
 async function main(): Promise<number> {
   program.parse(normalizeArgv(process.argv));
-  const opts = program.opts<{ input: string; concurrent?: boolean; keepIds?: boolean; host: string; port: number; tokenFile?: string; reconnectMs: number }>();
+  const opts = program.opts<SchedulerFlags>();
+  const token = tokenOf(opts);
   const ordered = dependenciesFirst(await readSpecs(opts.input));
   const specs = opts.keepIds ? ordered : scopeIds(ordered, newBatchId());
-  const token = opts.tokenFile === undefined ? undefined : readFileSync(opts.tokenFile, 'utf8').trim();
   const progress = process.stderr.isTTY;
   const started = performance.now();
   let done = 0;
@@ -124,7 +124,7 @@ async function main(): Promise<number> {
   });
   if (progress) process.stderr.write('\r\x1b[K');
   console.error(summary(outcomes, performance.now() - started));
-  return outcomes.every((o) => o.ok && o.task.state === 'COMPLETED') ? EXIT.completed : EXIT.failed;
+  return outcomes.every((o) => o.ok && o.task.state === 'COMPLETED') ? EXIT.ok : EXIT.failed;
 }
 
 main().then(
@@ -132,11 +132,12 @@ main().then(
   (error: Error) => {
     if (error instanceof ConnectionError) {
       console.error(`scheduler: ${error.message}\nStart a daemon first: npm start (or bin/task-manager serve), or point -host/-port at one.`);
-    } else if (error instanceof UsageError || error instanceof SyntaxError || (error as NodeJS.ErrnoException).code === 'ENOENT') {
+      process.exitCode = EXIT.unreachable;
+    } else if (isUsageError(error) || error instanceof SyntaxError || (error as NodeJS.ErrnoException).code === 'ENOENT') {
       console.error(`scheduler: ${error.message}`);
+      process.exitCode = EXIT.usage;
     } else {
       throw error;
     }
-    process.exitCode = EXIT.usage;
   },
 );

@@ -1,25 +1,18 @@
-import { statSync, readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { ConfigError, DEFAULT_CONFIG, startDaemon, type DaemonConfig, type RunningDaemon } from '../daemon/index.js';
 import { DataDirLockedError, JournalCorruptError } from '../journal/index.js';
-import { integerOption } from './options.js';
+import { EXIT, TokenFileError, readTokenFile } from '../protocol/index.js';
+import { exitOnUsageError, integerOption } from './options.js';
 
 const defaults = DEFAULT_CONFIG;
 
-function readTokenFile(path: string): string {
-  const mode = statSync(path).mode;
-  if (mode & 0o077) {
-    throw new ConfigError(`token file ${path} is readable by group or others (mode ${(mode & 0o777).toString(8)}); run: chmod 600 ${path}`);
-  }
-  const token = readFileSync(path, 'utf8').trim();
-  if (token.length < 16) throw new ConfigError(`token file ${path} holds fewer than 16 characters; use a long random token`);
-  return token;
-}
+/** The flags of `serve`: commander names them as the config does. */
+type ServeFlags = Omit<DaemonConfig, 'token' | 'log'> & { tokenFile?: string };
 
 const option = (flags: string, description: string, env: string) => new Option(flags, description).env(env);
 
 export function serveCommand(): Command {
-  return new Command('serve')
+  return exitOnUsageError(new Command('serve'))
     .description('run the daemon in the foreground')
     .addOption(option('--host <host>', 'address to listen on', 'TASK_MANAGER_HOST').default(defaults.host))
     .addOption(option('--port <port>', 'TCP port (0: any free port)', 'TASK_MANAGER_PORT').default(defaults.port).argParser(integerOption(0, 65535)))
@@ -37,26 +30,11 @@ export function serveCommand(): Command {
     .addOption(option('--compact-after-bytes <n>', 'journal log size that triggers a new snapshot', 'TASK_MANAGER_COMPACT_AFTER_BYTES').default(defaults.compactAfterBytes).argParser(integerOption(1024)))
     .addOption(option('--auth-timeout-ms <ms>', 'with --token-file: a connection that has not authenticated by then is closed', 'TASK_MANAGER_AUTH_TIMEOUT_MS').default(defaults.authTimeoutMs).argParser(integerOption(1)))
     .addOption(option('--token-file <path>', 'require clients to auth with the token in this file (mode 600)', 'TASK_MANAGER_TOKEN_FILE'))
-    .action(async (flags: Record<string, unknown>) => {
+    .action(async ({ tokenFile, ...flags }: ServeFlags) => {
       try {
-        const config: Partial<DaemonConfig> = {
-          host: flags.host as string,
-          port: flags.port as number,
-          concurrency: flags.concurrency as number,
-          dataDir: flags.dataDir as string,
-          durability: flags.durability as DaemonConfig['durability'],
-          keepFinished: flags.keepFinished as number,
-          keepOutputBytes: flags.keepOutputBytes as number,
-          maxQueue: flags.maxQueue as number,
-          maxSpecBytes: flags.maxSpecBytes as number,
-          maxLineBytes: flags.maxLineBytes as number,
-          maxConnections: flags.maxConnections as number,
-          shutdownGraceMs: flags.shutdownGraceMs as number,
-          killGraceMs: flags.killGraceMs as number,
-          authTimeoutMs: flags.authTimeoutMs as number,
-          compactAfterBytes: flags.compactAfterBytes as number,
-        };
-        if (typeof flags.tokenFile === 'string') config.token = readTokenFile(flags.tokenFile);
+        const config: Partial<DaemonConfig> = flags;
+        // Anyone who can read the token can run commands as the daemon's user: it must be private, and long.
+        if (tokenFile !== undefined) config.token = readTokenFile(tokenFile, { private: true, minLength: 16 });
         // Handlers first: a signal during start-up stops the daemon as soon as it is up.
         let signals = 0;
         let daemon: RunningDaemon | undefined;
@@ -64,33 +42,34 @@ export function serveCommand(): Command {
           signals++;
           if (signals === 1) {
             console.error(`${signal}: stopping (running tasks get ${config.shutdownGraceMs} ms; ${signal} again to kill them now)`);
-            void daemon?.stop().then(() => process.exit(0));
+            void daemon?.stop().then(() => process.exit(EXIT.ok));
           } else if (signals === 2) {
             console.error(`${signal}: killing running tasks now; they run again at the next start (${signal} again to quit at once)`);
             daemon?.hurry();
           } else {
-            process.exit(130); // the journal is consistent at every instant: the next start recovers
+            process.exit(EXIT.interrupted); // the journal is consistent at every instant: the next start recovers
           }
         };
         // SIGHUP too: a closed terminal should stop the daemon the same careful way. (Node resets
         // an ignored SIGHUP at start, so under nohup it would otherwise end the daemon outright.)
         for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, onSignal);
         daemon = await startDaemon(config);
-        void daemon.failed.then(() => daemon!.stop().finally(() => process.exit(1)));
+        void daemon.failed.then(() => daemon!.stop().finally(() => process.exit(EXIT.failed)));
         console.log(`task-manager listening on ${daemon.host}:${daemon.port} (data dir ${flags.dataDir}, concurrency ${config.concurrency})`);
         if (signals > 0) {
           const stopping = daemon.stop();
           if (signals > 1) daemon.hurry();
-          await stopping.then(() => process.exit(0));
+          await stopping.then(() => process.exit(EXIT.ok));
         }
       } catch (error) {
-        const known = error instanceof ConfigError || error instanceof DataDirLockedError || error instanceof JournalCorruptError;
+        const known =
+          error instanceof ConfigError || error instanceof TokenFileError || error instanceof DataDirLockedError || error instanceof JournalCorruptError;
         // The port taken, or a file system that cannot hold the data dir: the operator's to fix, not a crash.
         const startErrors = ['EADDRINUSE', 'ENOENT', 'ENOTDIR', 'EISDIR', 'EACCES', 'EPERM', 'EROFS', 'ENOSPC', 'EDQUOT', 'EIO', 'EMFILE', 'ENFILE', 'ELOOP', 'ENAMETOOLONG'];
         const code = (error as NodeJS.ErrnoException).code;
         if (known || startErrors.includes(code ?? '')) {
           console.error(`task-manager: ${(error as Error).message}`);
-          process.exit(2);
+          process.exit(EXIT.usage);
         }
         throw error;
       }

@@ -1,7 +1,6 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import type { TaskSpecInput } from '../protocol/index.js';
-import { UsageError } from './client-command.js';
-import { integerOption } from './options.js';
+import { UsageError, integerOption } from './options.js';
 
 /**
  * The options of `submit` and `run`, one per task spec field. Ranges are the

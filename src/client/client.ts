@@ -1,19 +1,17 @@
 import { EventEmitter } from 'node:events';
 import { connect, type Socket } from 'node:net';
-import { LineFramer } from '../protocol/index.js';
+import { DEFAULT_HOST, DEFAULT_PORT, LineFramer } from '../protocol/index.js';
 import type {
   Counts,
-  DroppedEvent,
-  ErrorResponse,
-  ListRequest,
   Op,
   OutputEvent,
   Ref,
   RequestErrorCode,
+  RequestFields,
   ResponsePayloads,
+  ServerMessage,
   Stats,
   SuccessResponse,
-  TaskEvent,
   TaskRecord,
   TaskSpecInput,
 } from '../protocol/index.js';
@@ -45,7 +43,6 @@ export class ConnectionError extends Error {
 }
 
 type Pending = { resolve: (response: SuccessResponse) => void; reject: (error: Error) => void };
-type Incoming = SuccessResponse | ErrorResponse | TaskEvent | DroppedEvent | OutputEvent;
 type OutputListener = (stream: OutputEvent['stream'], data: string) => void;
 
 export interface ClientEvents {
@@ -75,9 +72,9 @@ export class TaskManagerClient extends EventEmitter<ClientEvents> {
     socket.on('data', (chunk: Buffer) => {
       for (const frame of framer.push(chunk)) {
         if (frame.kind !== 'line') continue;
-        let message: Incoming;
+        let message: ServerMessage;
         try {
-          message = JSON.parse(frame.line.toString('utf8')) as Incoming;
+          message = JSON.parse(frame.line.toString('utf8')) as ServerMessage;
         } catch (error) {
           socket.destroy(new Error(`the daemon sent a line that is not JSON: ${(error as Error).message}`));
           return;
@@ -96,8 +93,8 @@ export class TaskManagerClient extends EventEmitter<ClientEvents> {
   }
 
   static async connect(options: ClientOptions = {}): Promise<TaskManagerClient> {
-    const host = options.host ?? '127.0.0.1';
-    const port = options.port ?? 3000;
+    const host = options.host ?? DEFAULT_HOST;
+    const port = options.port ?? DEFAULT_PORT;
     const socket = await new Promise<Socket>((resolve, reject) => {
       const socket = connect({ host, port });
       const timer = setTimeout(() => socket.destroy(new Error('timed out')), options.connectTimeoutMs ?? 5000);
@@ -117,12 +114,19 @@ export class TaskManagerClient extends EventEmitter<ClientEvents> {
   }
 
   /** Sends any request and resolves with its successful response; `onOutput` takes the output events of a `follow`. */
-  request<O extends Op>(op: O, fields: object = {}, onOutput?: OutputListener): Promise<SuccessResponse<O>> {
+  request<O extends Op>(op: O, fields: RequestFields<O>, onOutput?: OutputListener): Promise<SuccessResponse<O>> {
     if (this.closedError) return Promise.reject(this.closedError);
     const ref = `c${this.nextRef++}`;
     if (onOutput) this.followers.set(ref, onOutput);
     return new Promise<SuccessResponse<O>>((resolve, reject) => {
-      this.pending.set(ref, { resolve: resolve as Pending['resolve'], reject });
+      const answer = (response: SuccessResponse) => {
+        if (answers(op, response)) return resolve(response);
+        // A daemon that mixes up its answers cannot be trusted with the requests still in flight either.
+        const error = new ConnectionError(`the daemon answered a request of op "${op}" as one of op "${response.op}"`);
+        reject(error);
+        this.socket.destroy(error);
+      };
+      this.pending.set(ref, { resolve: answer, reject });
       this.socket.write(`${JSON.stringify({ ...fields, op, ref })}\n`);
     }).finally(() => this.followers.delete(ref));
   }
@@ -146,7 +150,7 @@ export class TaskManagerClient extends EventEmitter<ClientEvents> {
     return strip(await this.request('wait', timeoutMs === undefined ? { id } : { id, timeout_ms: timeoutMs }));
   }
 
-  async list(filter: Omit<ListRequest, 'op'> = {}): Promise<ResponsePayloads['list']> {
+  async list(filter: RequestFields<'list'> = {}): Promise<ResponsePayloads['list']> {
     return strip(await this.request('list', filter));
   }
 
@@ -164,15 +168,15 @@ export class TaskManagerClient extends EventEmitter<ClientEvents> {
   }
 
   async count(): Promise<{ counts: Counts; tasks: number }> {
-    return strip(await this.request('count'));
+    return strip(await this.request('count', {}));
   }
 
   async health(): Promise<ResponsePayloads['health']> {
-    return strip(await this.request('health'));
+    return strip(await this.request('health', {}));
   }
 
   async stats(): Promise<Stats> {
-    return strip(await this.request('stats'));
+    return strip(await this.request('stats', {}));
   }
 
   /** Starts the stream of state changes, delivered as `task` events (and `dropped` when the daemon had to skip some). */
@@ -201,7 +205,7 @@ export class TaskManagerClient extends EventEmitter<ClientEvents> {
     });
   }
 
-  private receive(message: Incoming): void {
+  private receive(message: ServerMessage): void {
     if ('event' in message) {
       if (message.event === 'task') this.emit('task', message.task);
       else if (message.event === 'output') this.followers.get(message.ref!)?.(message.stream, message.data);
@@ -216,7 +220,10 @@ export class TaskManagerClient extends EventEmitter<ClientEvents> {
   }
 }
 
+/** Whether a response is one to a request of `op`. */
+const answers = <O extends Op>(op: O, response: SuccessResponse): response is SuccessResponse<O> => response.op === op;
+
 /** Drops the envelope fields of a response, leaving its payload. */
-function strip<O extends Op>({ ok: _ok, ref: _ref, op: _op, ...payload }: SuccessResponse<O>): ResponsePayloads[O] {
-  return payload as unknown as ResponsePayloads[O];
+function strip<R extends SuccessResponse>({ ok: _ok, ref: _ref, op: _op, ...payload }: R): Omit<R, 'ok' | 'ref' | 'op'> {
+  return payload;
 }

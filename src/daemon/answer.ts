@@ -17,6 +17,18 @@ export abstract class Streamed {
   release(): void {}
 }
 
+/**
+ * A wire value as an answer holds it before it is written: any text or list
+ * in it may be a Streamed that writes that text or list when its turn comes.
+ */
+export type Deferred<T> = T extends string
+  ? T | Streamed
+  : T extends readonly (infer Item)[]
+    ? Deferred<Item>[] | Streamed
+    : T extends object
+      ? { [K in keyof T]: Deferred<T[K]> }
+      : T;
+
 /** Output as a JSON string, read from its file; `bytes` undefined reads what is there (a running attempt), up to `limit`. */
 export class OutputText extends Streamed {
   constructor(

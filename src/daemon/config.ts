@@ -1,4 +1,5 @@
 import type { Durability } from '../journal/index.js';
+import { DEFAULT_HOST, DEFAULT_PORT } from '../protocol/index.js';
 
 export interface DaemonConfig {
   host: string;
@@ -31,8 +32,8 @@ export interface DaemonConfig {
 }
 
 export const DEFAULT_CONFIG: DaemonConfig = {
-  host: '127.0.0.1',
-  port: 3000,
+  host: DEFAULT_HOST,
+  port: DEFAULT_PORT,
   concurrency: 10,
   dataDir: '.task-manager',
   durability: 'fsync',

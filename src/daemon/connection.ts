@@ -6,18 +6,20 @@ import {
   RequestError,
   decodeLine,
   encodeLine,
+  errorResponse,
   isTerminal,
   parseRequest,
   readableRef,
+  requestError,
   type Frame,
+  type Op,
   type Ref,
-  type RequestErrorCode,
   type ValidRequest,
 } from '../protocol/index.js';
 import { Answer } from './answer.js';
 import type { DaemonContext } from './context.js';
 import { followOutput } from './follow.js';
-import { handlers, type StatelessOp } from './handlers.js';
+import { handle, type Payload, type StatelessOp } from './handlers.js';
 import { HTTP_REFUSAL, looksLikeHttp, type HttpLine } from './http-guard.js';
 
 /** Bytes handed to the socket and not yet taken by the kernel past which nothing more is written until it drains. */
@@ -36,8 +38,6 @@ const IN_FLIGHT_LIMIT = 1024;
  * which can destroy the last answer before the peer has read it.
  */
 const LINGER_MS = 2000;
-
-const NEEDS_AUTH = 'this daemon needs a token: send {"op":"auth","token":"..."} first';
 
 const digest = (text: string) => createHash('sha256').update(text).digest();
 
@@ -78,7 +78,7 @@ export class Connection {
       // Without this, clients that never authenticate could hold every connection slot.
       const timer = setTimeout(() => {
         if (!this.authenticated && !this.closing) {
-          this.closeUnauthorized(undefined, `no auth within ${ctx.config.authTimeoutMs} ms`);
+          this.closeUnauthorized(undefined, requestError.UNAUTHORIZED({ sent: 'nothing', withinMs: ctx.config.authTimeoutMs }));
         }
       }, ctx.config.authTimeoutMs);
       socket.once('close', () => clearTimeout(timer));
@@ -135,12 +135,12 @@ export class Connection {
   /** A request, or undefined when the line was answered with an error (or ended the connection). */
   private parse(frame: Frame): ValidRequest | undefined {
     if (frame.kind === 'too_long') {
-      return this.refuse(undefined, new RequestError('LINE_TOO_LONG', `the line is longer than ${this.ctx.config.maxLineBytes} bytes (--max-line-bytes); it was skipped`));
+      return this.refuse(undefined, requestError.LINE_TOO_LONG(this.ctx.config.maxLineBytes));
     }
     const http = looksLikeHttp(frame.line);
     if (http) return this.refuseHttp(http, frame === this.firstFrame);
     const decoded = decodeLine(frame.line);
-    if (!decoded.ok) return this.refuse(undefined, new RequestError('BAD_JSON', decoded.message));
+    if (!decoded.ok) return this.refuse(undefined, requestError.BAD_JSON(decoded.message));
     try {
       return parseRequest(decoded.value);
     } catch (error) {
@@ -151,7 +151,7 @@ export class Connection {
   /** Answers a line that is not a request. Before authentication the connection ends with it. */
   private refuse(ref: Ref | undefined, error: unknown): undefined {
     if (this.authenticated) this.fail(ref, error);
-    else this.closeUnauthorized(ref, error instanceof RequestError ? `${NEEDS_AUTH} (this line: ${error.code}, ${error.message})` : NEEDS_AUTH);
+    else this.closeUnauthorized(ref, requestError.UNAUTHORIZED(error instanceof RequestError ? { sent: 'no request', error } : { sent: 'no auth' }));
     return undefined;
   }
 
@@ -168,7 +168,7 @@ export class Connection {
     if (request.op === 'auth') {
       this.authenticate(request.ref, request.token);
     } else if (!this.authenticated) {
-      this.closeUnauthorized(request.ref, NEEDS_AUTH);
+      this.closeUnauthorized(request.ref, requestError.UNAUTHORIZED({ sent: 'no auth' }));
     } else if (request.op === 'subscribe') {
       this.subscribe(request.ref, request.ids);
     } else if (request.op === 'follow') {
@@ -179,10 +179,8 @@ export class Connection {
   }
 
   /** Carries out a request that needs nothing of the connection, answering when it is done. */
-  private start(request: Exclude<ValidRequest, { op: 'auth' | 'subscribe' | 'follow' }>): void {
-    const op: StatelessOp = request.op;
-    const handler = handlers[op] as (request: ValidRequest, ctx: DaemonContext, gone: AbortSignal) => unknown;
-    this.track(request.ref, async (ref) => this.reply(ref, op, (await handler(request, this.ctx, this.gone.signal)) as object));
+  private start<O extends StatelessOp>(request: ValidRequest<O>): void {
+    this.track(request.ref, async (ref) => this.reply(ref, request.op, await handle(request, this.ctx, this.gone.signal)));
   }
 
   /** Counts a request in flight until `work` is done; what it throws is answered as an error. */
@@ -213,7 +211,7 @@ export class Connection {
   private authenticate(ref: Ref | undefined, token: string): void {
     const expected = this.ctx.config.token;
     if (expected !== undefined && !timingSafeEqual(digest(token), digest(expected))) {
-      this.closeUnauthorized(ref, 'the token is wrong');
+      this.closeUnauthorized(ref, requestError.UNAUTHORIZED({ sent: 'a wrong token' }));
       return;
     }
     this.authenticated = true;
@@ -232,19 +230,19 @@ export class Connection {
     });
   }
 
-  private reply(ref: Ref | undefined, op: string, payload: object): void {
+  private reply<O extends Op>(ref: Ref | undefined, op: O, payload: Payload<O>): void {
     this.send({ ok: true, ...(ref === undefined ? {} : { ref }), op, ...payload });
   }
 
   private fail(ref: Ref | undefined, error: unknown): void {
     const known = error instanceof RequestError;
     if (!known) this.ctx.config.log(`internal error: ${(error as Error)?.stack ?? String(error)}`);
-    this.send(errorResponse(ref, known ? error.code : 'INTERNAL', known ? error.message : 'the daemon failed to carry out the request'));
+    this.send(errorResponse(ref, known ? error : requestError.INTERNAL('request')));
   }
 
   /** Refuses an unauthenticated connection: one UNAUTHORIZED line, then the end. */
-  private closeUnauthorized(ref: Ref | undefined, message: string): void {
-    this.closeAfter(encodeLine(errorResponse(ref, 'UNAUTHORIZED', message)));
+  private closeUnauthorized(ref: Ref | undefined, error: RequestError): void {
+    this.closeAfter(encodeLine(errorResponse(ref, error)));
   }
 
   /** Sends the last words at once and ends the connection; nothing more it sends is taken on. */
@@ -270,7 +268,7 @@ export class Connection {
         (error: Error) => {
           answer.release();
           this.ctx.config.log(error.message);
-          return this.enqueue(encodeLine(errorResponse(undefined, 'INTERNAL', 'the journal could not be written')));
+          return this.enqueue(encodeLine(errorResponse(undefined, requestError.INTERNAL('journal'))));
         },
       )
       .finally(() => {
@@ -356,8 +354,3 @@ interface Outgoing {
   done: (written: boolean) => void;
 }
 
-const errorResponse = (ref: Ref | undefined, code: RequestErrorCode, message: string) => ({
-  ok: false,
-  ...(ref === undefined ? {} : { ref }),
-  error: { code, message },
-});

@@ -1,5 +1,5 @@
 import type { Journal } from '../journal/index.js';
-import { RequestError } from '../protocol/index.js';
+import { requestError } from '../protocol/index.js';
 import type { Scheduler } from '../scheduler/index.js';
 import type { DaemonConfig } from './config.js';
 import type { OutputFiles } from './output-files.js';
@@ -21,7 +21,7 @@ export interface DaemonContext {
 
 /** Resolves as `work` does, or rejects with SHUTTING_DOWN when the daemon stops first. */
 export function unlessStopping<T>(ctx: DaemonContext, work: Promise<T>): Promise<T> {
-  const stopped = () => new RequestError('SHUTTING_DOWN', 'the daemon is stopping; the task continues after it restarts');
+  const stopped = () => requestError.SHUTTING_DOWN('waiting');
   if (ctx.stopping.aborted) return Promise.reject(stopped());
   return new Promise<T>((resolve, reject) => {
     const onStop = () => reject(stopped());

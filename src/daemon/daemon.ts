@@ -14,7 +14,7 @@ import {
   removeStartEvidence,
 } from '../executor/index.js';
 import { Journal } from '../journal/index.js';
-import { encodeLine } from '../protocol/index.js';
+import { encodeLine, errorResponse, requestError } from '../protocol/index.js';
 import { Scheduler, startId, type StoredTask } from '../scheduler/index.js';
 import { ConfigError, DEFAULT_CONFIG, type DaemonConfig } from './config.js';
 import { Connection } from './connection.js';
@@ -132,9 +132,8 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
   const sockets = new Set<Socket>();
   const server: Server = createServer({ allowHalfOpen: true }, (socket) => {
     if (sockets.size >= config.maxConnections) {
-      const message = `the daemon already has ${config.maxConnections} connections (--max-connections)`;
       socket.on('error', () => undefined);
-      socket.end(encodeLine({ ok: false, error: { code: 'TOO_MANY_CONNECTIONS', message } }));
+      socket.end(encodeLine(errorResponse(undefined, requestError.TOO_MANY_CONNECTIONS(config.maxConnections))));
       return;
     }
     sockets.add(socket);

@@ -1,24 +1,28 @@
-import type { ResponsePayloads, TaskRecord, ValidRequest } from '../protocol/index.js';
+import type { Op, ResponsePayloads, ValidRequest } from '../protocol/index.js';
 import type { Task } from '../scheduler/index.js';
-import { RecordList } from './answer.js';
+import { RecordList, type Deferred } from './answer.js';
 import { unlessStopping, type DaemonContext } from './context.js';
 import { VERSION } from './version.js';
 
-type Payload<O extends ValidRequest['op']> = ResponsePayloads[O];
-type RequestOf<O extends ValidRequest['op']> = Extract<ValidRequest, { op: O }>;
-
 /** The ops that need nothing of the connection they arrive on. */
-export type StatelessOp = Exclude<ValidRequest['op'], 'subscribe' | 'auth' | 'follow'>;
+export type StatelessOp = Exclude<Op, 'subscribe' | 'auth' | 'follow'>;
+
+/** The payload of op O's answer, as the connection writes it: output and long lists are read while it is written. */
+export type Payload<O extends Op> = Deferred<ResponsePayloads[O]>;
 
 /** The record with its output, read from the files as the answer is written. */
-const withOutput = (task: Task, ctx: DaemonContext): TaskRecord => task.record(ctx.outputs.textOf(task));
+function withOutput(task: Task, ctx: DaemonContext) {
+  const output = ctx.outputs.textOf(task);
+  // record() puts the output at its place in the record; spreading it again keeps that place and types it as what it is.
+  return { ...task.record(output), ...output };
+}
 
-const withDuplicate = (task: TaskRecord, duplicate: boolean) => (duplicate ? { task, duplicate: true as const } : { task });
+const withDuplicate = <T>(task: T, duplicate: boolean) => (duplicate ? { task, duplicate: true as const } : { task });
+
+type Handler<O extends StatelessOp> = (request: ValidRequest<O>, ctx: DaemonContext, gone: AbortSignal) => Payload<O> | Promise<Payload<O>>;
 
 /** Each op's handler; `gone` aborts when the asking connection closes. */
-export const handlers: {
-  [O in StatelessOp]: (request: RequestOf<O>, ctx: DaemonContext, gone: AbortSignal) => Payload<O> | Promise<Payload<O>>;
-} = {
+export const handlers: { [O in StatelessOp]: Handler<O> } = {
   submit: ({ spec, id }, ctx) => {
     const { task, duplicate } = ctx.scheduler.submit(spec, id);
     return withDuplicate(withOutput(task, ctx), duplicate);
@@ -40,7 +44,7 @@ export const handlers: {
 
   list: (filter, ctx) => {
     const { tasks, total } = ctx.scheduler.list(filter);
-    return { tasks: new RecordList(tasks.map((task) => task.record())) as unknown as TaskRecord[], total };
+    return { tasks: new RecordList(tasks.map((task) => task.record())), total };
   },
 
   cancel: async ({ id }, ctx) => {
@@ -61,3 +65,9 @@ export const handlers: {
     uptime_ms: Date.now() - ctx.startedAt,
   }),
 };
+
+/** Runs the handler of the request's op: a request of op O gets a payload of op O. */
+export function handle<O extends StatelessOp>(request: ValidRequest<O>, ctx: DaemonContext, gone: AbortSignal): Promise<Payload<O>> {
+  const handler: Handler<O> = handlers[request.op];
+  return Promise.resolve(handler(request, ctx, gone));
+}

@@ -1,3 +1,5 @@
+import type { ErrorResponse, Ref } from './types.js';
+
 /**
  * The one catalog of error codes. Request errors answer a request with
  * `ok: false`; task errors describe why a task did not complete and appear in
@@ -33,7 +35,7 @@ export const TASK_ERRORS = {
 
 export type TaskErrorCode = keyof typeof TASK_ERRORS;
 
-/** An error to be answered to the client as `{ok: false, error: {code, message}}`. */
+/** An error to be answered to the client as `{ok: false, error: {code, message}}`; made by `requestError`. */
 export class RequestError extends Error {
   override readonly name = 'RequestError';
   constructor(
@@ -44,4 +46,88 @@ export class RequestError extends Error {
   }
 }
 
-export const badRequest = (message: string) => new RequestError('BAD_REQUEST', message);
+/** The answer that refuses a request (`ref`: the request's, when it could be read). */
+export const errorResponse = (ref: Ref | undefined, { code, message }: RequestError): ErrorResponse => ({
+  ok: false,
+  ...(ref === undefined ? {} : { ref }),
+  error: { code, message },
+});
+
+/** Short rendering of a received value for error messages. */
+export function shown(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 40 ? `${text.slice(0, 37)}...` : text;
+}
+
+/** What a received value is, for "got ..." in error messages. */
+export function typeName(value: unknown): string {
+  if (value === undefined) return 'nothing';
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  return typeof value === 'object' ? 'an object' : `${typeof value} ${shown(value)}`;
+}
+
+const NEEDS_AUTH = 'this daemon needs a token: send {"op":"auth","token":"..."} first';
+
+/** Why a connection is refused for want of authentication. */
+export type Unauthenticated =
+  | { sent: 'no auth' }
+  /** the line before auth was not even a request */
+  | { sent: 'no request'; error: RequestError }
+  | { sent: 'a wrong token' }
+  | { sent: 'nothing'; withinMs: number };
+
+/** Which bound a submit would pass. */
+export type QueueBound =
+  | { bound: '--max-queue'; unfinished: number }
+  | { bound: '--max-spec-bytes'; unfinishedSpecBytes: number; specBytes: number; most: number };
+
+/**
+ * One constructor per request error code: the one place where each code's
+ * message is made, so that clients meet one wording. (BAD_REQUEST's message
+ * is the schema's: it names the field and the rule it broke.)
+ */
+export const requestError = {
+  /** `why`: what `decodeLine` found wrong with the line */
+  BAD_JSON: (why: string) => new RequestError('BAD_JSON', why),
+  LINE_TOO_LONG: (maxLineBytes: number) =>
+    new RequestError('LINE_TOO_LONG', `the line is longer than ${maxLineBytes} bytes (--max-line-bytes); it was skipped`),
+  BAD_REQUEST: (message: string) => new RequestError('BAD_REQUEST', message),
+  UNKNOWN_OP: (op: string, ops: readonly string[]) => new RequestError('UNKNOWN_OP', `op ${shown(op)} is not known; ops are ${ops.join(', ')}`),
+  NOT_FOUND: (id: string) => new RequestError('NOT_FOUND', `id "${id}" names no task`),
+  UNKNOWN_DEPENDENCY: (id: string) => new RequestError('UNKNOWN_DEPENDENCY', `depends_on names "${id}", which is not a known task`),
+  ID_CONFLICT: (id: string) => new RequestError('ID_CONFLICT', `id "${id}" is already used by a task with a different spec`),
+  NOT_CANCELABLE: (id: string, state: string) => new RequestError('NOT_CANCELABLE', `task "${id}" is already ${state} and cannot be canceled`),
+  QUEUE_FULL: (full: QueueBound) =>
+    new RequestError(
+      'QUEUE_FULL',
+      full.bound === '--max-queue'
+        ? `${full.unfinished} tasks are not yet finished, the most this daemon holds (--max-queue)`
+        : `the specs of unfinished tasks hold ${full.unfinishedSpecBytes} bytes, and this one ${full.specBytes} more: that is over ${full.most}, the most this daemon holds (--max-spec-bytes)`,
+    ),
+  TOO_MANY_CONNECTIONS: (maxConnections: number) =>
+    new RequestError('TOO_MANY_CONNECTIONS', `the daemon already has ${maxConnections} connections (--max-connections)`),
+  UNAUTHORIZED: (why: Unauthenticated) => new RequestError('UNAUTHORIZED', unauthorizedMessage(why)),
+  /** `waiting`: the request waited for a task, which goes on after the restart; otherwise it would have made one */
+  SHUTTING_DOWN: (request: 'waiting' | 'new task') =>
+    new RequestError(
+      'SHUTTING_DOWN',
+      request === 'waiting' ? 'the daemon is stopping; the task continues after it restarts' : 'the daemon is stopping and accepts no new tasks',
+    ),
+  /** the details go to the daemon's log, not to the client */
+  INTERNAL: (failed: 'request' | 'journal') =>
+    new RequestError('INTERNAL', failed === 'journal' ? 'the journal could not be written' : 'the daemon failed to carry out the request'),
+} satisfies { [Code in RequestErrorCode]: (...details: never[]) => RequestError };
+
+function unauthorizedMessage(why: Unauthenticated): string {
+  switch (why.sent) {
+    case 'no auth':
+      return NEEDS_AUTH;
+    case 'no request':
+      return `${NEEDS_AUTH} (this line: ${why.error.code}, ${why.error.message})`;
+    case 'a wrong token':
+      return 'the token is wrong';
+    case 'nothing':
+      return `no auth within ${why.withinMs} ms`;
+  }
+}

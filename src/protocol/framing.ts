@@ -1,3 +1,5 @@
+import type { ServerMessage } from './types.js';
+
 const NEWLINE = 0x0a;
 const CARRIAGE_RETURN = 0x0d;
 
@@ -100,4 +102,4 @@ export function decodeLine(line: Buffer): Decoded {
   }
 }
 
-export const encodeLine = (message: unknown): string => `${JSON.stringify(message)}\n`;
+export const encodeLine = (message: ServerMessage): string => `${JSON.stringify(message)}\n`;

@@ -1,4 +1,5 @@
 import type { RequestErrorCode, TaskErrorCode } from './errors.js';
+import type { Op } from './schema.js';
 
 export const TASK_STATES = ['PENDING', 'QUEUED', 'RUNNING', 'COMPLETED', 'FAILED', 'CANCELED'] as const;
 export type TaskState = (typeof TASK_STATES)[number];
@@ -10,55 +11,6 @@ export const SCRIPT_LANGS = ['sh', 'bash', 'python', 'node', 'bin'] as const;
 export type ScriptLang = (typeof SCRIPT_LANGS)[number];
 
 export type Script = { lang: ScriptLang; source: string } | { lang: ScriptLang; source_b64: string };
-
-/** A task spec as a client may send it (see docs/protocol.md). */
-export interface TaskSpecInput {
-  cmd?: string | string[];
-  command?: string | string[];
-  script?: Script;
-  args?: string[];
-  id?: string;
-  timeout_ms?: number;
-  cwd?: string;
-  env?: Record<string, string>;
-  stdin?: string;
-  depends_on?: string[];
-  start_at?: string | number;
-  delay_ms?: number;
-  retries?: number;
-  retry_delay_ms?: number;
-  priority?: number;
-  max_output_bytes?: number;
-}
-
-/**
- * A validated spec with aliases folded and defaults filled in. Two submits
- * with equal TaskSpecs are the same task (idempotent ids).
- */
-export interface TaskSpec {
-  cmd?: string | string[];
-  script?: Script;
-  args?: string[];
-  timeout_ms?: number;
-  cwd?: string;
-  env?: Record<string, string>;
-  stdin?: string;
-  depends_on: string[];
-  /** epoch milliseconds; from start_at, or delay_ms added to the submission time */
-  start_at?: number;
-  delay_ms?: number;
-  retries: number;
-  retry_delay_ms: number;
-  priority: number;
-  max_output_bytes: number;
-}
-
-export const SPEC_DEFAULTS = {
-  retries: 0,
-  retry_delay_ms: 1000,
-  priority: 0,
-  max_output_bytes: 1024 * 1024,
-} as const;
 
 export interface TaskError {
   code: TaskErrorCode;
@@ -98,42 +50,6 @@ export interface TaskRecord {
 
 export type Ref = string | number;
 
-export interface RunRequest extends TaskSpecInput { op: 'run' }
-export interface SubmitRequest extends TaskSpecInput { op: 'submit' }
-export interface StatusRequest { op: 'status'; id: string }
-export interface WaitRequest { op: 'wait'; id: string; timeout_ms?: number }
-/** The filter fields may be given as undefined: JSON leaves them out. */
-export interface ListRequest { op: 'list'; state?: TaskState | undefined; limit?: number | undefined; after?: string | undefined }
-export interface CancelRequest { op: 'cancel'; id: string }
-export interface FollowRequest { op: 'follow'; id: string }
-export interface CountRequest { op: 'count' }
-export interface HealthRequest { op: 'health' }
-export interface StatsRequest { op: 'stats' }
-export interface SubscribeRequest { op: 'subscribe'; ids?: string[] }
-export interface AuthRequest { op: 'auth'; token: string }
-
-export type Request = (
-  | RunRequest
-  | SubmitRequest
-  | StatusRequest
-  | WaitRequest
-  | ListRequest
-  | CancelRequest
-  | FollowRequest
-  | CountRequest
-  | HealthRequest
-  | StatsRequest
-  | SubscribeRequest
-  | AuthRequest
-) & { ref?: Ref };
-
-export type Op = Request['op'];
-
-/** A validated request: task specs are normalized, everything else is as sent. */
-export type ValidRequest =
-  | { op: 'run' | 'submit'; ref?: Ref; id?: string; spec: TaskSpec }
-  | (Exclude<Request, RunRequest | SubmitRequest> & { ref?: Ref });
-
 export type Counts = Record<TaskState, number>;
 
 export interface Stats {
@@ -145,7 +61,7 @@ export interface Stats {
   uptime_ms: number;
 }
 
-/** Payload of a successful response to each op. */
+/** Payload of a successful response to each op: with `Request` (schema.ts), the typed map of the protocol. */
 export interface ResponsePayloads {
   run: { task: TaskRecord; duplicate?: true };
   submit: { task: TaskRecord; duplicate?: true };
@@ -162,7 +78,10 @@ export interface ResponsePayloads {
   auth: Record<string, never>;
 }
 
-export type SuccessResponse<O extends Op = Op> = { ok: true; ref?: Ref; op: O } & ResponsePayloads[O];
+type AnySuccess = { [O in Op]: { ok: true; ref?: Ref; op: O } & ResponsePayloads[O] }[Op];
+
+/** The answer to a request of op O that succeeded. */
+export type SuccessResponse<O extends Op = Op> = Extract<AnySuccess, { op: O }>;
 
 export interface ErrorResponse {
   ok: false;
@@ -192,3 +111,6 @@ export interface DroppedEvent {
   event: 'dropped';
   count: number;
 }
+
+/** Any line a server sends. */
+export type ServerMessage = Response | TaskEvent | OutputEvent | DroppedEvent;

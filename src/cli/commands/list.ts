@@ -12,8 +12,8 @@ interface ListFlags {
 }
 
 function taskState(value: string): TaskState {
-  const state = value.toUpperCase() as TaskState;
-  if (!TASK_STATES.includes(state)) throw new InvalidArgumentError(`expected one of ${TASK_STATES.join(', ')}.`);
+  const state = TASK_STATES.find((state) => state === value.toUpperCase());
+  if (state === undefined) throw new InvalidArgumentError(`expected one of ${TASK_STATES.join(', ')}.`);
   return state;
 }
 

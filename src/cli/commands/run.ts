@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { TaskManagerClient } from '../../client/client.js';
-import type { TaskRecord } from '../../protocol/index.js';
-import { clientAction, clientCommand, EXIT, printJson, taskExitCode } from '../client-command.js';
+import { EXIT, type TaskRecord } from '../../protocol/index.js';
+import { clientAction, clientCommand, printJson, taskExitCode } from '../client-command.js';
 import { addTaskSpecOptions, taskSpecFrom, type TaskSpecFlags } from '../task-spec-options.js';
 
 export function runCommand(): Command {

@@ -379,6 +379,19 @@ describe('opening a journal', () => {
     expect(files).toEqual(['log.4.ndjson', 'snapshot.ndjson']);
   });
 
+  it('gives up the snapshot of a start when closed before it is written, and leaves a journal that replays the same', async () => {
+    const big = { ...SPEC_DEFAULTS, cmd: 'x'.repeat(100_000), depends_on: [] };
+    const tasks = Array.from({ length: 200 }, (_, i) => newStoredTask(`big-${i}`, i + 1, big, Date.parse('2026-01-01T00:00:00Z')));
+    const dataDir = dataDirWith({ snapshot: { generation: 1, tasks }, logs: { 1: '' } });
+    const { journal } = await Journal.open(dataDir, quiet);
+    await journal.close(); // 40 MB of tasks: the snapshot of the start is still being written
+    expect(readdirSync(dataDir).sort()).toEqual(['log.1.ndjson', 'log.2.ndjson', 'snapshot.ndjson']);
+    expect(snapshotOf(dataDir).generation).toBe(1);
+    const reopened = await open(dataDir);
+    expect(reopened.tasks).toEqual(tasks);
+    expect(reopened.files).toEqual(['log.3.ndjson', 'snapshot.ndjson']);
+  });
+
   it.each([
     ['a change to a task never created', { snapshot: { generation: 1, tasks: [a] }, logs: { 1: created(b) + GHOST } }, 'log.1.ndjson:2: task "ghost" is not in the snapshot'],
     ['an unknown state', { snapshot: { generation: 1, tasks: [a] }, logs: { 1: '{"id":"a","set":{"state":"QUEUEE"}}\n' } }, 'log.1.ndjson:1: task "a": state must be one of'],

@@ -534,8 +534,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
 
 /**
  * Output size as it is written in the journal: escaped JSON, where a control
- * character takes six. That is what must fit the snapshot (a JavaScript
- * string holds at most about 512 M characters).
+ * character takes six. That is what the snapshot and memory hold of it.
  */
 const outputSize = ({ stored }: Task) =>
   (stored.stdout ? JSON.stringify(stored.stdout).length : 0) + (stored.stderr ? JSON.stringify(stored.stderr).length : 0);

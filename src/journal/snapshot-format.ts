@@ -41,6 +41,7 @@ export function addSnapshotTask(tasks: Map<string, StoredTask>, where: string, v
   const problem = storedTaskProblem(value);
   if (problem) throw new JournalCorruptError(isObject(value) && typeof value.id === 'string' ? `${where} (${shown(value.id)})` : where, problem);
   const task = value as StoredTask;
-  if (tasks.has(task.id)) throw new JournalCorruptError(`${where} (${shown(task.id)})`, 'a second task with this id');
-  tasks.set(task.id, task);
+  const before = tasks.size;
+  tasks.set(task.id, task); // one lookup, not two: the map is of no use once this throws
+  if (tasks.size === before) throw new JournalCorruptError(`${where} (${shown(task.id)})`, 'a second task with this id');
 }

@@ -9,8 +9,8 @@ import { syncDirectory } from './durable-file.js';
 import { SNAPSHOT, SNAPSHOT_FORMAT, type SnapshotHeader } from './snapshot-format.js';
 
 /**
- * Characters of task lines serialized at a time. About 1 ms of work: a
- * snapshot of 100,000 tasks holds clients up for no longer than that.
+ * Characters of task lines serialized at a time: 1 to 3 ms of work, the
+ * longest a snapshot holds clients up between two turns of the event loop.
  */
 export const BATCH_CHARS = 256 * 1024;
 
@@ -53,8 +53,8 @@ export class SnapshotWriter {
 
   /**
    * Writes the tasks and puts the file in place of the snapshot; resolves
-   * with its size. `signal` stops it between two batches (the daemon is
-   * stopping), leaving the old snapshot as it was.
+   * with its size. `signal` gives it up (the daemon is stopping): the temp
+   * file is removed, and the old snapshot stays as it was.
    */
   async write(signal?: AbortSignal): Promise<number> {
     try {

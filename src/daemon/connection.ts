@@ -204,7 +204,7 @@ export class Connection {
     );
     if (this.gone.signal.aborted) return;
     // Like a wait, a follow the daemon's stop cuts short is answered so; the task goes on after the restart.
-    if (!isTerminal(task.state)) throw new RequestError('SHUTTING_DOWN', 'the daemon is stopping; the task continues after it restarts');
+    if (!isTerminal(task.state)) throw requestError.SHUTTING_DOWN('waiting');
     this.reply(ref, 'follow', { task: task.record() });
   }
 

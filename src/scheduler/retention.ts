@@ -1,4 +1,4 @@
-import { RequestError } from '../protocol/index.js';
+import { requestError } from '../protocol/index.js';
 import type { TaskStore } from './task-store.js';
 import type { Task, TaskPatch } from './task.js';
 
@@ -51,10 +51,7 @@ export class Retention {
     const bound = this.bounds.maxSpecBytes;
     const unfinished = this.specBytes - this.finishedSpecBytes;
     if (unfinished + bytes > bound) {
-      throw new RequestError(
-        'QUEUE_FULL',
-        `the specs of unfinished tasks hold ${unfinished} bytes, and this one ${bytes} more: that is over ${bound}, the most this daemon holds (--max-spec-bytes)`,
-      );
+      throw requestError.QUEUE_FULL({ bound: '--max-spec-bytes', unfinishedSpecBytes: unfinished, specBytes: bytes, most: bound });
     }
     while (this.specBytes + bytes > bound) this.dropOldestFinished();
   }

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { RequestError, isTerminal, specKey } from '../protocol/index.js';
+import { isTerminal, requestError, specKey } from '../protocol/index.js';
 import type { Counts, TaskSpec, TaskState } from '../protocol/index.js';
 import { startFailure, type AttemptResult } from '../executor/index.js';
 import { Heap } from './heap.js';
@@ -77,7 +77,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
 
   get(id: string): Task {
     const task = this.store.get(id);
-    if (!task) throw new RequestError('NOT_FOUND', `id "${id}" names no task`);
+    if (!task) throw requestError.NOT_FOUND(id);
     return task;
   }
 
@@ -87,22 +87,22 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
    * existing task as a duplicate.
    */
   submit(spec: TaskSpec, id?: string): { task: Task; duplicate: boolean } {
-    if (this.stopping) throw new RequestError('SHUTTING_DOWN', 'the daemon is stopping and accepts no new tasks');
+    if (this.stopping) throw requestError.SHUTTING_DOWN('new task');
     if (id !== undefined) {
       const existing = this.store.get(id);
       if (existing) {
         if (specKey(existing.spec) === specKey(spec)) return { task: existing, duplicate: true };
-        throw new RequestError('ID_CONFLICT', `id "${id}" is already used by a task with a different spec`);
+        throw requestError.ID_CONFLICT(id);
       }
     }
     const dependencies = spec.depends_on.map((dep) => {
       const found = this.store.get(dep);
-      if (!found) throw new RequestError('UNKNOWN_DEPENDENCY', `depends_on names "${dep}", which is not a known task`);
+      if (!found) throw requestError.UNKNOWN_DEPENDENCY(dep);
       return found;
     });
     const { tasks: unfinished } = this.countByState();
     if (unfinished >= this.options.maxQueue) {
-      throw new RequestError('QUEUE_FULL', `${unfinished} tasks are not yet finished, the most this daemon holds (--max-queue)`);
+      throw requestError.QUEUE_FULL({ bound: '--max-queue', unfinished });
     }
     const specBytes = specSize(spec);
     this.retention.makeRoomForSpec(specBytes);
@@ -196,7 +196,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   /** Cancels a task; a running one is killed with its process group first. */
   async cancel(task: Task): Promise<Task> {
     if (isTerminal(task.state)) {
-      throw new RequestError('NOT_CANCELABLE', `task "${task.id}" is already ${task.state} and cannot be canceled`);
+      throw requestError.NOT_CANCELABLE(task.id, task.state);
     }
     if (task.state === 'RUNNING') {
       task.cancelRequested = true;

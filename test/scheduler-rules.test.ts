@@ -3,9 +3,10 @@ import { describe, expect, it } from 'vitest';
 import type { AttemptResult } from '../src/executor/index.js';
 import { applyEntry, encodeEntry } from '../src/journal/replay.js';
 import { withoutClearedFields } from '../src/scheduler/index.js';
-import { RequestError, SPEC_DEFAULTS, type TaskSpec } from '../src/protocol/index.js';
+import { RequestError, type TaskSpec } from '../src/protocol/index.js';
 import { Scheduler, type AttemptRunner, type SchedulerOptions, type StoredTask } from '../src/scheduler/index.js';
 import { specSize } from '../src/scheduler/task.js';
+import { result, settle, spec } from './store-conformance.js';
 
 /**
  * The Scheduler alone, with a journal and a runner of the test's own: the
@@ -39,25 +40,11 @@ class RecordingJournal {
   }
 }
 
-const spec = (fields: Partial<TaskSpec> = {}): TaskSpec => ({ ...SPEC_DEFAULTS, cmd: ['true'], depends_on: [], ...fields });
 /** A spec whose size is `bytes`, as the bound counts it. */
 const specOf = (bytes: number): TaskSpec => {
   const base = specSize(spec({ stdin: '' }));
   return spec({ stdin: 'x'.repeat(bytes - base) });
 };
-const result = (fields: Partial<AttemptResult> = {}): AttemptResult => ({
-  exit_code: 0,
-  signal: null,
-  timed_out: false,
-  stdout_bytes: 0,
-  stderr_bytes: 0,
-  stdout_truncated: false,
-  stderr_truncated: false,
-  duration_ms: 1,
-  error: null,
-  ...fields,
-});
-const settle = () => new Promise((resolve) => setImmediate(resolve));
 
 /** Attempts that end when the test says so; an attempt aborted before that never started. */
 class ControlledRunner {

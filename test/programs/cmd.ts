@@ -3,7 +3,7 @@ import { appendFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
-import { exitOnUsageError, integerOption } from './options.js';
+import { exitOnUsageError, integerOption } from '../../src/cli/options.js';
 
 /**
  * `bin/cmd`: a program with predictable behaviour for tests and demos. Its

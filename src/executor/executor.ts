@@ -1,4 +1,5 @@
 import { fork, type ChildProcess } from 'node:child_process';
+import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { TaskSpec } from '../protocol/index.js';
@@ -41,6 +42,7 @@ export interface RunOptions {
 interface Attempt {
   worker: Worker;
   spec: TaskSpec;
+  output: OutputPaths;
   marks: string[];
   resolve: (result: AttemptResult | undefined) => void;
   onSpawn?: (pid: number) => void;
@@ -99,6 +101,7 @@ export class Executor {
       const attempt: Attempt = {
         worker,
         spec,
+        output: options.output,
         marks: options.marks,
         stopping: false,
         killNow: false,
@@ -249,8 +252,20 @@ export class Executor {
     await killGroups(groups);
     for (const attempt of orphans) {
       if (!started.has(attempt)) attempt.resolve(undefined); // its process never started: not an attempt at all
-      else if (attempt.timedOut) attempt.resolve(timedOut(undefined, attempt.spec.timeout_ms!));
-      else attempt.resolve(interruption(`the executor process running it ended (${how}) during the attempt; it runs again`));
+      else if (attempt.timedOut) attempt.resolve(withOutputOnDisk(timedOut(undefined, attempt.spec.timeout_ms!), attempt));
+      else attempt.resolve(withOutputOnDisk(interruption(`the executor process running it ended (${how}) during the attempt; it runs again`), attempt));
     }
   }
+}
+
+/** A result made without its executor process's report: the output its files hold counts all the same. */
+function withOutputOnDisk(result: AttemptResult, { output, spec }: Attempt): AttemptResult {
+  const kept = (path: string) => {
+    try {
+      return Math.min(statSync(path).size, spec.max_output_bytes);
+    } catch {
+      return 0; // nothing written
+    }
+  };
+  return { ...result, stdout_bytes: kept(output.stdout), stderr_bytes: kept(output.stderr) };
 }

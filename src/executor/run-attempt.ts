@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { TaskError, TaskSpec } from '../protocol/index.js';
+import { taskError, type TaskError, type TaskSpec } from '../protocol/index.js';
 import type { OutputPaths } from './messages.js';
 import { OutputFile } from './output-file.js';
 import { signalGroup } from './process-group.js';
@@ -91,12 +91,12 @@ export async function runAttempt(spec: TaskSpec, options: AttemptOptions): Promi
 
 /** The result of an attempt whose program never started. */
 export function startFailure(message: string): AttemptResult {
-  return failedWithout({ code: 'SPAWN_FAILED', message });
+  return failedWithout(taskError.SPAWN_FAILED(message));
 }
 
 /** The result of an attempt whose process was lost with its executor: it runs again. */
 export function interruption(message: string): AttemptResult {
-  return failedWithout({ code: 'INTERRUPTED', message });
+  return failedWithout(taskError.INTERRUPTED(message));
 }
 
 /** An attempt the daemon ended at its timeout: what it reported, or nothing if it could not report. */
@@ -105,7 +105,7 @@ export function timedOut(result: AttemptResult | undefined, timeoutMs: number): 
     ...(result ?? failedWithout(null)),
     exit_code: -1,
     timed_out: true,
-    error: { code: 'TIMEOUT', message: `timed out after ${timeoutMs} ms` },
+    error: taskError.TIMEOUT(timeoutMs),
   };
 }
 
@@ -166,8 +166,8 @@ async function spawnOnce(prog: Program, spec: TaskSpec, options: AttemptOptions)
     return startFailure(missingCwd ? `cwd ${spec.cwd} does not exist` : exit.error.message);
   }
   let error: TaskError | null = null;
-  if (exit.signal) error = { code: 'KILLED', message: `ended by ${exit.signal}` };
-  else if (exit.code !== 0) error = { code: 'NONZERO_EXIT', message: `exited with code ${exit.code}` };
+  if (exit.signal) error = taskError.KILLED({ signal: exit.signal });
+  else if (exit.code !== 0) error = taskError.NONZERO_EXIT(exit.code!);
   return {
     exit_code: exit.code,
     signal: exit.signal,

@@ -1,4 +1,4 @@
-import type { ErrorResponse, Ref } from './types.js';
+import type { ErrorResponse, Ref, TaskError } from './types.js';
 
 /**
  * The one catalog of error codes. Request errors answer a request with
@@ -34,6 +34,27 @@ export const TASK_ERRORS = {
 } as const;
 
 export type TaskErrorCode = keyof typeof TASK_ERRORS;
+
+const taskErrorOf = (code: TaskErrorCode, message: string): TaskError => ({ code, message });
+
+/** One constructor per task error code: each message is written here, once. */
+export const taskError = {
+  TIMEOUT: (timeoutMs: number) => taskErrorOf('TIMEOUT', `timed out after ${timeoutMs} ms`),
+  SPAWN_FAILED: (why: string) => taskErrorOf('SPAWN_FAILED', why),
+  NONZERO_EXIT: (code: number) => taskErrorOf('NONZERO_EXIT', `exited with code ${code}`),
+  /** `how`: the signal, or why the daemon counts it as killed */
+  KILLED: (how: { signal: string } | { executorLosses: number }) =>
+    taskErrorOf(
+      'KILLED',
+      'signal' in how
+        ? `ended by ${how.signal}`
+        : `killed with its executor process, which ended during ${how.executorLosses} attempts in a row (does the task kill its parent process?)`,
+    ),
+  DEPENDENCY_FAILED: (dependency: string, state: string) => taskErrorOf('DEPENDENCY_FAILED', `dependency "${dependency}" ended ${state}`),
+  CANCELED: (when: 'before it started' | 'while running') => taskErrorOf('CANCELED', `canceled ${when}`),
+  /** `why` defaults to the daemon's stop */
+  INTERRUPTED: (why = 'the daemon stopped during the attempt; it runs again') => taskErrorOf('INTERRUPTED', why),
+} satisfies { [Code in TaskErrorCode]: (...details: never[]) => TaskError };
 
 /** An error to be answered to the client as `{ok: false, error: {code, message}}`; made by `requestError`. */
 export class RequestError extends Error {

@@ -1,5 +1,6 @@
 import type { AttemptResult } from '../executor/index.js';
-import { errorOf, type Task, type TaskPatch } from './task.js';
+import { taskError } from '../protocol/index.js';
+import type { Task, TaskPatch } from './task.js';
 
 /** What follows an attempt. */
 export type AttemptOutcome =
@@ -32,16 +33,15 @@ export function attemptOutcome(task: Task, result: AttemptResult | undefined, st
   if (result?.error?.code !== 'INTERRUPTED') {
     task.executorLosses = 0;
   } else if (++task.executorLosses >= MAX_EXECUTOR_LOSSES) {
-    const message = `killed with its executor process, which ended during ${task.executorLosses} attempts in a row (does the task kill its parent process?)`;
-    result.error = errorOf('KILLED', message);
+    result.error = taskError.KILLED({ executorLosses: task.executorLosses });
   }
   if (!result) {
     if (!task.cancelRequested) return { next: 'requeue', patch: notStarted(task) };
-    const error = errorOf('CANCELED', 'canceled before it started');
+    const error = taskError.CANCELED('before it started');
     return { next: 'finish', state: 'CANCELED', patch: { attempts: task.stored.attempts - 1, started_at: null, error } };
   }
   const ended: TaskPatch = { ...result, pgid: null, pgid_started: null };
-  if (task.cancelRequested) return { next: 'finish', state: 'CANCELED', patch: { ...ended, error: errorOf('CANCELED', 'canceled while running') } };
+  if (task.cancelRequested) return { next: 'finish', state: 'CANCELED', patch: { ...ended, error: taskError.CANCELED('while running') } };
   if (result.error === null) return { next: 'finish', state: 'COMPLETED', patch: ended };
   if (wasInterrupted(task, result, stopping)) {
     return { next: 'requeue', patch: interrupted(task, ended, result.error.code === 'INTERRUPTED' ? result.error.message : undefined) };
@@ -68,11 +68,11 @@ function wasInterrupted(task: Task, result: AttemptResult, stopping: boolean): b
 export const notStarted = (task: Task): TaskPatch => ({ attempts: task.stored.attempts - 1 });
 
 /** An attempt ended by the daemon's stop, not by the task: it runs again, without using up a retry. */
-export function interrupted(task: Task, ended: TaskPatch, why = 'the daemon stopped during the attempt; it runs again'): TaskPatch {
+export function interrupted(task: Task, ended: TaskPatch, why?: string): TaskPatch {
   return {
     ...ended,
     attempts: task.stored.attempts - 1,
     interrupted: (task.stored.interrupted ?? 0) + 1,
-    error: errorOf('INTERRUPTED', why),
+    error: taskError.INTERRUPTED(why),
   };
 }

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { isTerminal, requestError, specKey } from '../protocol/index.js';
+import { isTerminal, requestError, specKey, taskError } from '../protocol/index.js';
 import type { Counts, TaskSpec, TaskState } from '../protocol/index.js';
 import { startFailure, type AttemptResult } from '../executor/index.js';
 import { Heap } from './heap.js';
@@ -7,7 +7,7 @@ import { attemptOutcome, interrupted, notStarted } from './outcome.js';
 import { Retention, type RetentionBounds } from './retention.js';
 import { MemoryTaskStore, type TaskJournal, type TaskStore } from './task-store.js';
 import { TimerQueue } from './timer-queue.js';
-import { Task, errorOf, newStoredTask, outputName, specSize, startId, type StoredTask, type TaskPatch } from './task.js';
+import { Task, newStoredTask, outputName, specSize, startId, type StoredTask, type TaskPatch } from './task.js';
 
 export type { TaskJournal } from './task-store.js';
 
@@ -203,7 +203,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       task.abort?.abort();
       await this.wait(task);
     } else {
-      this.finish(task, 'CANCELED', { error: errorOf('CANCELED', 'canceled before it started') });
+      this.finish(task, 'CANCELED', { error: taskError.CANCELED('before it started') });
     }
     return task;
   }
@@ -400,4 +400,4 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   }
 }
 
-const dependencyFailed = (dependency: Task) => errorOf('DEPENDENCY_FAILED', `dependency "${dependency.id}" ended ${dependency.state}`);
+const dependencyFailed = (dependency: Task) => taskError.DEPENDENCY_FAILED(dependency.id, dependency.state);

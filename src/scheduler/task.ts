@@ -1,4 +1,4 @@
-import type { TaskError, TaskRecord, TaskSpec } from '../protocol/index.js';
+import type { TaskRecord, TaskSpec } from '../protocol/index.js';
 
 /** What the journal keeps of a task: its wire record plus what the scheduler needs to resume it. */
 export interface StoredTask extends TaskRecord {
@@ -154,7 +154,6 @@ export function newStoredTask(id: string, seq: number, spec: TaskSpec, now: numb
   return stored;
 }
 
-export const errorOf = (code: TaskError['code'], message: string): TaskError => ({ code, message });
 
 /**
  * Names one start of a task's process: the attempt number alone is reused

@@ -20,7 +20,9 @@ const lines = (stdout: string): any[] => stdout.trim().split('\n').map((line) =>
 describe('bin/scheduler', () => {
   let daemon: TestDaemon;
   beforeAll(async () => {
-    daemon = await startDaemon();
+    // input.json's tasks keep their files under $TMPDIR: a private one, so that a second copy of
+    // the suite running at the same time does not count this one's attempts.
+    daemon = await startDaemon([], { env: { TMPDIR: dir } });
   });
   afterAll(async () => {
     await daemon.stop();

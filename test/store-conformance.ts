@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { AttemptResult } from '../src/executor/index.js';
 import { RequestError, SPEC_DEFAULTS, type TaskSpec } from '../src/protocol/index.js';
 import { Scheduler, type AttemptRunner, type TaskStore } from '../src/scheduler/index.js';
@@ -57,6 +57,7 @@ export function describeStoreConformance(name: string, makeStore: () => TaskStor
   describe(`TaskStore conformance: ${name}`, () => {
     const schedulers: Scheduler[] = [];
     afterEach(async () => {
+      vi.useRealTimers();
       await Promise.all(schedulers.splice(0).map((scheduler) => scheduler.stop(0)));
     });
 
@@ -126,14 +127,20 @@ export function describeStoreConformance(name: string, makeStore: () => TaskStor
     });
 
     it('retries a failed attempt after its back-off, and fails once no retries are left', async () => {
+      // The clock is the test's: a loaded machine cannot let the back-off pass before the PENDING check.
+      vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
       const { scheduler, runner } = make();
-      scheduler.submit(spec({ retries: 1, retry_delay_ms: 1 }), 'r');
+      scheduler.submit(spec({ retries: 1, retry_delay_ms: 1_000 }), 'r');
       await settle();
       runner.end('r', failure(3));
       await settle();
       expect(scheduler.get('r').state).toBe('PENDING');
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      vi.advanceTimersByTime(999);
       await settle();
+      expect(scheduler.get('r').state).toBe('PENDING');
+      vi.advanceTimersByTime(1);
+      await settle();
+      expect(scheduler.get('r').state).toBe('RUNNING');
       runner.end('r', failure(4));
       await settle();
       expect(scheduler.get('r').record()).toMatchObject({ state: 'FAILED', exit_code: 4, attempts: 2, max_attempts: 2 });

@@ -25,7 +25,7 @@ class TestScheduler {
       keepOutputBytes: 1 << 20,
       maxQueue: 1000,
       maxSpecBytes: 1 << 30,
-      journal: { put: () => undefined, drop: () => undefined, flushed: () => Promise.resolve() },
+      journal: { put: () => undefined, drop: () => undefined, putGroup: () => undefined, flushed: () => Promise.resolve() },
       runAttempt: (task, signal) =>
         new Promise((resolve) => {
           this.attempts.set(task.id, resolve);

@@ -4,7 +4,7 @@ import type { AttemptResult } from '../src/executor/index.js';
 import { applyEntry, encodeEntry } from '../src/journal/replay.js';
 import { withoutClearedFields } from '../src/scheduler/index.js';
 import { RequestError, type TaskSpec } from '../src/protocol/index.js';
-import { Scheduler, type AttemptRunner, type SchedulerOptions, type StoredTask } from '../src/scheduler/index.js';
+import { Scheduler, type AttemptRunner, type SchedulerOptions, type StoredGroup, type StoredTask } from '../src/scheduler/index.js';
 import { specSize } from '../src/scheduler/task.js';
 import { result, settle, spec } from './store-conformance.js';
 
@@ -27,6 +27,10 @@ class RecordingJournal {
 
   drop(id: string): void {
     this.record(encodeEntry({ id, drop: true }));
+  }
+
+  putGroup(name: string, patch: StoredGroup): void {
+    this.record(encodeEntry({ group: name, set: patch }));
   }
 
   flushed(): Promise<void> {

@@ -3,6 +3,7 @@ import { connect, type Socket } from 'node:net';
 import { DEFAULT_HOST, DEFAULT_PORT, LineFramer } from '../protocol/index.js';
 import type {
   Counts,
+  GroupInfo,
   Op,
   OutputEvent,
   Ref,
@@ -167,6 +168,40 @@ export class TaskManagerClient extends EventEmitter<ClientEvents> {
     return (await this.request('follow', { id }, onOutput)).task;
   }
 
+  /** Cancels the task if it has not finished, then forgets it; resolves with its last record. */
+  async remove(id: string): Promise<TaskRecord> {
+    return (await this.request('remove', { id })).task;
+  }
+
+  /** Runs a finished task again under its id (and the tasks canceled because it failed). */
+  async restart(id: string): Promise<TaskRecord> {
+    return (await this.request('restart', { id })).task;
+  }
+
+  /** Changes a task that has not started: its command, priority, start time or group. */
+  async edit(id: string, changes: Omit<RequestFields<'edit'>, 'id'>): Promise<TaskRecord> {
+    return (await this.request('edit', { ...changes, id })).task;
+  }
+
+  /** Starts nothing new in `group`, or in every group when none is named; running tasks go on. */
+  async pause(group?: string): Promise<GroupInfo[]> {
+    return groupList(await this.request('pause', group === undefined ? {} : { group }));
+  }
+
+  /** Lets tasks start again in `group`, or in every group when none is named. */
+  async resume(group?: string): Promise<GroupInfo[]> {
+    return groupList(await this.request('resume', group === undefined ? {} : { group }));
+  }
+
+  async groups(): Promise<GroupInfo[]> {
+    return (await this.request('groups', {})).groups;
+  }
+
+  /** Makes a group, or changes how many of its tasks may run at once. */
+  async setGroup(name: string, concurrency: number): Promise<GroupInfo> {
+    return (await this.request('set_group', { name, concurrency })).group;
+  }
+
   async count(): Promise<{ counts: Counts; tasks: number }> {
     return strip(await this.request('count', {}));
   }
@@ -222,6 +257,9 @@ export class TaskManagerClient extends EventEmitter<ClientEvents> {
 
 /** Whether a response is one to a request of `op`. */
 const answers = <O extends Op>(op: O, response: SuccessResponse): response is SuccessResponse<O> => response.op === op;
+
+/** The groups of a `pause` or `resume` answer: the one named, or all. */
+const groupList = (answer: { group: GroupInfo } | { groups: GroupInfo[] }): GroupInfo[] => ('group' in answer ? [answer.group] : answer.groups);
 
 /** Drops the envelope fields of a response, leaving its payload. */
 function strip<R extends SuccessResponse>({ ok: _ok, ref: _ref, op: _op, ...payload }: R): Omit<R, 'ok' | 'ref' | 'op'> {

@@ -2,6 +2,7 @@ import type { Journal } from '../journal/index.js';
 import { requestError } from '../protocol/index.js';
 import type { Scheduler } from '../scheduler/index.js';
 import type { DaemonConfig } from './config.js';
+import type { GpuSampler } from './gpu.js';
 import type { OutputFiles } from './output-files.js';
 import type { SystemSampler } from './stats.js';
 import type { Subscribers } from './subscribers.js';
@@ -13,6 +14,7 @@ export interface DaemonContext {
   journal: Journal;
   subscribers: Subscribers;
   sampler: SystemSampler;
+  gpus: GpuSampler;
   outputs: OutputFiles;
   startedAt: number;
   /** aborted when the daemon begins to stop */

@@ -19,6 +19,7 @@ import { Scheduler, startId, type StoredTask } from '../scheduler/index.js';
 import { ConfigError, DEFAULT_CONFIG, type DaemonConfig } from './config.js';
 import { Connection } from './connection.js';
 import type { DaemonContext } from './context.js';
+import { GpuSampler } from './gpu.js';
 import { OutputFiles } from './output-files.js';
 import { SystemSampler } from './stats.js';
 import { Subscribers } from './subscribers.js';
@@ -60,7 +61,7 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
   }
   let fail: (error: Error) => void = () => undefined;
   const failed = new Promise<Error>((resolve) => (fail = resolve));
-  const { journal, tasks, crashed } = await Journal.open(config.dataDir, {
+  const { journal, tasks, groups, crashed } = await Journal.open(config.dataDir, {
     durability: config.durability,
     compactAfterBytes: config.compactAfterBytes,
     warn: config.log,
@@ -115,6 +116,9 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
   });
   executor.warm();
   journal.snapshotSource = () => scheduler.snapshot();
+  journal.groupSource = () => scheduler.groupSettings();
+  const gpus = new GpuSampler();
+  gpus.start();
 
   const stopping = new AbortController();
   setMaxListeners(0, stopping.signal); // one listener per request waiting on a task
@@ -124,6 +128,7 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     journal,
     subscribers: new Subscribers(scheduler, journal),
     sampler: new SystemSampler(),
+    gpus,
     outputs,
     startedAt: Date.now(),
     stopping: stopping.signal,
@@ -160,7 +165,7 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     throw error;
   }
   // Tasks start only once the port is ours; no connection is served before this line runs.
-  scheduler.restore(tasks, started);
+  scheduler.restore(tasks, started, groups);
   // The evidence has done its work once the journal holds what it told.
   void journal.flushed().then(() => removeStartEvidence(evidence.files), () => undefined);
   const address = server.address();
@@ -172,6 +177,7 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     server.close();
     await scheduler.stop(config.shutdownGraceMs);
     executor.close(!journalFailed);
+    gpus.close();
     stopping.abort(); // whoever still waits for a task is told the daemon is stopping
     await journal.flushed().catch(() => undefined);
     for (const connection of connections) connection.close();

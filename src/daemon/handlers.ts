@@ -1,4 +1,4 @@
-import type { Op, ResponsePayloads, ValidRequest } from '../protocol/index.js';
+import { isTerminal, type GroupInfo, type Op, type ResponsePayloads, type ValidRequest } from '../protocol/index.js';
 import type { Task } from '../scheduler/index.js';
 import { RecordList, type Deferred } from './answer.js';
 import { unlessStopping, type DaemonContext } from './context.js';
@@ -18,6 +18,9 @@ function withOutput(task: Task, ctx: DaemonContext) {
 }
 
 const withDuplicate = <T>(task: T, duplicate: boolean) => (duplicate ? { task, duplicate: true as const } : { task });
+
+/** `pause` and `resume` answer with the one group named, or with every group. */
+const groupsAnswer = (groups: GroupInfo[], named: string | undefined) => (named === undefined ? { groups } : { group: groups[0]! });
 
 type Handler<O extends StatelessOp> = (request: ValidRequest<O>, ctx: DaemonContext, gone: AbortSignal) => Payload<O> | Promise<Payload<O>>;
 
@@ -52,6 +55,32 @@ export const handlers: { [O in StatelessOp]: Handler<O> } = {
     return { task: withOutput(task, ctx) };
   },
 
+  remove: async ({ id }, ctx) => {
+    const task = ctx.scheduler.get(id);
+    if (!isTerminal(task.state)) {
+      await ctx.scheduler.cancel(task).catch((error: unknown) => {
+        // It finished meanwhile: it is removed all the same.
+        if (!isTerminal(task.state)) throw error;
+      });
+    }
+    // The record, with output read from files held until the answer is written, then the task is forgotten.
+    const record = withOutput(task, ctx);
+    ctx.scheduler.remove(task);
+    return { task: record };
+  },
+
+  restart: ({ id }, ctx) => ({ task: withOutput(ctx.scheduler.restart(ctx.scheduler.get(id)), ctx) }),
+
+  edit: (edit, ctx) => ({ task: withOutput(ctx.scheduler.edit(ctx.scheduler.get(edit.id), edit), ctx) }),
+
+  pause: ({ group }, ctx) => groupsAnswer(ctx.scheduler.setPaused(true, group), group),
+
+  resume: ({ group }, ctx) => groupsAnswer(ctx.scheduler.setPaused(false, group), group),
+
+  groups: (_request, ctx) => ({ groups: ctx.scheduler.groups() }),
+
+  set_group: ({ name, concurrency }, ctx) => ({ group: ctx.scheduler.setGroup(name, concurrency) }),
+
   count: (_request, ctx) => ctx.scheduler.countByState(),
 
   health: (_request, ctx) => ({ version: VERSION, uptime_ms: Date.now() - ctx.startedAt }),
@@ -62,6 +91,7 @@ export const handlers: { [O in StatelessOp]: Handler<O> } = {
     disk: await ctx.sampler.disk(ctx.config.dataDir),
     counts: ctx.scheduler.countByState().counts,
     concurrency: ctx.scheduler.concurrency,
+    gpu: await ctx.gpus.gpus(),
     uptime_ms: Date.now() - ctx.startedAt,
   }),
 };

@@ -1,6 +1,6 @@
 import { unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { StoredTask, TaskJournal, TaskPatch } from '../scheduler/index.js';
+import type { StoredGroup, StoredTask, TaskJournal, TaskPatch } from '../scheduler/index.js';
 import { prepareDataDir } from './data-dir.js';
 import { syncDirectory } from './durable-file.js';
 import { DataDirError } from './errors.js';
@@ -8,7 +8,7 @@ import { LEGACY_SNAPSHOT, LEGACY_SNAPSHOT_TEMP } from './legacy-snapshot.js';
 import { lockDataDir } from './lock.js';
 import { LogWriter } from './log-writer.js';
 import { logGenerations, logName, readJournal, type JournalOnDisk } from './recovery.js';
-import { encodeEntry } from './replay.js';
+import { encodeEntry, type Groups } from './replay.js';
 import { SnapshotWriter } from './snapshot-writer.js';
 
 export type Durability = 'fsync' | 'none';
@@ -34,8 +34,9 @@ export class Journal implements TaskJournal {
   private compacting: Promise<void> | undefined;
   /** aborts the snapshot being written: the daemon is stopping */
   private readonly closing = new AbortController();
-  /** tasks as of now, for the next snapshot (set by whoever owns the state) */
+  /** tasks and groups as of now, for the next snapshot (set by whoever owns the state) */
   snapshotSource: () => StoredTask[] = () => [];
+  groupSource: () => Groups = () => new Map();
 
   private constructor(
     private readonly dir: string,
@@ -53,7 +54,7 @@ export class Journal implements TaskJournal {
    * add up throws JournalCorruptError with every file left as it was; a file
    * system error throws DataDirError naming the data dir.
    */
-  static async open(dir: string, options: JournalOptions): Promise<{ journal: Journal; tasks: StoredTask[]; crashed: boolean }> {
+  static async open(dir: string, options: JournalOptions): Promise<{ journal: Journal; tasks: StoredTask[]; groups: Groups; crashed: boolean }> {
     const warn = options.warn ?? ((message: string) => console.warn(message));
     try {
       await prepareDataDir(dir, warn);
@@ -61,7 +62,7 @@ export class Journal implements TaskJournal {
       try {
         const found = await readJournal(dir, warn);
         const journal = await Journal.start(dir, found, options, lock.release);
-        return { journal, tasks: found.tasks, crashed: lock.tookOverStale };
+        return { journal, tasks: found.tasks, groups: found.groups, crashed: lock.tookOverStale };
       } catch (error) {
         await lock.abandon();
         throw error;
@@ -80,12 +81,12 @@ export class Journal implements TaskJournal {
    */
   private static async start(dir: string, found: JournalOnDisk, options: JournalOptions, unlock: () => Promise<void>): Promise<Journal> {
     // A new data dir gets a snapshot (generation 0) before its first log, so that no log is ever without one.
-    if (found.empty) await (await SnapshotWriter.open(dir, 0, [])).write();
+    if (found.empty) await (await SnapshotWriter.open(dir, 0, [], new Map())).write();
     const generation = found.lastGeneration + 1;
     const log = await createLog(dir, generation, options);
     let snapshot: SnapshotWriter;
     try {
-      snapshot = await SnapshotWriter.open(dir, generation, found.tasks);
+      snapshot = await SnapshotWriter.open(dir, generation, found.tasks, found.groups);
     } catch (error) {
       await log.close();
       // No snapshot names the new log: it is empty and of no use to the next start.
@@ -103,6 +104,10 @@ export class Journal implements TaskJournal {
 
   drop(id: string): void {
     this.append(encodeEntry({ id, drop: true }));
+  }
+
+  putGroup(name: string, patch: StoredGroup): void {
+    this.append(encodeEntry({ group: name, set: patch }));
   }
 
   flushed(): Promise<void> {
@@ -159,9 +164,11 @@ export class Journal implements TaskJournal {
     this.log = next;
     this.generation = generation;
     const tasks = this.snapshotSource();
+    // Copied at the instant: the header is written before the tasks, and the groups may change meanwhile.
+    const groups = new Map(Array.from(this.groupSource(), ([name, group]) => [name, { ...group }]));
     let snapshot: SnapshotWriter;
     try {
-      snapshot = await SnapshotWriter.open(this.dir, generation, tasks);
+      snapshot = await SnapshotWriter.open(this.dir, generation, tasks, groups);
     } catch (error) {
       await this.retire().catch(() => undefined);
       this.warnFailed(error as Error);

@@ -29,7 +29,7 @@ export async function readLegacySnapshot(path: string): Promise<SnapshotRead | n
     throw new JournalCorruptError(path, `not valid JSON (${(error as Error).message})`);
   }
   const { generation, tasks } = checkLegacySnapshot(path, data);
-  return { path, generation, tasks, bytes: Buffer.byteLength(text) };
+  return { path, generation, tasks, groups: new Map(), bytes: Buffer.byteLength(text) };
 }
 
 /** A format 1 snapshot's content, checked: its header fields and every task. */

@@ -2,7 +2,7 @@ import { readdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { withoutClearedFields, type StoredTask } from '../scheduler/index.js';
 import { JournalCorruptError } from './errors.js';
-import { replayLog } from './replay.js';
+import { replayLog, type Groups } from './replay.js';
 import { SNAPSHOT } from './snapshot-format.js';
 import { readSnapshot } from './snapshot-reader.js';
 
@@ -15,6 +15,8 @@ export interface JournalOnDisk {
   empty: boolean;
   /** every task, with all logs replayed, in submission order */
   tasks: StoredTask[];
+  /** the settings of groups, with all logs replayed */
+  groups: Groups;
   /** the newest generation on disk: the next log is one past it */
   lastGeneration: number;
   /** size of the snapshot read */
@@ -33,14 +35,15 @@ export async function readJournal(dir: string, warn: (message: string) => void):
   const lastGeneration = Math.max(0, ...logs);
   if (snapshot === null) {
     await checkNothingLogged(dir, logs);
-    return { empty: logs.length === 0, tasks: [], lastGeneration, snapshotBytes: 0 };
+    return { empty: logs.length === 0, tasks: [], groups: new Map(), lastGeneration, snapshotBytes: 0 };
   }
   for (const generation of logsToReplay(snapshot.path, snapshot.generation, logs)) {
-    await replayLog(join(dir, logName(generation)), snapshot.tasks, warn);
+    await replayLog(join(dir, logName(generation)), snapshot.tasks, warn, snapshot.groups);
   }
   return {
     empty: false,
     tasks: Array.from(snapshot.tasks.values(), withoutClearedFields),
+    groups: snapshot.groups,
     lastGeneration: Math.max(snapshot.generation, lastGeneration),
     snapshotBytes: snapshot.bytes,
   };

@@ -1,6 +1,6 @@
 import type { StoredTask } from '../scheduler/index.js';
 import { JournalCorruptError } from './errors.js';
-import { isCount, isObject, shown, storedTaskProblem } from '../scheduler/index.js';
+import { groupProblem, isCount, isObject, shown, storedTaskProblem, type StoredGroup } from '../scheduler/index.js';
 
 /**
  * The snapshot: a header line, then one stored task per line. Streamed to
@@ -17,6 +17,8 @@ export interface SnapshotHeader {
   generation: number;
   /** how many task lines follow: a file cut short is refused, even at a line's end */
   tasks: number;
+  /** the settings of the groups that have any, by name (absent when none has) */
+  groups?: Record<string, StoredGroup>;
 }
 
 /** A snapshot read and checked, in either format. */
@@ -25,6 +27,7 @@ export interface SnapshotRead {
   generation: number;
   /** by id, in the order of the file (submission order) */
   tasks: Map<string, StoredTask>;
+  groups: Map<string, StoredGroup>;
   bytes: number;
 }
 
@@ -33,6 +36,13 @@ export function checkHeader(where: string, value: unknown): SnapshotHeader {
   if (value.format !== SNAPSHOT_FORMAT) throw new JournalCorruptError(where, `format must be ${SNAPSHOT_FORMAT}, got ${shown(value.format)}`);
   if (!isCount(value.generation)) throw new JournalCorruptError(where, `generation must be an integer >= 0, got ${shown(value.generation)}`);
   if (!isCount(value.tasks)) throw new JournalCorruptError(where, `tasks must be an integer >= 0, got ${shown(value.tasks)}`);
+  if (value.groups !== undefined) {
+    if (!isObject(value.groups)) throw new JournalCorruptError(where, `groups must be an object, got ${shown(value.groups)}`);
+    for (const [name, group] of Object.entries(value.groups)) {
+      const problem = groupProblem(group);
+      if (problem) throw new JournalCorruptError(where, `group ${shown(name)}: ${problem}`);
+    }
+  }
   return value as unknown as SnapshotHeader;
 }
 

@@ -42,5 +42,5 @@ async function readStreamedSnapshot(path: string): Promise<SnapshotRead> {
   if (tasks.size !== header.tasks) {
     throw new JournalCorruptError(path, `the header announces ${header.tasks} tasks, but the file holds ${tasks.size}: it was damaged since it was written`);
   }
-  return { path, generation: header.generation, tasks, bytes: read.bytes };
+  return { path, generation: header.generation, tasks, groups: new Map(Object.entries(header.groups ?? {})), bytes: read.bytes };
 }

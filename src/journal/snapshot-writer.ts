@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setImmediate } from 'node:timers/promises';
-import type { StoredTask } from '../scheduler/index.js';
+import type { StoredGroup, StoredTask } from '../scheduler/index.js';
 import { syncDirectory } from './durable-file.js';
 import { SNAPSHOT, SNAPSHOT_FORMAT, type SnapshotHeader } from './snapshot-format.js';
 
@@ -31,10 +31,10 @@ export class SnapshotWriter {
 
   /**
    * Creates the temp file and writes its header line, naming `tasks.length`
-   * tasks; `write` writes them. A disk with no room at all fails here,
+   * tasks and holding the groups' settings; `write` writes the tasks. A disk with no room at all fails here,
    * before anything else is done.
    */
-  static async open(dir: string, generation: number, tasks: readonly StoredTask[]): Promise<SnapshotWriter> {
+  static async open(dir: string, generation: number, tasks: readonly StoredTask[], groups: ReadonlyMap<string, StoredGroup>): Promise<SnapshotWriter> {
     const temp = join(dir, `.${SNAPSHOT}.tmp`);
     // flush: the file is fsynced before it is closed, and before `write` resolves.
     const file = createWriteStream(temp, { flags: 'w', mode: 0o600, flush: true, highWaterMark: BATCH_CHARS });
@@ -42,6 +42,7 @@ export class SnapshotWriter {
     file.on('error', () => undefined);
     const writer = new SnapshotWriter(dir, temp, file, tasks);
     const header: SnapshotHeader = { format: SNAPSHOT_FORMAT, generation, tasks: tasks.length };
+    if (groups.size > 0) header.groups = Object.fromEntries(groups);
     try {
       await new Promise<void>((resolve, reject) => file.write(`${JSON.stringify(header)}\n`, (error) => (error ? reject(error) : resolve())));
     } catch (error) {

@@ -14,6 +14,9 @@ export const REQUEST_ERRORS = {
   UNKNOWN_DEPENDENCY: 'a depends_on id names no task',
   ID_CONFLICT: 'a task with that id exists with a different spec',
   NOT_CANCELABLE: 'the task has already finished',
+  UNKNOWN_GROUP: 'the group named does not exist (set_group makes it)',
+  NOT_RESTARTABLE: 'the task has not finished, or a task it depends on failed',
+  NOT_EDITABLE: 'the task has already started or finished',
   QUEUE_FULL: 'too many tasks are not yet finished',
   TOO_MANY_CONNECTIONS: 'the server has as many connections as it accepts',
   UNAUTHORIZED: 'the connection has not authenticated',
@@ -114,11 +117,24 @@ export const requestError = {
   LINE_TOO_LONG: (maxLineBytes: number) =>
     new RequestError('LINE_TOO_LONG', `the line is longer than ${maxLineBytes} bytes (--max-line-bytes); it was skipped`),
   BAD_REQUEST: (message: string) => new RequestError('BAD_REQUEST', message),
-  UNKNOWN_OP: (op: string, ops: readonly string[]) => new RequestError('UNKNOWN_OP', `op ${shown(op)} is not known; ops are ${ops.join(', ')}`),
+  UNKNOWN_OP: (op: string, ops: readonly string[], near?: string) =>
+    new RequestError('UNKNOWN_OP', `op ${shown(op)} is not known${near ? ` (did you mean "${near}"?)` : ''}; ops are ${ops.join(', ')}`),
   NOT_FOUND: (id: string) => new RequestError('NOT_FOUND', `id "${id}" names no task`),
   UNKNOWN_DEPENDENCY: (id: string) => new RequestError('UNKNOWN_DEPENDENCY', `depends_on names "${id}", which is not a known task`),
   ID_CONFLICT: (id: string) => new RequestError('ID_CONFLICT', `id "${id}" is already used by a task with a different spec`),
   NOT_CANCELABLE: (id: string, state: string) => new RequestError('NOT_CANCELABLE', `task "${id}" is already ${state} and cannot be canceled`),
+  UNKNOWN_GROUP: (field: string, group: string) =>
+    new RequestError('UNKNOWN_GROUP', `${field} names group "${group}", which does not exist; make it first with set_group (task-manager set-group ${group} N)`),
+  /** `dependency`: a task it depends on that ended FAILED or CANCELED */
+  NOT_RESTARTABLE: (id: string, why: { state: string } | { dependency: string; state: string }) =>
+    new RequestError(
+      'NOT_RESTARTABLE',
+      'dependency' in why
+        ? `task "${id}" depends on "${why.dependency}", which ended ${why.state}: restart that one first (its dependents restart with it)`
+        : `task "${id}" is ${why.state}; only a finished task (COMPLETED, FAILED or CANCELED) can be restarted`,
+    ),
+  NOT_EDITABLE: (id: string, state: string) =>
+    new RequestError('NOT_EDITABLE', `task "${id}" is ${state}; only a task that has not started (PENDING or QUEUED) can be edited`),
   QUEUE_FULL: (full: QueueBound) =>
     new RequestError(
       'QUEUE_FULL',

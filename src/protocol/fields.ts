@@ -60,11 +60,17 @@ export function readFields<T extends Fields>(fields: T, sent: Record<string, unk
 export function rejectUnknownFields(sent: Record<string, unknown>, allowed: readonly string[], where: string): void {
   for (const key of Object.keys(sent)) {
     if (allowed.includes(key)) continue;
-    // Only names of about the right length are compared: the distance costs |key| x |name|.
-    const near = allowed.find((name) => Math.abs(name.length - key.length) <= 2 && editDistance(key, name) <= 2);
+    const near = nearest(key, allowed);
     const hint = near ? ` (did you mean "${near}"?)` : `; ${where} takes ${allowed.map((f) => `"${f}"`).join(', ') || 'no fields'}`;
     throw requestError.BAD_REQUEST(`unknown field ${shown(key)}${hint}`);
   }
+}
+
+/** The name among `names` that `key` is most likely a typo of (case aside, or within two edits), if any. */
+export function nearest(key: string, names: readonly string[]): string | undefined {
+  const lower = key.toLowerCase();
+  // Only names of about the right length are compared: the distance costs |key| x |name|.
+  return names.find((name) => name === lower) ?? names.find((name) => Math.abs(name.length - key.length) <= 2 && editDistance(lower, name) <= 2);
 }
 
 function editDistance(a: string, b: string): number {

@@ -4,6 +4,7 @@ import {
   integer,
   isObject,
   mustBe,
+  nearest,
   oneOf,
   plainString,
   readFields,
@@ -28,6 +29,9 @@ export const ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
 const MAX_TIMER_MS = 2_147_483_647; // the longest a Node timer can wait (about 24.8 days)
 const MAX_OUTPUT_BYTES = 16 * 1024 * 1024;
 const MAX_LIST_LIMIT = 10_000;
+const MAX_GROUP_CONCURRENCY = 100_000;
+/** The orders `list` gives tasks in: of submission, or its reverse. */
+export const LIST_ORDERS = ['oldest', 'newest'] as const;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 /** Linux refuses to exec with a single argument or environment entry longer than this (MAX_ARG_STRLEN, less the NUL). */
 const MAX_ARGUMENT_BYTES = 128 * 1024 - 1;
@@ -68,6 +72,13 @@ function taskIdText(value: unknown, name: string): string {
 }
 
 const taskId = field<string>(taskIdText);
+
+const priority = integer(-1_000_000_000, 1_000_000_000);
+
+/** A group's name: the same characters as a task id. */
+const groupName = field<string>(taskIdText);
+
+export const DEFAULT_GROUP = 'default';
 
 /** Task ids, each once. */
 const idList = field<string[]>((value, name) => {
@@ -181,8 +192,9 @@ export const TASK_SPEC_FIELDS = {
   delay_ms: integer(0, MAX_TIMER_MS),
   retries: withDefault(integer(0, 100), 0),
   retry_delay_ms: withDefault(integer(0, MAX_TIMER_MS), 1000),
-  priority: withDefault(integer(-1_000_000_000, 1_000_000_000), 0),
+  priority: withDefault(priority, 0),
   max_output_bytes: withDefault(integer(1, MAX_OUTPUT_BYTES, `from 1 to ${MAX_OUTPUT_BYTES}`), 1024 * 1024),
+  group: groupName,
 } satisfies Fields;
 
 /** A task spec as a client may send it (see docs/protocol.md). */
@@ -206,7 +218,44 @@ export function taskSpec(sent: Record<string, unknown>): { id?: string; spec: Ta
   if (sent.start_at !== undefined && sent.delay_ms !== undefined) throw badRequest('give start_at or delay_ms, not both');
   const { command: alias, id, ...spec } = readFields(TASK_SPEC_FIELDS, sent);
   if (alias !== undefined) spec.cmd = alias;
+  // The default group is kept as no group: a spec means the same task with or without it, as before groups existed.
+  if (spec.group === DEFAULT_GROUP) delete spec.group;
   return id === undefined ? { spec } : { id, spec };
+}
+
+/** The group a spec's task counts against. */
+export const groupOf = (spec: { group?: string | undefined }): string => spec.group ?? DEFAULT_GROUP;
+
+/** The fields `edit` may change in a task that has not started, and what reading them makes. */
+const EDIT_FIELDS = {
+  id: required(taskId),
+  cmd: command,
+  command,
+  priority,
+  start_at: instant,
+  delay_ms: TASK_SPEC_FIELDS.delay_ms,
+  group: groupName,
+} satisfies Fields;
+
+/** A validated `edit`: the task's id and the changes, `cmd` folded from its alias. */
+export interface TaskEdit {
+  id: string;
+  cmd?: string | string[];
+  priority?: number;
+  /** epoch ms of the new start time (`start_at`, or `delay_ms` from now) */
+  start_at?: number;
+  group?: string;
+}
+
+function taskEdit(sent: Record<string, unknown>): TaskEdit {
+  if (sent.cmd !== undefined && sent.command !== undefined) throw badRequest('give cmd or command, not both');
+  if (sent.start_at !== undefined && sent.delay_ms !== undefined) throw badRequest('give start_at or delay_ms, not both');
+  const { command: alias, delay_ms, ...read } = readFields(EDIT_FIELDS, sent);
+  const edit: TaskEdit = read;
+  if (alias !== undefined) edit.cmd = alias;
+  if (delay_ms !== undefined) edit.start_at = Date.now() + delay_ms;
+  if (Object.keys(edit).length === 1) throw badRequest('edit needs at least one of cmd, priority, start_at, delay_ms, group');
+  return edit;
 }
 
 /** The fields an op takes besides `op` and `ref`, and what reading them makes. */
@@ -235,9 +284,21 @@ const OP_SCHEMAS = {
   submit: SPEC_OP,
   status: plain({ id: requiredId }),
   wait: plain({ id: requiredId, timeout_ms: integer(0, MAX_TIMER_MS) }),
-  list: plain({ state: oneOf(TASK_STATES), limit: integer(1, MAX_LIST_LIMIT), after: taskId }),
+  list: plain({
+    state: oneOf(TASK_STATES),
+    limit: integer(1, MAX_LIST_LIMIT),
+    after: taskId,
+    order: oneOf(LIST_ORDERS),
+  }),
   cancel: plain({ id: requiredId }),
   follow: plain({ id: requiredId }),
+  remove: plain({ id: requiredId }),
+  restart: plain({ id: requiredId }),
+  edit: opSchema(EDIT_FIELDS, taskEdit),
+  pause: plain({ group: groupName }),
+  resume: plain({ group: groupName }),
+  groups: plain({}),
+  set_group: plain({ name: required(groupName), concurrency: required(integer(1, MAX_GROUP_CONCURRENCY)) }),
   count: plain({}),
   health: plain({}),
   stats: plain({}),
@@ -289,7 +350,7 @@ function opOf(sentOp: unknown, sent: Record<string, unknown>): Op {
     return 'run';
   }
   if (typeof sentOp !== 'string') throw mustBe('op', 'a string', sentOp);
-  if (!isOp(sentOp)) throw requestError.UNKNOWN_OP(sentOp, Object.keys(OP_SCHEMAS));
+  if (!isOp(sentOp)) throw requestError.UNKNOWN_OP(sentOp, Object.keys(OP_SCHEMAS), nearest(sentOp, Object.keys(OP_SCHEMAS)));
   return sentOp;
 }
 

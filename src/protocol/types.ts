@@ -24,6 +24,8 @@ export interface TaskRecord {
   cmd: string | string[] | null;
   script?: { lang: ScriptLang };
   args?: string[];
+  /** the group whose concurrency limit it counts against */
+  group: string;
   priority: number;
   exit_code: number | null;
   signal: string | null;
@@ -41,6 +43,8 @@ export interface TaskRecord {
   started_at?: string;
   finished_at?: string;
   depends_on: string[];
+  /** how often it was restarted (`restart`) */
+  restarts: number;
   /** attempts cut short by a daemon stop or crash (they do not use up retries) */
   interrupted?: number;
   /** the output was dropped to keep retained output within --keep-output-bytes */
@@ -57,8 +61,29 @@ export interface Stats {
   memory: { total_bytes: number; free_bytes: number; daemon_rss_bytes: number };
   disk: { path: string; total_bytes: number; free_bytes: number };
   counts: Counts;
+  /** limit: what all groups together may run at once */
   concurrency: { limit: number; running: number };
+  /** one entry per GPU that nvidia-smi reports; [] without it */
+  gpu: GpuStats[];
   uptime_ms: number;
+}
+
+export interface GpuStats {
+  index: number;
+  name: string;
+  /** null when the GPU does not report it */
+  utilization_percent: number | null;
+  memory_used_bytes: number | null;
+  memory_total_bytes: number | null;
+}
+
+/** One group, as `groups`, `pause`, `resume` and `set_group` show it. */
+export interface GroupInfo {
+  name: string;
+  concurrency: number;
+  running: number;
+  queued: number;
+  paused: boolean;
 }
 
 /** Payload of a successful response to each op: with `Request` (schema.ts), the typed map of the protocol. */
@@ -71,6 +96,15 @@ export interface ResponsePayloads {
   cancel: { task: TaskRecord };
   /** sent once the task is terminal, after its output events; the record leaves the output out */
   follow: { task: TaskRecord };
+  /** the task's last record, with its output; the task is forgotten */
+  remove: { task: TaskRecord };
+  restart: { task: TaskRecord };
+  edit: { task: TaskRecord };
+  /** with a group: that group; without: every group */
+  pause: { group: GroupInfo } | { groups: GroupInfo[] };
+  resume: { group: GroupInfo } | { groups: GroupInfo[] };
+  groups: { groups: GroupInfo[] };
+  set_group: { group: GroupInfo };
   count: { counts: Counts; tasks: number };
   health: { version: string; uptime_ms: number };
   stats: Stats;

@@ -75,6 +75,26 @@ export class Retention {
     }
   }
 
+  /** A finished task runs again (restart): it is no longer among the finished, nor is its output kept. */
+  restarted(task: Task): void {
+    if (this.finished.delete(task)) this.finishedSpecBytes -= task.specBytes;
+    this.forgetOutput(task);
+  }
+
+  /** A finished task is forgotten on request (remove); its output files are the caller's to discard. */
+  removed(task: Task): void {
+    this.restarted(task);
+    this.specBytes -= task.specBytes;
+  }
+
+  /** A task's spec changed (edit) to one of `bytes`: refused, with nothing changed, if it does not fit. */
+  respecified(task: Task, bytes: number): void {
+    const grown = bytes - task.specBytes;
+    if (grown > 0) this.makeRoomForSpec(grown);
+    this.specBytes += grown;
+    task.specBytes = bytes;
+  }
+
   /** Forgets the task that finished longest ago. */
   private dropOldestFinished(): void {
     const oldest = this.finished.values().next().value!;

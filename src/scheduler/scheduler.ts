@@ -1,7 +1,8 @@
 import { EventEmitter } from 'node:events';
-import { isTerminal, requestError, specKey, taskError } from '../protocol/index.js';
-import type { Counts, TaskSpec, TaskState } from '../protocol/index.js';
+import { DEFAULT_GROUP, groupOf, isTerminal, requestError, specKey, taskError } from '../protocol/index.js';
+import type { Counts, GroupInfo, TaskEdit, TaskSpec, TaskState } from '../protocol/index.js';
 import { startFailure, type AttemptResult } from '../executor/index.js';
+import type { StoredGroup } from './group.js';
 import { Heap } from './heap.js';
 import { attemptOutcome, interrupted, notStarted } from './outcome.js';
 import { Retention, type RetentionBounds } from './retention.js';
@@ -36,6 +37,37 @@ export interface SchedulerEvents {
   change: [Task];
 }
 
+/** A group as dispatch sees it: its ready queue and what it runs now. */
+interface GroupState {
+  readonly ready: Heap<Task>;
+  running: number;
+}
+
+/** Higher priority first; equal priority, first in first out. */
+const startsBefore = (a: Task, b: Task): boolean =>
+  a.spec.priority !== b.spec.priority ? a.spec.priority > b.spec.priority : a.stored.seq < b.stored.seq;
+
+/** The fields of a finished task's result, cleared when it runs again. */
+const FRESH_RUN: TaskPatch = {
+  attempts: 0,
+  exit_code: null,
+  signal: null,
+  timed_out: false,
+  stdout_truncated: false,
+  stderr_truncated: false,
+  duration_ms: null,
+  started_at: null,
+  finished_at: null,
+  error: null,
+  output: null,
+  stdout_bytes: null,
+  stderr_bytes: null,
+  output_dropped: null,
+  interrupted: null,
+  pgid: null,
+  pgid_started: null,
+};
+
 /**
  * Task states, the ready queue, dependencies, timers and retries. Every
  * state change is written to the journal the moment it happens in memory;
@@ -44,9 +76,8 @@ export interface SchedulerEvents {
 export class Scheduler extends EventEmitter<SchedulerEvents> {
   private readonly store: TaskStore;
   private readonly retention: Retention;
-  private readonly ready = new Heap<Task>((a, b) =>
-    a.spec.priority !== b.spec.priority ? a.spec.priority > b.spec.priority : a.stored.seq < b.stored.seq,
-  );
+  /** per group: its ready queue, by priority, and how many of its tasks run */
+  private readonly groupStates = new Map<string, GroupState>();
   private readonly timers = new TimerQueue<Task>((task) => this.timeReached(task));
   private readonly attempts = new Set<Promise<void>>();
   private seq = 0;
@@ -66,8 +97,76 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.retention = new Retention(store, options, options.discardOutput);
   }
 
+  /** What all groups together may run at once, and run now. */
   get concurrency(): { limit: number; running: number } {
-    return { limit: this.options.concurrency, running: this.running };
+    let limit = 0;
+    for (const name of this.groupNames()) limit += this.limitOf(name);
+    return { limit, running: this.running };
+  }
+
+  /** Every group: `default`, those with settings, and any a task names (a journal edited by hand). */
+  groupNames(): string[] {
+    return [...new Set([DEFAULT_GROUP, ...this.store.groups().keys(), ...this.groupStates.keys()])];
+  }
+
+  /** Each group as `groups` shows it, in the order of `groupNames`. */
+  groups(): GroupInfo[] {
+    const queued = new Map<string, number>();
+    for (const task of this.store.all()) {
+      if (task.state === 'QUEUED') queued.set(groupOf(task.spec), (queued.get(groupOf(task.spec)) ?? 0) + 1);
+    }
+    return this.groupNames().map((name) => this.groupInfo(name, queued.get(name) ?? 0));
+  }
+
+  /** One group as `groups` shows it; UNKNOWN_GROUP (naming `field`) if it does not exist. */
+  group(name: string, field = 'group'): GroupInfo {
+    this.mustExist(name, field);
+    let queued = 0;
+    for (const task of this.store.all()) if (task.state === 'QUEUED' && groupOf(task.spec) === name) queued++;
+    return this.groupInfo(name, queued);
+  }
+
+  /** Makes a group, or changes its limit: a lower one kills nothing, it only starts nothing new until under it. */
+  setGroup(name: string, concurrency: number): GroupInfo {
+    this.store.changeGroup(name, { concurrency });
+    this.pump();
+    return this.group(name, 'name');
+  }
+
+  /** Pauses or resumes starting tasks in one group, or in every existing group; running tasks go on. */
+  setPaused(paused: boolean, name?: string): GroupInfo[] {
+    if (name !== undefined) this.mustExist(name, 'group');
+    for (const group of name === undefined ? this.groupNames() : [name]) this.store.changeGroup(group, { paused });
+    this.pump();
+    return name === undefined ? this.groups() : [this.group(name)];
+  }
+
+  private groupInfo(name: string, queued: number): GroupInfo {
+    const settings = this.store.groups().get(name);
+    return { name, concurrency: this.limitOf(name), running: this.groupStates.get(name)?.running ?? 0, queued, paused: settings?.paused === true };
+  }
+
+  private limitOf(name: string): number {
+    return this.store.groups().get(name)?.concurrency ?? this.options.concurrency;
+  }
+
+  private mustExist(name: string, field: string): void {
+    if (name !== DEFAULT_GROUP && !this.store.groups().has(name)) throw requestError.UNKNOWN_GROUP(field, name);
+  }
+
+  private groupState(name: string): GroupState {
+    let state = this.groupStates.get(name);
+    if (!state) {
+      state = { ready: new Heap<Task>(startsBefore), running: 0 };
+      this.groupStates.set(name, state);
+    }
+    return state;
+  }
+
+  /** Into its group's ready queue, and a start soon if there is room. */
+  private enqueue(task: Task): void {
+    this.groupState(groupOf(task.spec)).ready.push(task);
+    this.pump();
   }
 
   countByState(): { counts: Counts; tasks: number } {
@@ -88,6 +187,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
    */
   submit(spec: TaskSpec, id?: string): { task: Task; duplicate: boolean } {
     if (this.stopping) throw requestError.SHUTTING_DOWN('new task');
+    if (spec.group !== undefined) this.mustExist(spec.group, 'group');
     if (id !== undefined) {
       const existing = this.store.get(id);
       if (existing) {
@@ -100,10 +200,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       if (!found) throw requestError.UNKNOWN_DEPENDENCY(dep);
       return found;
     });
-    const { tasks: unfinished } = this.countByState();
-    if (unfinished >= this.options.maxQueue) {
-      throw requestError.QUEUE_FULL({ bound: '--max-queue', unfinished });
-    }
+    this.mustHaveRoom();
     const specBytes = specSize(spec);
     this.retention.makeRoomForSpec(specBytes);
     const now = Date.now();
@@ -127,8 +224,9 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
    * retry; `started` tells whether that attempt's process really started,
    * which the record then counts as an interruption.
    */
-  restore(stored: StoredTask[], started: (task: StoredTask) => boolean): void {
+  restore(stored: StoredTask[], started: (task: StoredTask) => boolean, groups: ReadonlyMap<string, StoredGroup> = new Map()): void {
     this.restoring = true;
+    for (const [name, group] of groups) this.store.registerGroup(name, group);
     // The journal keeps tasks in submission order: sorting is for a journal that was edited by hand.
     const ordered = stored.every((record, i) => i === 0 || stored[i - 1]!.seq < record.seq) ? stored : [...stored].sort((a, b) => a.seq - b.seq);
     const tasks = ordered.map((record) => new Task(record));
@@ -164,6 +262,11 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     }
     this.restoring = false;
     this.pump();
+  }
+
+  /** The settings of every group that has any, for a journal snapshot. */
+  groupSettings(): Map<string, StoredGroup> {
+    return new Map(this.store.groups());
   }
 
   /** Every task as stored, for a journal snapshot. */
@@ -208,11 +311,125 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     return task;
   }
 
-  /** A page of tasks in submission order, and how many match after `after` in all, the page included. */
-  list(filter: { state?: TaskState | undefined; limit?: number | undefined; after?: string | undefined }): { tasks: Task[]; total: number } {
+  /**
+   * A page of tasks in submission order (or its reverse, `newest`), and how
+   * many match after `after` in that order in all, the page included.
+   */
+  list(filter: { state?: TaskState | undefined; limit?: number | undefined; after?: string | undefined; order?: 'oldest' | 'newest' | undefined }): {
+    tasks: Task[];
+    total: number;
+  } {
     // `after` is a position in the order of all tasks, whatever its own state.
     const afterSeq = filter.after === undefined ? undefined : this.get(filter.after).stored.seq;
-    return this.store.page(filter.state, afterSeq, filter.limit ?? 100);
+    return this.store.page(filter.state, afterSeq, filter.limit ?? 100, filter.order === 'newest');
+  }
+
+  /**
+   * Forgets a finished task (`remove` cancels an unfinished one first, with
+   * its dependents). A task that depends on it and has not finished would
+   * have been canceled with it; one that finished keeps its record.
+   */
+  remove(task: Task): void {
+    if (!isTerminal(task.state)) throw requestError.NOT_CANCELABLE(task.id, task.state);
+    if (this.store.get(task.id) !== task) return; // forgotten already (retention, or another remove)
+    this.retention.removed(task);
+    if (task.stored.output) this.options.discardOutput?.(task.stored.output);
+    this.store.remove(task);
+  }
+
+  /**
+   * Runs a finished task again under its id, with a fresh budget of
+   * attempts. The tasks that were canceled because it failed (and for no
+   * other failure) run again with it, waiting for it as before.
+   */
+  restart(task: Task): Task {
+    if (this.stopping) throw requestError.SHUTTING_DOWN('new task');
+    if (!isTerminal(task.state)) throw requestError.NOT_RESTARTABLE(task.id, { state: task.state });
+    const failed = this.failedDependency(task, new Set());
+    if (failed) throw requestError.NOT_RESTARTABLE(task.id, { dependency: failed.id, state: failed.state });
+    this.mustHaveRoom();
+    const again = new Set([task]);
+    if (task.state !== 'COMPLETED') {
+      // Dependents come after their dependencies in submission order: one pass finds them all.
+      for (const later of this.store.page(undefined, task.stored.seq, Number.MAX_SAFE_INTEGER).tasks) {
+        const canceledForIt = later.state === 'CANCELED' && later.stored.error?.code === 'DEPENDENCY_FAILED';
+        const onRestarted = later.spec.depends_on.some((id) => {
+          const dep = this.store.get(id);
+          return dep !== undefined && again.has(dep);
+        });
+        if (canceledForIt && onRestarted && !this.failedDependency(later, again)) {
+          again.add(later);
+        }
+      }
+    }
+    for (const each of again) this.runAgain(each);
+    this.pump();
+    return task;
+  }
+
+  /**
+   * Changes a task that has not started: its command, priority, start time
+   * or group. A task waiting for a retry counts as not started: its next
+   * attempt runs as edited.
+   */
+  edit(task: Task, edit: TaskEdit): Task {
+    if (task.state !== 'PENDING' && task.state !== 'QUEUED') throw requestError.NOT_EDITABLE(task.id, task.state);
+    if (edit.group !== undefined) this.mustExist(edit.group, 'group');
+    const spec: TaskSpec = { ...task.spec };
+    const patch: TaskPatch = {};
+    if (edit.cmd !== undefined) {
+      spec.cmd = edit.cmd;
+      delete spec.script;
+      delete spec.args;
+      Object.assign(patch, { cmd: edit.cmd, script: null, args: null });
+    }
+    if (edit.priority !== undefined) patch.priority = spec.priority = edit.priority;
+    if (edit.group !== undefined) {
+      if (edit.group === DEFAULT_GROUP) delete spec.group;
+      else spec.group = edit.group;
+    }
+    if (edit.start_at !== undefined) {
+      delete spec.delay_ms;
+      spec.start_at = edit.start_at;
+      patch.ready_at = edit.start_at > Date.now() ? edit.start_at : null;
+    }
+    const bytes = specSize(spec);
+    this.retention.respecified(task, bytes);
+    // Out of its queue (its place there depends on its priority and group), and back in as edited.
+    this.groupStates.get(groupOf(task.spec))?.ready.filter((queued) => queued !== task);
+    const waiting = task.unmet > 0 || (patch.ready_at ?? task.stored.ready_at ?? 0) > Date.now();
+    this.update(task, waiting ? 'PENDING' : task.state, { ...patch, spec, spec_bytes: bytes });
+    this.becomeReadyIfDue(task);
+    return task;
+  }
+
+  private mustHaveRoom(): void {
+    const { tasks: unfinished } = this.countByState();
+    if (unfinished >= this.options.maxQueue) {
+      throw requestError.QUEUE_FULL({ bound: '--max-queue', unfinished });
+    }
+  }
+
+  /** A dependency of `task` that ended FAILED or CANCELED and is not among `restarting`, if any. */
+  private failedDependency(task: Task, restarting: Set<Task>): Task | undefined {
+    for (const id of task.spec.depends_on) {
+      const dep = this.store.get(id); // a dependency forgotten since counts as met, as at a restart of the daemon
+      if (dep && isTerminal(dep.state) && dep.state !== 'COMPLETED' && !restarting.has(dep)) return dep;
+    }
+    return undefined;
+  }
+
+  /** A finished task back to waiting, its result cleared, linked to its dependencies again. */
+  private runAgain(task: Task): void {
+    this.retention.restarted(task);
+    if (task.stored.output) this.options.discardOutput?.(task.stored.output);
+    Object.assign(task, { unmet: 0, cancelRequested: false, stopRequested: false, executorLosses: 0 });
+    const startAt = task.spec.start_at;
+    const patch: TaskPatch = { ...FRESH_RUN, restarts: (task.stored.restarts ?? 0) + 1, ready_at: startAt !== undefined && startAt > Date.now() ? startAt : null };
+    const dependencies = task.spec.depends_on.map((id) => this.store.get(id)).filter((dep) => dep !== undefined);
+    this.linkDependencies(task, dependencies);
+    this.update(task, 'PENDING', patch);
+    this.becomeReadyIfDue(task);
   }
 
   /** Stops starting tasks; running ones get `graceMs` to finish, then are killed to run again after a restart. */
@@ -265,8 +482,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       return;
     }
     if (task.state === 'PENDING') this.update(task, 'QUEUED', { ready_at: null });
-    this.ready.push(task);
-    this.pump();
+    this.enqueue(task);
   }
 
   private timeReached(task: Task): void {
@@ -289,18 +505,38 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     });
   }
 
-  /** Starts ready tasks while slots are free, highest priority first. */
+  /**
+   * Starts ready tasks while their groups have free slots and are not
+   * paused: of the tasks that could start, the highest priority first.
+   */
   private fillSlots(): void {
-    while (!this.stopping && !this.restoring && this.running < this.options.concurrency && this.ready.size > 0) {
-      const task = this.ready.pop()!;
-      if (task.state !== 'QUEUED') continue; // canceled while queued
-      const attempt = this.start(task).finally(() => this.attempts.delete(attempt));
+    while (!this.stopping && !this.restoring) {
+      let next: Task | undefined;
+      for (const [name, group] of this.groupStates) {
+        if (group.running >= this.limitOf(name) || this.store.groups().get(name)?.paused) continue;
+        const top = this.nextReady(name, group);
+        if (top && (!next || startsBefore(top, next))) next = top;
+      }
+      if (!next) return;
+      this.groupStates.get(groupOf(next.spec))!.ready.pop();
+      const attempt = this.start(next).finally(() => this.attempts.delete(attempt));
       this.attempts.add(attempt);
     }
   }
 
+  /** The task at the head of a group's queue, once entries of tasks that left it (canceled, started, moved) are dropped. */
+  private nextReady(name: string, group: GroupState): Task | undefined {
+    for (let top = group.ready.peek(); top; top = group.ready.peek()) {
+      if (top.state === 'QUEUED' && groupOf(top.spec) === name && this.store.get(top.id) === top) return top;
+      group.ready.pop();
+    }
+    return undefined;
+  }
+
   private async start(task: Task): Promise<void> {
+    const group = this.groupState(groupOf(task.spec));
     this.running++;
+    group.running++;
     const abort = new AbortController();
     task.abort = abort;
     const attempt = task.stored.attempts + 1;
@@ -337,6 +573,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       result = startFailure(`the attempt could not be run: ${(error as Error).message}`);
     } finally {
       this.running--;
+      group.running--;
       task.abort = undefined;
     }
     this.attemptEnded(task, result);
@@ -359,10 +596,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   /** Back to QUEUED, and into the ready queue unless the daemon is stopping (or restoring, which queues after). */
   private requeue(task: Task, patch: TaskPatch): void {
     this.update(task, 'QUEUED', patch);
-    if (!this.stopping && !this.restoring) {
-      this.ready.push(task);
-      this.pump();
-    }
+    if (!this.stopping && !this.restoring) this.enqueue(task);
   }
 
   /** A task changes state: in the store, and to listeners. */
@@ -392,9 +626,11 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
 
   /** Canceled waiting tasks stay in the heaps until popped: clear them out once they outnumber the live ones. */
   private dropStaleEntries(): void {
-    if (++this.staleEntries < 64 || this.staleEntries < (this.ready.size + this.timers.size) / 2) return;
+    let ready = 0;
+    for (const group of this.groupStates.values()) ready += group.ready.size;
+    if (++this.staleEntries < 64 || this.staleEntries < (ready + this.timers.size) / 2) return;
     const live = (task: Task) => !isTerminal(task.state);
-    this.ready.filter(live);
+    for (const group of this.groupStates.values()) group.ready.filter(live);
     this.timers.prune(live);
     this.staleEntries = 0;
   }

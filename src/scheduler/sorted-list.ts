@@ -70,10 +70,39 @@ export class SortedList<T> {
 
   /** The number of items with a key greater than `key` (all items when `key` is undefined). */
   countAfter(key: number | undefined): number {
-    const { chunk: c, index: i } = this.positionAfter(key);
+    return this.count - this.rank(this.positionAfter(key));
+  }
+
+  /** Up to `limit` items with a key less than `key` (all items when `key` is undefined), in reverse order. */
+  before(key: number | undefined, limit: number): T[] {
+    const items: T[] = [];
+    let { chunk: c, index: i } = this.positionBefore(key);
+    while (items.length < limit) {
+      if (i === 0) {
+        if (--c < 0) break;
+        i = this.chunks[c]!.length;
+        continue;
+      }
+      items.push(this.chunks[c]![--i]!);
+    }
+    return items;
+  }
+
+  /** The number of items with a key less than `key` (all items when `key` is undefined). */
+  countBefore(key: number | undefined): number {
+    return this.rank(this.positionBefore(key));
+  }
+
+  /** How many items come before a position. */
+  private rank({ chunk: c, index: i }: { chunk: number; index: number }): number {
     let before = i;
     for (let j = 0; j < c; j++) before += this.chunks[j]!.length;
-    return this.count - before;
+    return before;
+  }
+
+  /** Where the first item with a key not less than `key` is, or would be (past the end when `key` is undefined). */
+  private positionBefore(key: number | undefined): { chunk: number; index: number } {
+    return key === undefined ? { chunk: this.chunks.length, index: 0 } : this.locate((k) => k < key);
   }
 
   /** Where the first item with a key greater than `key` is, or would be. */

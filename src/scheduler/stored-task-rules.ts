@@ -67,6 +67,7 @@ const OPTIONAL = new Map<string, FieldRule>([
   ['stdout_bytes', count],
   ['stderr_bytes', count],
   ['spec_bytes', count],
+  ['restarts', count],
 ]);
 
 /**

@@ -33,11 +33,13 @@ export class TaskIndex {
 
   /**
    * Up to `limit` tasks of `state` (of any state when undefined) submitted
-   * after the task numbered `afterSeq` (from the first when undefined), and
-   * how many there are in all.
+   * after the task numbered `fromSeq` (from the first when undefined), and
+   * how many there are in all; with `newest`, those submitted before it
+   * (from the last), newest first.
    */
-  page(state: TaskState | undefined, afterSeq: number | undefined, limit: number): { tasks: Task[]; total: number } {
+  page(state: TaskState | undefined, fromSeq: number | undefined, limit: number, newest = false): { tasks: Task[]; total: number } {
     const matching = state === undefined ? this.all : this.byState[state];
-    return { tasks: matching.after(afterSeq, limit), total: matching.countAfter(afterSeq) };
+    if (newest) return { tasks: matching.before(fromSeq, limit), total: matching.countBefore(fromSeq) };
+    return { tasks: matching.after(fromSeq, limit), total: matching.countAfter(fromSeq) };
   }
 }

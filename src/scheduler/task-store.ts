@@ -1,4 +1,5 @@
 import { TASK_STATES, type Counts, type TaskState } from '../protocol/index.js';
+import type { StoredGroup } from './group.js';
 import { applyPatch } from './stored-task-rules.js';
 import { TaskIndex } from './task-index.js';
 import type { Task, TaskPatch } from './task.js';
@@ -7,6 +8,8 @@ import type { Task, TaskPatch } from './task.js';
 export interface TaskJournal {
   put(id: string, patch: TaskPatch): void;
   drop(id: string): void;
+  /** a group's settings change: each field given is set */
+  putGroup(name: string, patch: StoredGroup): void;
   flushed(): Promise<void>;
 }
 
@@ -28,10 +31,20 @@ export interface TaskStore {
   change(task: Task, patch: TaskPatch): void;
   /** forgets a task */
   remove(task: Task): void;
+  /** the groups that have settings, by name */
+  groups(): ReadonlyMap<string, Readonly<StoredGroup>>;
+  /** the one place a group's settings change (or the group is made) */
+  changeGroup(name: string, patch: StoredGroup): void;
+  /** a group read back at start: kept, not recorded again */
+  registerGroup(name: string, group: StoredGroup): void;
   /** how many tasks are in each state */
   counts(): Counts;
-  /** up to `limit` tasks of `state` (any when undefined) submitted after the task numbered `afterSeq`, and how many there are */
-  page(state: TaskState | undefined, afterSeq: number | undefined, limit: number): { tasks: Task[]; total: number };
+  /**
+   * Up to `limit` tasks of `state` (any when undefined) past the task
+   * numbered `fromSeq` (from the first when undefined), and how many there
+   * are: submitted after it, or with `newest`, before it, newest first.
+   */
+  page(state: TaskState | undefined, fromSeq: number | undefined, limit: number, newest?: boolean): { tasks: Task[]; total: number };
   /** every task, in no particular order */
   all(): IterableIterator<Task>;
   /** resolves once every change made so far is durable; rejects if it cannot be */
@@ -45,6 +58,7 @@ export class MemoryTaskStore implements TaskStore {
   private readonly tasks = new Map<string, Task>();
   private readonly index = new TaskIndex();
   private readonly stateCounts = emptyCounts();
+  private readonly groupSettings = new Map<string, StoredGroup>();
 
   constructor(private readonly journal: TaskJournal) {}
 
@@ -82,12 +96,25 @@ export class MemoryTaskStore implements TaskStore {
     this.journal.drop(task.id);
   }
 
+  groups(): ReadonlyMap<string, Readonly<StoredGroup>> {
+    return this.groupSettings;
+  }
+
+  changeGroup(name: string, patch: StoredGroup): void {
+    this.groupSettings.set(name, { ...this.groupSettings.get(name), ...patch });
+    this.journal.putGroup(name, patch);
+  }
+
+  registerGroup(name: string, group: StoredGroup): void {
+    this.groupSettings.set(name, { ...group });
+  }
+
   counts(): Counts {
     return { ...this.stateCounts };
   }
 
-  page(state: TaskState | undefined, afterSeq: number | undefined, limit: number): { tasks: Task[]; total: number } {
-    return this.index.page(state, afterSeq, limit);
+  page(state: TaskState | undefined, fromSeq: number | undefined, limit: number, newest = false): { tasks: Task[]; total: number } {
+    return this.index.page(state, fromSeq, limit, newest);
   }
 
   all(): IterableIterator<Task> {

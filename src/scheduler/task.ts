@@ -1,7 +1,9 @@
-import type { TaskRecord, TaskSpec } from '../protocol/index.js';
+import { groupOf, type TaskRecord, type TaskSpec } from '../protocol/index.js';
 
-/** What the journal keeps of a task: its wire record plus what the scheduler needs to resume it. */
-export interface StoredTask extends TaskRecord {
+/** What the journal keeps of a task: its wire record (its group is in its spec) plus what the scheduler needs to resume it. */
+export interface StoredTask extends Omit<TaskRecord, 'group' | 'restarts'> {
+  /** how often it was restarted; absent until it is */
+  restarts?: number;
   spec: TaskSpec;
   /** submission order, for first-in first-out within a priority */
   seq: number;
@@ -47,7 +49,7 @@ export class Task {
   private settledCallbacks: Set<() => void> | undefined;
 
   /** the size of its spec, counted against the bound of what specs may hold */
-  readonly specBytes: number;
+  specBytes: number;
 
   constructor(readonly stored: StoredTask) {
     this.specBytes = stored.spec_bytes ?? specSize(stored.spec);
@@ -86,6 +88,7 @@ export class Task {
     const record = { id: s.id, state: s.state, cmd: s.cmd } as TaskRecord;
     if (s.script) record.script = s.script;
     if (s.args) record.args = s.args;
+    record.group = groupOf(s.spec);
     Object.assign(record, { exit_code: s.exit_code, signal: s.signal, timed_out: s.timed_out });
     if (output) Object.assign(record, output);
     Object.assign(record, {
@@ -101,6 +104,7 @@ export class Task {
     if (s.started_at) record.started_at = s.started_at;
     if (s.finished_at) record.finished_at = s.finished_at;
     record.depends_on = s.depends_on;
+    record.restarts = s.restarts ?? 0;
     if (s.interrupted) record.interrupted = s.interrupted;
     if (s.output_dropped) record.output_dropped = true;
     record.error = s.error;
@@ -159,7 +163,10 @@ export function newStoredTask(id: string, seq: number, spec: TaskSpec, now: numb
  * Names one start of a task's process: the attempt number alone is reused
  * when an attempt is interrupted, the count of interruptions tells them apart.
  */
-export const startId = (stored: StoredTask): string => `${stored.id} ${stored.attempts} ${stored.interrupted ?? 0}`;
+export const startId = (stored: StoredTask): string =>
+  `${stored.id} ${stored.attempts} ${stored.interrupted ?? 0}${stored.restarts ? ` r${stored.restarts}` : ''}`;
 
 /** Names the output files of one start: unique per start, and the id is read back from the right (ids may hold dots). */
-export const outputName = (stored: StoredTask): string => `${stored.id}.${stored.attempts}.${stored.interrupted ?? 0}`;
+export const outputName = (stored: StoredTask): string =>
+  // After a restart the attempts count again from 1: the restarts, after a "~" (which no id holds), keep the names apart.
+  `${stored.id}${stored.restarts ? `~${stored.restarts}` : ''}.${stored.attempts}.${stored.interrupted ?? 0}`;

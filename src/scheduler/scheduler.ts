@@ -8,7 +8,7 @@ import { attemptOutcome, interrupted, notStarted } from './outcome.js';
 import { Retention, type RetentionBounds } from './retention.js';
 import { MemoryTaskStore, type TaskJournal, type TaskStore } from './task-store.js';
 import { TimerQueue } from './timer-queue.js';
-import { Task, newStoredTask, outputName, specSize, startId, type StoredTask, type TaskPatch } from './task.js';
+import { FRESH_RUN, Task, newStoredTask, outputName, specSize, startId, type StoredTask, type TaskPatch } from './task.js';
 
 export type { TaskJournal } from './task-store.js';
 
@@ -47,26 +47,6 @@ interface GroupState {
 const startsBefore = (a: Task, b: Task): boolean =>
   a.spec.priority !== b.spec.priority ? a.spec.priority > b.spec.priority : a.stored.seq < b.stored.seq;
 
-/** The fields of a finished task's result, cleared when it runs again. */
-const FRESH_RUN: TaskPatch = {
-  attempts: 0,
-  exit_code: null,
-  signal: null,
-  timed_out: false,
-  stdout_truncated: false,
-  stderr_truncated: false,
-  duration_ms: null,
-  started_at: null,
-  finished_at: null,
-  error: null,
-  output: null,
-  stdout_bytes: null,
-  stderr_bytes: null,
-  output_dropped: null,
-  interrupted: null,
-  pgid: null,
-  pgid_started: null,
-};
 
 /**
  * Task states, the ready queue, dependencies, timers and retries. Every

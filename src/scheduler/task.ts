@@ -129,6 +129,32 @@ export class Task {
 /** The size of a spec: the characters of its JSON, as it is journaled. */
 export const specSize = (spec: TaskSpec): number => JSON.stringify(spec).length;
 
+/** The result fields of a task that has not run: a new one, or one restarted. */
+const NO_RESULT = {
+  exit_code: null,
+  signal: null,
+  timed_out: false,
+  stdout_truncated: false,
+  stderr_truncated: false,
+  duration_ms: null,
+  attempts: 0,
+  error: null,
+} as const;
+
+/** What a restart clears of a finished task: its result, and what its attempts left (null clears a field). */
+export const FRESH_RUN: TaskPatch = {
+  ...NO_RESULT,
+  started_at: null,
+  finished_at: null,
+  output: null,
+  stdout_bytes: null,
+  stderr_bytes: null,
+  output_dropped: null,
+  interrupted: null,
+  pgid: null,
+  pgid_started: null,
+};
+
 /** The record fields a brand-new task starts with; `specBytes` is its `specSize`. */
 export function newStoredTask(id: string, seq: number, spec: TaskSpec, now: number, specBytes = specSize(spec)): StoredTask {
   const stored: StoredTask = {
@@ -136,17 +162,10 @@ export function newStoredTask(id: string, seq: number, spec: TaskSpec, now: numb
     state: 'PENDING',
     cmd: spec.cmd ?? null,
     priority: spec.priority,
-    exit_code: null,
-    signal: null,
-    timed_out: false,
-    stdout_truncated: false,
-    stderr_truncated: false,
-    duration_ms: null,
-    attempts: 0,
+    ...NO_RESULT,
     max_attempts: spec.retries + 1,
     created_at: new Date(now).toISOString(),
     depends_on: spec.depends_on,
-    error: null,
     spec,
     seq,
     spec_bytes: specBytes,

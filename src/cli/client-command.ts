@@ -1,11 +1,31 @@
 import { Command } from 'commander';
+import { constants } from 'node:os';
 import { ConnectionError, TaskManagerClient, TaskManagerError } from '../client/client.js';
 import { EXIT, type TaskRecord } from '../protocol/index.js';
 import { addConnectionOptions, exitOnUsageError, isUsageError, tokenOf, type ConnectionFlags } from './options.js';
 
-/** A finished task's exit code as the command's own: its exit code, or 1 when it has none (a signal, a timeout, canceled). */
-export const taskExitCode = (task: TaskRecord): number =>
-  task.exit_code !== null && task.exit_code >= 0 ? task.exit_code : EXIT.failed;
+/**
+ * A finished task's exit code as the command's own, as a shell would give
+ * it: its exit code; 124 when it timed out, 125 when it was canceled, 127
+ * when its program could not start, 128 + N when signal N ended it.
+ */
+export function taskExitCode(task: TaskRecord): number {
+  if (task.state === 'COMPLETED') return EXIT.ok;
+  if (task.state === 'CANCELED') return EXIT.canceled;
+  if (task.timed_out) return EXIT.timedOut;
+  if (task.exit_code !== null && task.exit_code > 0) return task.exit_code;
+  const signal = task.signal === null ? undefined : constants.signals[task.signal as NodeJS.Signals];
+  if (signal !== undefined) return EXIT.signalBase + signal;
+  return task.error?.code === 'SPAWN_FAILED' ? EXIT.notStarted : EXIT.failed;
+}
+
+/** How a task ended, when its exit code does not tell it: `task x CANCELED (canceled while running)`. */
+export function describeEnd(task: TaskRecord): string | undefined {
+  const error = task.error;
+  if (!error || error.code === 'NONZERO_EXIT') return undefined;
+  const why = error.code === task.state ? error.message : `${error.code}: ${error.message}`;
+  return `task ${task.id} ${task.state} (${why})`;
+}
 
 /** The options every client subcommand has. */
 export interface ClientFlags extends ConnectionFlags {
@@ -60,16 +80,25 @@ export function clientAction<F extends object = object, A extends unknown[] = []
       code = (await handler({ flags, command, connect }, ...args)) ?? EXIT.ok;
     } catch (error) {
       if (isUsageError(error)) command.error(`error: ${error.message}`, { exitCode: EXIT.usage });
-      code = report(error, `${flags.host}:${flags.port}`, connected);
+      code = report(error, `${flags.host}:${flags.port}`, connected, flags.tokenFile);
     }
     await exitWhenWritten(code);
   };
 }
 
 /** Prints what went wrong and returns the exit code for it. */
-function report(error: unknown, address: string, connected: boolean): number {
+function report(error: unknown, address: string, connected: boolean, tokenFile: string | undefined): number {
   if (error instanceof TaskManagerError) {
-    console.error(error.message); // already `CODE: message`
+    if (error.code === 'UNAUTHORIZED') {
+      // The daemon's words are for nc users ("send auth"); here the fix is a flag.
+      console.error(
+        tokenFile === undefined
+          ? `UNAUTHORIZED: the daemon at ${address} needs a token: give --token-file <path> (or set TASK_MANAGER_TOKEN_FILE)`
+          : `${error.message} (the token of --token-file ${tokenFile})`,
+      );
+    } else {
+      console.error(error.message); // already `CODE: message`
+    }
     return EXIT.failed;
   }
   if (error instanceof ConnectionError) {

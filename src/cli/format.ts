@@ -47,18 +47,28 @@ export function formatKeyValues(pairs: [string, string | undefined][]): string {
 /**
  * Columns padded to their widest cell. Only the last column may be long (a
  * command line): it is cut so that each line fits `maxWidth` when given.
+ * `paint` colours a cell once padded (so colour codes never count as width);
+ * `row` is -1 for the header.
  */
-export function formatTable(header: string[], rows: string[][], maxWidth?: number): string[] {
+export function formatTable(
+  header: string[],
+  rows: string[][],
+  maxWidth?: number,
+  paint: (cell: string, row: number, column: number) => string = (cell) => cell,
+): string[] {
   const all = [header, ...rows];
   const last = header.length - 1;
   const widths = header.map((_, column) => Math.max(...all.map((row) => (row[column] ?? '').length)));
   const fixedWidth = widths.slice(0, last).reduce((sum, width) => sum + width + 2, 0);
   // the last column keeps a few characters even on a narrow terminal
   const lastWidth = maxWidth === undefined ? Infinity : Math.max(maxWidth - fixedWidth, 8);
-  return all.map((row) =>
+  return all.map((row, r) =>
     row
-      .map((cell, column) => (column === last ? truncate(cell, lastWidth) : cell.padEnd(widths[column]!)))
+      .map((cell, column) => paint(column === last ? truncate(cell, lastWidth) : cell.padEnd(widths[column]!), r - 1, column))
       .join('  ')
       .trimEnd(),
   );
 }
+
+/** `1 task`, `2 tasks`. */
+export const plural = (count: number, noun: string): string => `${count} ${noun}${count === 1 ? '' : 's'}`;

@@ -1,9 +1,9 @@
-import { createReadStream, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
-import ndjson from 'ndjson';
 import { ConnectionError, newBatchId, runTasks, type TaskOutcome } from '../client/index.js';
 import { EXIT, type TaskSpecInput } from '../protocol/index.js';
+import { plural } from './format.js';
 import { UsageError, addConnectionOptions, exitOnUsageError, integerOption, isUsageError, tokenOf, type ConnectionFlags } from './options.js';
 
 const DEFAULT_INPUT = fileURLToPath(new URL('../../input.json', import.meta.url));
@@ -12,27 +12,39 @@ const DEFAULT_INPUT = fileURLToPath(new URL('../../input.json', import.meta.url)
 const LONG_NAMES = /^-(input|concurrent|keep-ids|host|port|token-file|reconnect-ms)(=.*)?$/;
 const normalizeArgv = (argv: string[]) => argv.map((arg) => arg.replace(LONG_NAMES, '--$1$2'));
 
-/** Reads a JSON array of task specs, or NDJSON (one spec per line). */
-async function readSpecs(path: string): Promise<TaskSpecInput[]> {
-  const text = readFileSync(path, 'utf8');
+/** Reads a JSON array of task specs, or NDJSON (one spec per line); a line that is not JSON is named by its number. */
+function readSpecs(path: string): TaskSpecInput[] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    const { code, message } = error as NodeJS.ErrnoException;
+    throw new UsageError(`--input ${path}: ${code === 'ENOENT' ? 'no such file' : message}`);
+  }
   if (text.trimStart().startsWith('[')) {
-    const parsed: unknown = JSON.parse(text);
+    const parsed = parseJson(text, path);
     if (!Array.isArray(parsed)) throw new UsageError(`${path}: expected a JSON array of task specs`);
     return parsed as TaskSpecInput[];
   }
   const specs: TaskSpecInput[] = [];
-  let line = 0;
-  await new Promise<void>((resolve, reject) => {
-    createReadStream(path)
-      .pipe(ndjson.parse())
-      .on('data', (spec: TaskSpecInput) => {
-        line++;
-        specs.push(spec);
-      })
-      .on('error', (error: Error) => reject(new UsageError(`${path}: line ${line + 1} is not JSON (${error.message})`)))
-      .on('end', resolve);
+  text.split('\n').forEach((line, index) => {
+    if (line.trim() === '') return;
+    const spec = parseJson(line, `${path}:${index + 1}`);
+    if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) {
+      throw new UsageError(`${path}:${index + 1}: expected a task spec, a JSON object such as {"cmd":"echo hi"}, got ${line.trim().slice(0, 40)}`);
+    }
+    specs.push(spec as TaskSpecInput);
   });
   return specs;
+}
+
+/** JSON.parse, its error told as the place in the file and what was found there. */
+function parseJson(text: string, where: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new UsageError(`${where}: not valid JSON (${(error as Error).message})`);
+  }
 }
 
 /** Orders tasks so that each comes after the tasks of this file it depends on (stable otherwise). */
@@ -82,7 +94,7 @@ function summary(outcomes: TaskOutcome[], wallMs: number): string {
   const parts = [`${tally.COMPLETED} completed`, `${tally.FAILED} failed`];
   if (tally.CANCELED) parts.push(`${tally.CANCELED} canceled`);
   if (tally.rejected) parts.push(`${tally.rejected} rejected`);
-  return `${outcomes.length} tasks: ${parts.join(', ')} in ${(wallMs / 1000).toFixed(2)} s`;
+  return `${plural(outcomes.length, 'task')}: ${parts.join(', ')} in ${(wallMs / 1000).toFixed(2)} s`;
 }
 
 const program = addConnectionOptions(exitOnUsageError(new Command('scheduler')))
@@ -104,7 +116,7 @@ async function main(): Promise<number> {
   program.parse(normalizeArgv(process.argv));
   const opts = program.opts<SchedulerFlags>();
   const token = tokenOf(opts);
-  const ordered = dependenciesFirst(await readSpecs(opts.input));
+  const ordered = dependenciesFirst(readSpecs(opts.input));
   const specs = opts.keepIds ? ordered : scopeIds(ordered, newBatchId());
   const progress = process.stderr.isTTY;
   const started = performance.now();

@@ -1,5 +1,16 @@
-import { TASK_STATES, type Counts, type TaskRecord } from '../protocol/index.js';
+import { TASK_STATES, type Counts, type TaskRecord, type TaskState } from '../protocol/index.js';
 import { formatClock, formatDuration, formatKeyValues, formatTable } from './format.js';
+import { paint, type Colour } from './terminal.js';
+
+/** The colour of each state in tables on a terminal. */
+const STATE_COLOURS: Record<TaskState, Colour> = {
+  PENDING: 'grey',
+  QUEUED: 'blue',
+  RUNNING: 'cyan',
+  COMPLETED: 'green',
+  FAILED: 'red',
+  CANCELED: 'yellow',
+};
 
 /** Words that a POSIX shell would read back unchanged. */
 const SHELL_SAFE = /^[A-Za-z0-9_@%+=:,./-]+$/;
@@ -31,20 +42,25 @@ function describeDuration(task: TaskRecord, now: number): string {
 
 const describeAttempts = (task: TaskRecord) => `${task.attempts}/${task.max_attempts}`;
 
-const TASK_TABLE_HEADER = ['ID', 'STATE', 'PRI', 'ATTEMPTS', 'EXIT', 'DURATION', 'CMD'];
+const TASK_TABLE_HEADER = ['ID', 'STATE', 'GROUP', 'PRI', 'ATTEMPTS', 'EXIT', 'DURATION', 'CMD'];
 
-/** The task table of `list` and `watch`, the command column cut to `maxWidth`. */
-export function formatTaskTable(tasks: TaskRecord[], maxWidth: number | undefined, now = Date.now()): string[] {
+/** The task table of `list` and `watch`, the command column cut to `maxWidth`; `colour`: states in colour, the header bold. */
+export function formatTaskTable(tasks: TaskRecord[], maxWidth: number | undefined, now = Date.now(), colour = false): string[] {
   const rows = tasks.map((task) => [
     task.id,
     task.state,
+    task.group,
     String(task.priority),
     describeAttempts(task),
     describeExit(task),
     describeDuration(task, now),
     describeCommand(task),
   ]);
-  return formatTable(TASK_TABLE_HEADER, rows, maxWidth);
+  if (!colour) return formatTable(TASK_TABLE_HEADER, rows, maxWidth);
+  return formatTable(TASK_TABLE_HEADER, rows, maxWidth, (cell, row, column) => {
+    if (row < 0) return paint(cell, 'bold');
+    return column === 1 ? paint(cell, STATE_COLOURS[tasks[row]!.state]) : cell;
+  });
 }
 
 /** A record as `key  value` lines, for `status`, `wait`, `cancel` and `submit`. */
@@ -60,7 +76,9 @@ export function formatTaskSummary(task: TaskRecord): string {
     ['attempts', describeAttempts(task) + (task.interrupted ? ` (${task.interrupted} interrupted)` : '')],
     ['duration', describeDuration(task, Date.now())],
     ['error', task.error ? `${task.error.code}: ${task.error.message}` : undefined],
+    ['group', task.group],
     ['priority', String(task.priority)],
+    ['restarts', task.restarts > 0 ? String(task.restarts) : undefined],
     ['depends on', task.depends_on.length > 0 ? task.depends_on.join(', ') : undefined],
     ['created', task.created_at],
     ['runs at', task.run_at],

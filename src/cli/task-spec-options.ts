@@ -21,6 +21,7 @@ export interface TaskSpecFlags {
   retryDelayMs?: number;
   priority?: number;
   maxOutputBytes?: number;
+  group?: string;
 }
 
 const anyInteger = integerOption(Number.MIN_SAFE_INTEGER);
@@ -50,6 +51,7 @@ export function addTaskSpecOptions(command: Command): Command {
     .option('--retry-delay-ms <ms>', 'wait before the first retry, doubling each time', anyInteger)
     .option('--priority <n>', 'higher starts first', anyInteger)
     .option('--max-output-bytes <n>', 'stdout/stderr kept per stream', anyInteger)
+    .option('--group <name>', 'count against this group\'s concurrency (made with set-group; default: "default")')
     // options after the program's name belong to the program: `run ls -l`
     .passThroughOptions();
 }
@@ -75,5 +77,6 @@ export function taskSpecFrom(flags: TaskSpecFlags, words: string[]): TaskSpecInp
   if (flags.retryDelayMs !== undefined) spec.retry_delay_ms = flags.retryDelayMs;
   if (flags.priority !== undefined) spec.priority = flags.priority;
   if (flags.maxOutputBytes !== undefined) spec.max_output_bytes = flags.maxOutputBytes;
+  if (flags.group !== undefined) spec.group = flags.group;
   return spec;
 }

@@ -22,3 +22,14 @@ const CLEAR_TO_SCREEN_END = '\x1b[J';
 export function redraw(lines: string[]): void {
   process.stdout.write(`${CURSOR_HOME}${lines.map((line) => `${line}${CLEAR_TO_LINE_END}`).join('\n')}\n${CLEAR_TO_SCREEN_END}`);
 }
+
+/** Colours on a terminal, none when piped or redirected, or with NO_COLOR set (https://no-color.org) or TERM=dumb. */
+export function useColour(stream: NodeJS.WriteStream = process.stdout): boolean {
+  return stream.isTTY === true && !process.env.NO_COLOR && process.env.TERM !== 'dumb';
+}
+
+const SGR = { red: 31, green: 32, yellow: 33, blue: 34, magenta: 35, cyan: 36, grey: 90, bold: 1 } as const;
+export type Colour = keyof typeof SGR;
+
+/** Text in a colour (for a terminal: see useColour). */
+export const paint = (text: string, colour: Colour): string => `\x1b[${SGR[colour]}m${text}\x1b[0m`;

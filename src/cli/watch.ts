@@ -4,7 +4,7 @@ import { printJson } from './client-command.js';
 import { formatClock, truncate } from './format.js';
 import { TaskBoard } from './task-board.js';
 import { formatCounts, formatStateChange, formatTaskTable } from './task-format.js';
-import { redraw, terminalHeight, terminalWidth } from './terminal.js';
+import { redraw, terminalHeight, terminalWidth, useColour } from './terminal.js';
 
 export interface WatchOptions {
   /** `host:port`, for the heading */
@@ -21,6 +21,8 @@ interface View {
   synced(): void;
   /** the watch ends; `idle` when it ends because nothing is left to do */
   stop(idle: boolean): void | Promise<void>;
+  /** the connection is lost: stop drawing (a new watch takes over once reconnected) */
+  abandon?(): void;
 }
 
 /**
@@ -31,7 +33,13 @@ interface View {
 export function watchTasks(client: TaskManagerClient, options: WatchOptions): Promise<number> {
   const board: TaskBoard = new TaskBoard((task) => view.changed(task));
   const view: View = options.json ? new JsonLog() : process.stdout.isTTY ? new LiveTable(board, client, options.address) : new ChangeLog();
-  return new Promise<number>((resolve, reject) => {
+  return new Promise<number>((resolve, rejectWatch) => {
+    const onInterrupt = () => finish(false);
+    const reject = (error: unknown) => {
+      process.off('SIGINT', onInterrupt);
+      view.abandon?.();
+      rejectWatch(error);
+    };
     let finished = false;
     const finish = (idle: boolean) => {
       if (finished) return; // events go on arriving while the view stops
@@ -69,7 +77,7 @@ export function watchTasks(client: TaskManagerClient, options: WatchOptions): Pr
     // the daemon skipped events for us (we read too slowly): the board may be stale
     client.on('dropped', sync);
     client.once('close', () => reject(new ConnectionError('the daemon closed the connection')));
-    process.once('SIGINT', () => finish(false));
+    process.once('SIGINT', onInterrupt);
     // subscribe before listing, so that no change falls between the two
     client.subscribe().then(sync, reject);
   });
@@ -141,6 +149,11 @@ class LiveTable implements View {
     this.scheduleDraw();
   }
 
+  abandon(): void {
+    clearInterval(this.ticker);
+    clearTimeout(this.drawTimer);
+  }
+
   /** The last frame, with counts as they are now rather than a frame ago. */
   async stop(): Promise<void> {
     clearInterval(this.ticker);
@@ -180,15 +193,16 @@ class LiveTable implements View {
 
   private frame(now: Date): string[] {
     const width = terminalWidth();
-    const fit = (line: string) => (width === undefined ? line : truncate(line, width));
+    const fitted = (line: string) => (width === undefined ? line : truncate(line, width));
     const slots = this.counts && this.concurrencyLimit !== undefined ? `${this.counts.RUNNING}/${this.concurrencyLimit} slots busy   ` : '';
     const heading = `task-manager ${this.address}   ${formatClock(now).slice(0, 8)}   ${slots}Ctrl-C quits`;
     const counts = this.counts ? formatCounts(this.counts) : 'counting…';
     const tasks = this.board.tasks();
-    if (tasks.length === 0) return [heading, counts, '', 'nothing is pending, queued or running'].map(fit);
+    if (tasks.length === 0) return [heading, counts, '', 'nothing is pending, queued or running'].map(fitted);
     const shown = tasks.slice(0, Math.max(1, terminalHeight() - FRAME_OVERHEAD_LINES));
-    const lines = [heading, counts, '', ...formatTaskTable(shown, width, now.getTime())];
-    if (shown.length < tasks.length) lines.push(`… and ${tasks.length - shown.length} more`);
-    return lines.map(fit);
+    // The table fits the width already, and its colour codes take none.
+    const lines = [fitted(heading), fitted(counts), '', ...formatTaskTable(shown, width, now.getTime(), useColour())];
+    if (shown.length < tasks.length) lines.push(fitted(`… and ${tasks.length - shown.length} more`));
+    return lines;
   }
 }

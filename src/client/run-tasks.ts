@@ -69,13 +69,14 @@ export async function runTasks(specs: TaskSpecInput[], options: RunTasksOptions 
       if (!isTransient(error)) throw error;
       options.onReconnect?.(error as Error);
       client.destroy();
-      client = await reconnect(options);
+      client = await reconnect(options, options.reconnectForMs);
     }
   }
 }
 
-async function reconnect(options: RunTasksOptions): Promise<TaskManagerClient> {
-  const deadline = Date.now() + (options.reconnectForMs ?? 60_000);
+/** Connects, trying again with growing pauses (up to 2 s) for `forMs` before giving up with the last error. */
+export async function reconnect(options: ClientOptions, forMs = 60_000): Promise<TaskManagerClient> {
+  const deadline = Date.now() + forMs;
   for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
     try {
       return await TaskManagerClient.connect(options);

@@ -30,7 +30,17 @@ export function statsCommand(): Command {
           ['cpu', `${cpu.use_percent.toFixed(1)}% in use`],
           ['memory', `${formatBytes(memory.free_bytes)} free of ${formatBytes(memory.total_bytes)}; the daemon uses ${formatBytes(memory.daemon_rss_bytes)}`],
           ['disk', `${formatBytes(disk.free_bytes)} free of ${formatBytes(disk.total_bytes)} at ${disk.path}`],
-          ['running', `${concurrency.running} of at most ${concurrency.limit}`],
+          ...stats.gpu.map((gpu): [string, string] => [
+            `gpu ${gpu.index}`,
+            [
+              gpu.name,
+              gpu.utilization_percent === null ? undefined : `${gpu.utilization_percent}% in use`,
+              gpu.memory_used_bytes === null || gpu.memory_total_bytes === null
+                ? undefined
+                : `${formatBytes(gpu.memory_used_bytes)} of ${formatBytes(gpu.memory_total_bytes)} memory used`,
+            ].filter(Boolean).join('; '),
+          ]),
+          ['running', `${concurrency.running} of at most ${concurrency.limit} (all groups)`],
           ['tasks', formatCounts(stats.counts)],
           ['uptime', formatDuration(stats.uptime_ms)],
         ]);

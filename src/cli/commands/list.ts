@@ -3,34 +3,41 @@ import { TASK_STATES, type TaskState } from '../../protocol/index.js';
 import { clientAction, clientCommand, printResult } from '../client-command.js';
 import { integerOption } from '../options.js';
 import { formatTaskTable } from '../task-format.js';
-import { terminalWidth } from '../terminal.js';
+import { terminalWidth, useColour } from '../terminal.js';
 
 interface ListFlags {
   state?: TaskState;
   limit?: number;
   after?: string;
+  oldest?: boolean;
 }
 
-function taskState(value: string): TaskState {
+export function taskState(value: string): TaskState {
   const state = TASK_STATES.find((state) => state === value.toUpperCase());
   if (state === undefined) throw new InvalidArgumentError(`expected one of ${TASK_STATES.join(', ')}.`);
   return state;
 }
 
 export function listCommand(): Command {
-  return clientCommand('list', 'list tasks, oldest first')
+  return clientCommand('list', 'list tasks, newest first')
     .addOption(new Option('--state <state>', `only tasks in this state (${TASK_STATES.join(', ')})`).argParser(taskState))
     .option('--limit <n>', 'at most this many tasks (the daemon\'s default: 100)', integerOption(1))
-    .option('--after <id>', 'start after this task (to page on)')
+    .option('--oldest', 'oldest first instead')
+    .option('--after <id>', 'start after this task, in the order shown (the next page)')
+    .addHelpText('after', '\nExamples:\n  task-manager list --state FAILED\n  task-manager list --oldest --limit 20 --after build')
     .action(clientAction<ListFlags>(async ({ flags, connect }) => {
       const client = await connect();
       // options not given are undefined, which JSON leaves out of the request
-      const payload = await client.list({ state: flags.state, limit: flags.limit, after: flags.after });
+      const order = flags.oldest ? 'oldest' : 'newest';
+      const payload = await client.list({ state: flags.state, limit: flags.limit, after: flags.after, order });
       printResult(flags, payload, () => {
         const { tasks, total } = payload;
         if (tasks.length === 0) return flags.state ? `no ${flags.state} tasks` : 'no tasks';
-        const lines = formatTaskTable(tasks, terminalWidth());
-        if (total > tasks.length) lines.push(`${tasks.length} of ${total} shown; the next page: --after ${tasks.at(-1)!.id}`);
+        const lines = formatTaskTable(tasks, terminalWidth(), Date.now(), useColour());
+        if (total > tasks.length) {
+          const same = [flags.oldest && '--oldest', flags.state && `--state ${flags.state}`, flags.limit && `--limit ${flags.limit}`].filter(Boolean);
+          lines.push(`${tasks.length} of ${total} shown, ${order} first; the next page: task-manager list ${[...same, `--after ${tasks.at(-1)!.id}`].join(' ')}`);
+        }
         return lines.join('\n');
       });
     }));

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { TaskManagerClient } from '../../client/client.js';
 import { EXIT, type TaskRecord } from '../../protocol/index.js';
-import { clientAction, clientCommand, printJson, taskExitCode } from '../client-command.js';
+import { clientAction, clientCommand, describeEnd, printJson, taskExitCode } from '../client-command.js';
 import { addTaskSpecOptions, taskSpecFrom, type TaskSpecFlags } from '../task-spec-options.js';
 
 export function runCommand(): Command {
@@ -9,7 +9,7 @@ export function runCommand(): Command {
     .addHelpText('after', [
       '',
       'The task\'s stdout and stderr are printed when it has finished. The exit code is',
-      'the task\'s, or 1 when it has none (timeout, failure to start, canceled).',
+      'the task\'s; without one: 124 timed out, 125 canceled, 127 could not start, 128+N signal N.',
       'Ctrl-C cancels the task.',
       '',
       'Examples:',
@@ -38,7 +38,8 @@ function printOutcome(task: TaskRecord, duplicate: boolean): void {
   process.stderr.write(task.stderr ?? '');
   const notes: string[] = [];
   if (duplicate) notes.push(`task ${task.id} had been submitted before with this spec; this is its result`);
-  if (task.error && task.error.code !== 'NONZERO_EXIT') notes.push(`task ${task.id} ${task.state}: ${task.error.code}: ${task.error.message}`);
+  const end = describeEnd(task);
+  if (end) notes.push(end);
   if (task.stdout_truncated || task.stderr_truncated) notes.push(`the output was cut at max_output_bytes (--max-output-bytes)`);
   for (const note of notes) console.error(`task-manager: ${note}`);
 }

@@ -207,5 +207,140 @@ export function describeStoreConformance(name: string, makeStore: () => TaskStor
       expect(second.scheduler.get('cut').record()).toMatchObject({ state: 'RUNNING', attempts: 1, interrupted: 1 });
       expect(second.runner.started).toEqual(['cut']);
     });
+
+    it('limits each group to its own concurrency, while other groups run alongside', async () => {
+      const { scheduler, runner } = make({ concurrency: 1 });
+      expect(() => scheduler.submit(spec({ group: 'gpu' }), 'early')).toThrow(expect.objectContaining({ code: 'UNKNOWN_GROUP' }));
+      scheduler.setGroup('gpu', 2);
+      for (const id of ['g1', 'g2', 'g3']) scheduler.submit(spec({ group: 'gpu' }), id);
+      for (const id of ['d1', 'd2']) scheduler.submit(spec(), id);
+      await settle();
+      expect(runner.runningIds.sort()).toEqual(['d1', 'g1', 'g2']);
+      expect(scheduler.groups()).toEqual([
+        { name: 'default', concurrency: 1, running: 1, queued: 1, paused: false },
+        { name: 'gpu', concurrency: 2, running: 2, queued: 1, paused: false },
+      ]);
+      // A lower limit kills nothing; it starts nothing new until under it.
+      scheduler.setGroup('gpu', 1);
+      runner.end('g1');
+      await settle();
+      expect(runner.runningIds.sort()).toEqual(['d1', 'g2']);
+      runner.end('g2');
+      await settle();
+      expect(runner.runningIds.sort()).toEqual(['d1', 'g3']);
+      expect(scheduler.concurrency).toEqual({ limit: 2, running: 2 });
+    });
+
+    it('pausing a group holds its starts, running tasks go on, and resume starts them', async () => {
+      const { scheduler, runner } = make({ concurrency: 2 });
+      scheduler.setGroup('other', 1);
+      scheduler.submit(spec(), 'running');
+      await settle();
+      expect(scheduler.setPaused(true)).toMatchObject([{ name: 'default', paused: true }, { name: 'other', paused: true }]);
+      scheduler.submit(spec(), 'held');
+      scheduler.submit(spec({ group: 'other' }), 'other-held');
+      await settle();
+      expect(runner.runningIds).toEqual(['running']);
+      expect(scheduler.setPaused(false, 'other')).toMatchObject([{ name: 'other', paused: false, queued: 1 }]);
+      await settle();
+      expect(runner.runningIds.sort()).toEqual(['other-held', 'running']);
+      expect(() => scheduler.setPaused(true, 'nope')).toThrow(expect.objectContaining({ code: 'UNKNOWN_GROUP' }));
+      scheduler.setPaused(false);
+      await settle();
+      expect(runner.runningIds.sort()).toEqual(['held', 'other-held', 'running']);
+    });
+
+    it('restarts a failed task with a fresh budget, and with it the tasks canceled because it failed', async () => {
+      const { scheduler, runner } = make();
+      scheduler.submit(spec({ retries: 1, retry_delay_ms: 0 }), 'build');
+      scheduler.submit(spec({ depends_on: ['build'] }), 'test');
+      scheduler.submit(spec({ depends_on: ['test'] }), 'deploy');
+      scheduler.submit(spec(), 'unrelated');
+      await settle();
+      expect(() => scheduler.restart(scheduler.get('build'))).toThrow(expect.objectContaining({ code: 'NOT_RESTARTABLE' }));
+      runner.end('unrelated');
+      for (let i = 0; i < 2; i++) {
+        await settle();
+        runner.end('build', failure());
+      }
+      await settle();
+      expect(scheduler.get('deploy').record()).toMatchObject({ state: 'CANCELED', error: { code: 'DEPENDENCY_FAILED' } });
+      expect(() => scheduler.restart(scheduler.get('test'))).toThrow(expect.objectContaining({ code: 'NOT_RESTARTABLE' }));
+      const restarted = scheduler.restart(scheduler.get('build')).record();
+      expect(restarted).toMatchObject({ state: 'QUEUED', attempts: 0, restarts: 1, exit_code: null, error: null, max_attempts: 2 });
+      expect(restarted.finished_at).toBeUndefined();
+      expect(scheduler.get('test').record()).toMatchObject({ state: 'PENDING', restarts: 1, error: null });
+      expect(scheduler.get('deploy').record()).toMatchObject({ state: 'PENDING', restarts: 1 });
+      expect(scheduler.get('unrelated').record()).toMatchObject({ state: 'COMPLETED', restarts: 0 });
+      await settle();
+      runner.end('build');
+      await settle();
+      runner.end('test');
+      await settle();
+      runner.end('deploy');
+      await settle();
+      expect(scheduler.get('deploy').state).toBe('COMPLETED');
+      expect(runner.started.filter((id) => id === 'build')).toHaveLength(3);
+    });
+
+    it('removes a task: a finished one is forgotten, an unfinished one must be canceled first', async () => {
+      const { scheduler, runner } = make();
+      scheduler.submit(spec(), 'done');
+      await settle();
+      runner.end('done');
+      await settle();
+      scheduler.remove(scheduler.get('done'));
+      expect(() => scheduler.get('done')).toThrow(expect.objectContaining({ code: 'NOT_FOUND' }));
+      expect(scheduler.list({}).total).toBe(0);
+      scheduler.submit(spec({ delay_ms: 60_000 }), 'waiting');
+      expect(() => scheduler.remove(scheduler.get('waiting'))).toThrow(expect.objectContaining({ code: 'NOT_CANCELABLE' }));
+      // The same id can be used again once forgotten.
+      expect(scheduler.submit(spec({ priority: 3 }), 'done').duplicate).toBe(false);
+    });
+
+    it('edits a task not yet started: its command, priority, start time and group', async () => {
+      const { scheduler, runner } = make({ concurrency: 1 });
+      scheduler.setGroup('gpu', 1);
+      scheduler.submit(spec(), 'busy');
+      scheduler.submit(spec(), 'low');
+      scheduler.submit(spec(), 'edited');
+      scheduler.submit(spec({ delay_ms: 60_000 }), 'later');
+      await settle();
+      expect(() => scheduler.edit(scheduler.get('busy'), { id: 'busy', priority: 1 })).toThrow(expect.objectContaining({ code: 'NOT_EDITABLE' }));
+      expect(() => scheduler.edit(scheduler.get('low'), { id: 'low', group: 'nope' })).toThrow(expect.objectContaining({ code: 'UNKNOWN_GROUP' }));
+      expect(scheduler.edit(scheduler.get('edited'), { id: 'edited', cmd: 'echo new', priority: 5 }).record()).toMatchObject({ cmd: 'echo new', priority: 5, state: 'QUEUED' });
+      expect(scheduler.edit(scheduler.get('later'), { id: 'later', start_at: Date.now() - 1, group: 'gpu' }).record()).toMatchObject({ group: 'gpu', state: 'QUEUED' });
+      await settle();
+      expect(runner.runningIds.sort()).toEqual(['busy', 'later']);
+      runner.end('busy');
+      await settle();
+      expect(runner.runningIds.sort()).toEqual(['edited', 'later']);
+      expect(scheduler.get('edited').spec.cmd).toBe('echo new');
+      expect(scheduler.edit(scheduler.get('low'), { id: 'low', start_at: Date.now() + 60_000 }).state).toBe('PENDING');
+    });
+
+    it('lists newest first, paging on after an id in that order', () => {
+      const { scheduler } = make();
+      for (const id of ['a', 'b', 'c', 'd']) scheduler.submit(spec({ delay_ms: 60_000 }), id);
+      const ids = (page: { tasks: { id: string }[] }) => page.tasks.map((task) => task.id);
+      expect(ids(scheduler.list({ order: 'newest', limit: 2 }))).toEqual(['d', 'c']);
+      expect(scheduler.list({ order: 'newest', after: 'c' })).toMatchObject({ total: 2 });
+      expect(ids(scheduler.list({ order: 'newest', after: 'c' }))).toEqual(['b', 'a']);
+    });
+
+    it('restores groups, their limits and paused flags', async () => {
+      const first = make();
+      first.scheduler.setGroup('gpu', 3);
+      first.scheduler.setPaused(true, 'default');
+      first.scheduler.submit(spec(), 'held');
+      const second = make();
+      second.scheduler.restore(first.scheduler.snapshot().map((task) => structuredClone(task)), () => false, first.scheduler.groupSettings());
+      await settle();
+      expect(second.scheduler.groups()).toEqual([
+        { name: 'default', concurrency: 2, running: 0, queued: 1, paused: true },
+        { name: 'gpu', concurrency: 3, running: 0, queued: 0, paused: false },
+      ]);
+      expect(second.runner.started).toEqual([]);
+    });
   });
 }

@@ -50,9 +50,9 @@ describe('task-manager client commands', () => {
     expect(result.stdout).toBe('from stdin a=b');
   });
 
-  it('run exits 1 and says why when the task has no exit code (timeout)', async () => {
+  it('run exits 124 and says why when the task timed out', async () => {
     const result = await run('run', '--timeout-ms', '300', '--', CMD, '--sleep', '60000');
-    expect(result.exitCode).toBe(1);
+    expect(result.exitCode).toBe(124);
     expect(result.stderr).toContain('TIMEOUT');
   });
 
@@ -85,10 +85,10 @@ describe('task-manager client commands', () => {
     expect(JSON.parse(json.stdout).task).toMatchObject({ id: 'cli-sub', state: 'COMPLETED', stdout: 'done' });
   });
 
-  it('wait --timeout-ms shows a task still running', async () => {
+  it('wait --timeout-ms shows a task still running, and exits 75', async () => {
     await run('submit', '--id', 'cli-slow', '--', CMD, '--sleep', '60000');
     const waited = await run('wait', 'cli-slow', '--timeout-ms', '100', '--json');
-    expect(waited.exitCode).toBe(0);
+    expect(waited.exitCode).toBe(75);
     expect(JSON.parse(waited.stdout)).toMatchObject({ waited_out: true, task: { id: 'cli-slow' } });
     await run('cancel', 'cli-slow');
   });
@@ -103,8 +103,8 @@ describe('task-manager client commands', () => {
     expect(tasks.every((task: { state: string }) => task.state === 'COMPLETED')).toBe(true);
 
     const table = await run('list', '--limit', '1');
-    expect(table.stdout.split('\n')[0]).toMatch(/^ID +STATE +PRI +ATTEMPTS +EXIT +DURATION +CMD$/);
-    expect(table.stdout).toMatch(/of \d+ shown; the next page: --after /);
+    expect(table.stdout.split('\n')[0]).toMatch(/^ID +STATE +GROUP +PRI +ATTEMPTS +EXIT +DURATION +CMD$/);
+    expect(table.stdout).toMatch(/of \d+ shown, newest first; the next page: task-manager list --limit 1 --after /);
   });
 
   it('cancel cancels a running task; a second cancel and an unknown id are request errors', async () => {
@@ -141,7 +141,7 @@ describe('task-manager client commands', () => {
       concurrency: { limit: 10, running: expect.any(Number) },
       uptime_ms: expect.any(Number),
     });
-    expect((await run('stats')).stdout).toMatch(/^running +\d+ of at most 10$/m);
+    expect((await run('stats')).stdout).toMatch(/^running +\d+ of at most 10 \(all groups\)$/m);
   });
 
   it('a bad command line is refused before anything is sent, with exit code 2', async () => {

@@ -56,6 +56,22 @@ describe('task-manager client commands', () => {
     expect(result.stderr).toContain('TIMEOUT');
   });
 
+  it('run says once how a canceled task ended, and exits 125', async () => {
+    const submitted = await run('submit', '--id', 'cli-doomed', '--delay-ms', '60000', '--', 'true');
+    expect(submitted.exitCode).toBe(0);
+    const waiting = run('run', '--id', 'cli-doomed', '--delay-ms', '60000', '--', 'true');
+    await run('cancel', 'cli-doomed');
+    const result = await waiting;
+    expect(result.exitCode).toBe(125);
+    expect(result.stderr).toContain('task cli-doomed CANCELED (canceled before it started)');
+    expect(result.stderr).not.toContain('CANCELED: CANCELED');
+  });
+
+  it('colours the list only on a terminal: piped, or with NO_COLOR, it is plain', async () => {
+    const piped = await run('list');
+    expect(piped.stdout).not.toContain('\x1b[');
+  });
+
   it('run --json prints the result as one line and still exits with the task\'s code', async () => {
     const result = await run('run', '--json', '--', CMD, '--stdout', 'x', '--exit', '4');
     expect(result.exitCode).toBe(4);
@@ -213,7 +229,11 @@ describe('task-manager without a daemon, and with a token', () => {
       expect(authed).toMatchObject({ exitCode: 0, stdout: 'in' });
       const refused = await cli(daemon.port, ['health']);
       expect(refused.exitCode).toBe(1);
-      expect(refused.stderr).toMatch(/^UNAUTHORIZED: /);
+      expect(refused.stderr).toBe(`UNAUTHORIZED: the daemon at 127.0.0.1:${daemon.port} needs a token: give --token-file <path> (or set TASK_MANAGER_TOKEN_FILE)`);
+      const wrongFile = join(dir, 'wrong');
+      writeFileSync(wrongFile, 'another-long-enough-token\n');
+      const wrong = await cli(daemon.port, ['health', '--token-file', wrongFile]);
+      expect(wrong.stderr).toBe(`UNAUTHORIZED: the token is wrong (the token of --token-file ${wrongFile})`);
     } finally {
       await daemon.stop();
       removeDir(daemon.dataDir);

@@ -71,6 +71,8 @@ describe('bin/scheduler', () => {
     expect(first).toMatchObject({ state: 'COMPLETED', stdout: 'one\n' });
     expect(second).toMatchObject({ ok: false, error: { code: 'BAD_REQUEST' } });
     expect(second.error.message).toContain('timout_ms');
+    const one = await scheduler(['-input', inputFile('one.ndjson', '{"cmd":"true"}\n'), '-port', String(daemon.port)]);
+    expect(one.stderr).toMatch(/^1 task: 1 completed, 0 failed in /m);
   });
 
   it('runs the repository input.json, showing every feature it demonstrates', async () => {
@@ -94,7 +96,13 @@ describe('bin/scheduler', () => {
     expect(noDaemon.exitCode).toBe(2);
     expect(noDaemon.stderr).toMatch(/npm start/);
     const missing = await scheduler(['-input', join(dir, 'nope.json'), '-port', String(daemon.port)]);
-    expect(missing.exitCode).toBe(2);
+    expect(missing).toMatchObject({ exitCode: 2, stderr: `scheduler: --input ${join(dir, 'nope.json')}: no such file` });
+    const badLine = inputFile('bad.ndjson', '{"cmd":"true"}\n{"cmd": tru}\n');
+    const bad = await scheduler(['-input', badLine, '-port', String(daemon.port)]);
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr).toMatch(new RegExp(`^scheduler: ${badLine}:2: not valid JSON \\(`));
+    const notSpec = await scheduler(['-input', inputFile('number.ndjson', '{"cmd":"true"}\n5\n'), '-port', String(daemon.port)]);
+    expect(notSpec.stderr).toContain(':2: expected a task spec, a JSON object');
     const unknown = await scheduler(['--frobnicate']);
     expect(unknown.exitCode).toBe(2);
   });

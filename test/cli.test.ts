@@ -208,6 +208,56 @@ describe('task-manager watch', () => {
   });
 });
 
+describe('task-manager watch across a daemon restart', () => {
+  it('reconnects, says so, and goes on showing changes', async () => {
+    const port = await closedPort();
+    const first = await startDaemon(['--port', String(port)]);
+    const gate = join(first.dataDir, 'gate');
+    const client = await first.client();
+    // A task that is still running after the restart (run again, as interrupted), for the watch to list afresh.
+    await client.submit({ id: 'across', cmd: `while [ ! -e '${gate}' ]; do sleep 0.05; done` });
+    await client.close();
+    const watch = spawn(process.execPath, [TASK_MANAGER, 'watch', '--port', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = new Promise<number | null>((resolve) => watch.once('exit', resolve));
+    let output = '';
+    let onOutput = () => {};
+    for (const stream of [watch.stdout!, watch.stderr!]) {
+      stream.on('data', (chunk: Buffer) => {
+        output += chunk.toString();
+        onOutput();
+      });
+    }
+    /** Resolves once the output, from `from` on, matches. */
+    const shows = (pattern: RegExp, from = 0) =>
+      Promise.race([
+        new Promise<number>((resolve) => {
+          onOutput = () => {
+            const match = pattern.exec(output.slice(from));
+            if (match) resolve(from + match.index + match[0].length);
+          };
+          onOutput();
+        }),
+        exited.then((code) => Promise.reject(new Error(`watch exited (${code}):\n${output}`))),
+      ]);
+    let second: TestDaemon | undefined;
+    try {
+      await shows(/RUNNING +across /);
+      await first.kill();
+      const lost = await shows(/lost the daemon at 127\.0\.0\.1:\d+ .*; reconnecting/);
+      second = await startDaemon(['--port', String(port)], { dataDir: first.dataDir });
+      const back = await shows(/reconnected\n/, lost);
+      await shows(/RUNNING +across /, back);
+      writeFileSync(gate, '');
+      await shows(/COMPLETED +across /, back);
+    } finally {
+      watch.kill('SIGINT');
+      await exited;
+      await second?.stop();
+      removeDir(first.dataDir);
+    }
+  });
+});
+
 describe('task-manager without a daemon, and with a token', () => {
   it('says how to start a daemon and exits 2 when none answers', async () => {
     const port = await closedPort();

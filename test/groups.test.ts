@@ -259,7 +259,7 @@ describe('task-manager wait', () => {
     expect(JSON.parse((await cli('remove', 'g', '--json')).stdout).task).toMatchObject({ id: 'g' });
     expect((await cli('list', '--json')).stdout).toBe('{"tasks":[],"total":0}');
     const unknown = await cli('submit', '--group', 'nope', '--', 'true');
-    expect(unknown).toMatchObject({ exitCode: 1, stderr: expect.stringMatching(/^UNKNOWN_GROUP: group names group "nope"/) });
+    expect(unknown).toMatchObject({ exitCode: 1, stderr: expect.stringMatching(/^UNKNOWN_GROUP: group "nope" does not exist; make it first with set_group/) });
     expect((await cli('clean', '--state', 'RUNNING')).stderr).toContain('--state RUNNING');
     expect((await cli('set-group', 'gpu', '0')).exitCode).toBe(2);
     expect((await cli('edit', 'g')).stderr).toContain('nothing to change');

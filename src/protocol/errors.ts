@@ -123,8 +123,8 @@ export const requestError = {
   UNKNOWN_DEPENDENCY: (id: string) => new RequestError('UNKNOWN_DEPENDENCY', `depends_on names "${id}", which is not a known task`),
   ID_CONFLICT: (id: string) => new RequestError('ID_CONFLICT', `id "${id}" is already used by a task with a different spec`),
   NOT_CANCELABLE: (id: string, state: string) => new RequestError('NOT_CANCELABLE', `task "${id}" is already ${state} and cannot be canceled`),
-  UNKNOWN_GROUP: (field: string, group: string) =>
-    new RequestError('UNKNOWN_GROUP', `${field} names group "${group}", which does not exist; make it first with set_group (task-manager set-group ${group} N)`),
+  UNKNOWN_GROUP: (group: string) =>
+    new RequestError('UNKNOWN_GROUP', `group "${group}" does not exist; make it first with set_group (task-manager set-group ${group} N)`),
   /** `dependency`: a task it depends on that ended FAILED or CANCELED */
   NOT_RESTARTABLE: (id: string, why: { state: string } | { dependency: string; state: string }) =>
     new RequestError(

@@ -98,9 +98,9 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     return this.groupNames().map((name) => this.groupInfo(name, queued.get(name) ?? 0));
   }
 
-  /** One group as `groups` shows it; UNKNOWN_GROUP (naming `field`) if it does not exist. */
-  group(name: string, field = 'group'): GroupInfo {
-    this.mustExist(name, field);
+  /** One group as `groups` shows it; UNKNOWN_GROUP if it does not exist. */
+  group(name: string): GroupInfo {
+    this.mustExist(name);
     let queued = 0;
     for (const task of this.store.all()) if (task.state === 'QUEUED' && groupOf(task.spec) === name) queued++;
     return this.groupInfo(name, queued);
@@ -110,12 +110,12 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   setGroup(name: string, concurrency: number): GroupInfo {
     this.store.changeGroup(name, { concurrency });
     this.pump();
-    return this.group(name, 'name');
+    return this.group(name);
   }
 
   /** Pauses or resumes starting tasks in one group, or in every existing group; running tasks go on. */
   setPaused(paused: boolean, name?: string): GroupInfo[] {
-    if (name !== undefined) this.mustExist(name, 'group');
+    if (name !== undefined) this.mustExist(name);
     for (const group of name === undefined ? this.groupNames() : [name]) this.store.changeGroup(group, { paused });
     this.pump();
     return name === undefined ? this.groups() : [this.group(name)];
@@ -130,8 +130,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     return this.store.groups().get(name)?.concurrency ?? this.options.concurrency;
   }
 
-  private mustExist(name: string, field: string): void {
-    if (name !== DEFAULT_GROUP && !this.store.groups().has(name)) throw requestError.UNKNOWN_GROUP(field, name);
+  private mustExist(name: string): void {
+    if (name !== DEFAULT_GROUP && !this.store.groups().has(name)) throw requestError.UNKNOWN_GROUP(name);
   }
 
   private groupState(name: string): GroupState {
@@ -167,7 +167,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
    */
   submit(spec: TaskSpec, id?: string): { task: Task; duplicate: boolean } {
     if (this.stopping) throw requestError.SHUTTING_DOWN('new task');
-    if (spec.group !== undefined) this.mustExist(spec.group, 'group');
+    if (spec.group !== undefined) this.mustExist(spec.group);
     if (id !== undefined) {
       const existing = this.store.get(id);
       if (existing) {
@@ -354,7 +354,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
    */
   edit(task: Task, edit: TaskEdit): Task {
     if (task.state !== 'PENDING' && task.state !== 'QUEUED') throw requestError.NOT_EDITABLE(task.id, task.state);
-    if (edit.group !== undefined) this.mustExist(edit.group, 'group');
+    if (edit.group !== undefined) this.mustExist(edit.group);
     const spec: TaskSpec = { ...task.spec };
     const patch: TaskPatch = {};
     if (edit.cmd !== undefined) {

@@ -17,14 +17,14 @@ export function readTokenFile(path: string, rules: { private?: boolean; minLengt
     mode = statSync(path).mode;
     token = readFileSync(path, 'utf8').trim();
   } catch (error) {
-    throw new TokenFileError(`cannot read the token file ${path}: ${(error as Error).message}`);
+    throw new TokenFileError(`cannot read --token-file ${path}: ${(error as Error).message}`);
   }
   if (rules.private && mode & 0o077) {
-    throw new TokenFileError(`the token file ${path} is readable by group or others (mode ${(mode & 0o777).toString(8)}); run: chmod 600 ${path}`);
+    throw new TokenFileError(`--token-file ${path} is readable by group or others (mode ${(mode & 0o777).toString(8)}); run: chmod 600 ${path}`);
   }
-  if (token === '') throw new TokenFileError(`the token file ${path} is empty`);
+  if (token === '') throw new TokenFileError(`--token-file ${path} is empty`);
   if (rules.minLength !== undefined && token.length < rules.minLength) {
-    throw new TokenFileError(`the token file ${path} holds fewer than ${rules.minLength} characters; use a long random token`);
+    throw new TokenFileError(`--token-file ${path} holds fewer than ${rules.minLength} characters; use a long random token`);
   }
   return token;
 }

@@ -154,6 +154,13 @@ describe('restart, remove and edit', () => {
     expect(await refusal(client.remove('upstream'))).toMatchObject({ code: 'NOT_FOUND' });
     // A finished task with a finished dependent: removed, the dependent keeps its record.
     await client.remove('downstream');
+    // Its id used again at once: the new task's output is its own, whatever the removal deletes.
+    await client.run({ id: 'again', cmd: 'echo first' });
+    const [gone, rerun] = await Promise.all([client.remove('again'), client.run({ id: 'again', cmd: 'sleep 0.3; echo second' })]);
+    expect(gone.stdout).toBe('first\n');
+    expect(rerun.task.stdout).toBe('second\n');
+    expect(await client.status('again')).toMatchObject({ stdout: 'second\n' });
+    await client.remove('again');
     expect((await client.list()).total).toBe(0);
     await stopped(first.daemon);
 

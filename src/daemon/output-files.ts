@@ -19,6 +19,8 @@ export const OUTPUT_STREAMS: readonly OutputStream[] = ['stdout', 'stderr'];
 export class OutputFiles {
   private readonly readers = new Map<string, number>();
   private readonly discarded = new Set<string>();
+  /** names whose discard waits for the journal: a new attempt taking a name calls its discard off */
+  private readonly discarding = new Map<string, object>();
   private readonly watchers = new Map<string, Set<() => void>>();
   private watcher: FSWatcher | undefined;
 
@@ -60,7 +62,14 @@ export class OutputFiles {
     return { stdout: text('stdout'), stderr: text('stderr') };
   }
 
+  /**
+   * Where an attempt starting now writes. A name can come back: the id of a
+   * removed task used again. Its discard is then called off, so that it
+   * cannot delete the new files (the attempt empties them when it opens them).
+   */
   paths(name: string): OutputPaths {
+    this.discarding.delete(name);
+    this.discarded.delete(name);
     return { stdout: this.path(name, 'stdout'), stderr: this.path(name, 'stderr') };
   }
 
@@ -84,8 +93,15 @@ export class OutputFiles {
 
   /** The journal no longer refers to these files: removed once that is on disk and nobody reads them. */
   discard(name: string): void {
+    const token = {};
+    this.discarding.set(name, token);
     void this.journal.flushed().then(
-      () => (this.readers.has(name) ? this.discarded.add(name) : this.remove(name)),
+      () => {
+        if (this.discarding.get(name) !== token) return;
+        this.discarding.delete(name);
+        if (this.readers.has(name)) this.discarded.add(name);
+        else this.remove(name);
+      },
       () => undefined, // a failed journal may still need them at the next start
     );
   }

@@ -269,8 +269,13 @@ describe('task-manager wait', () => {
     expect(unknown).toMatchObject({ exitCode: 1, stderr: expect.stringMatching(/^UNKNOWN_GROUP: group "nope" does not exist; make it first with set_group/) });
     expect((await cli('clean', '--state', 'RUNNING')).stderr).toContain('--state RUNNING');
     expect((await cli('set-group', 'gpu', '0')).exitCode).toBe(2);
+    expect(JSON.parse((await cli('parallel', '3', '--json')).stdout).group).toMatchObject({ name: 'default', concurrency: 3 });
+    expect(JSON.parse((await cli('parallel', '1', '-g', 'gpu', '--json')).stdout).group).toMatchObject({ name: 'gpu', concurrency: 1 });
     expect((await cli('edit', 'g')).stderr).toContain('nothing to change');
-    expect((await cli('completion', 'bash')).stdout).toContain('complete -o default -F _task_manager task-manager');
+    const bash = (await cli('completion', 'bash')).stdout;
+    expect(bash).toContain('complete -o default -F _task_manager task-manager');
+    expect(bash).toMatch(/compgen -W "serve run submit add .*restart edit remove rm clean groups set-group parallel pause resume/);
+    expect((await cli('completion', 'fish')).stdout).toContain("complete -c task-manager -n '__fish_seen_subcommand_from list' -l oldest");
     expect((await cli('completion', 'tcsh')).exitCode).toBe(2);
   });
 });

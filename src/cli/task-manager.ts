@@ -7,7 +7,7 @@ import { runCommand } from './commands/run.js';
 import { submitCommand } from './commands/submit.js';
 import { completionCommand } from './commands/completion.js';
 import { cleanCommand, editCommand } from './commands/edit.js';
-import { groupsCommand, pauseGroupCommand, resumeGroupCommand, setGroupCommand } from './commands/groups.js';
+import { groupsCommand, parallelCommand, pauseGroupCommand, resumeGroupCommand, setGroupCommand } from './commands/groups.js';
 import { cancelCommand, followCommand, logCommand, removeCommand, restartCommand, statusCommand, waitCommand } from './commands/task.js';
 import { watchCommand } from './commands/watch.js';
 import { exitOnUsageError } from './options.js';
@@ -20,7 +20,7 @@ const program = exitOnUsageError(new Command('task-manager'))
   .enablePositionalOptions()
   .addCommand(serveCommand())
   .addCommand(runCommand())
-  .addCommand(submitCommand())
+  .addCommand(submitCommand().alias('add'))
   .addCommand(statusCommand())
   .addCommand(waitCommand())
   .addCommand(listCommand())
@@ -33,6 +33,7 @@ const program = exitOnUsageError(new Command('task-manager'))
   .addCommand(cleanCommand())
   .addCommand(groupsCommand())
   .addCommand(setGroupCommand())
+  .addCommand(parallelCommand())
   .addCommand(pauseGroupCommand())
   .addCommand(resumeGroupCommand())
   .addCommand(watchCommand())

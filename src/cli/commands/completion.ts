@@ -13,9 +13,10 @@ interface Described {
   options: { long: string; description: string; takesValue: boolean }[];
 }
 
+/** Every subcommand, under its name and each alias. */
 function describe(program: Command): Described[] {
-  return program.commands.map((command) => ({
-    name: command.name(),
+  return program.commands.flatMap((command) => [command.name(), ...command.aliases()].map((name) => ({
+    name,
     description: command.description(),
     options: [
       ...command.options
@@ -23,7 +24,7 @@ function describe(program: Command): Described[] {
         .map((option) => ({ long: option.long!, description: option.description, takesValue: option.required || option.optional })),
       { long: '--help', description: 'show help', takesValue: false },
     ],
-  }));
+  })));
 }
 
 const STATES = TASK_STATES.join(' ');

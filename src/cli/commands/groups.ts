@@ -48,6 +48,19 @@ export function setGroupCommand(): Command {
     }));
 }
 
+/** pueue's `parallel N [-g GROUP]`: the same as `set-group`, the group last and `default` unless named. */
+export function parallelCommand(): Command {
+  return clientCommand('parallel', 'set how many tasks of a group (default: "default") run at once')
+    .argument('<concurrency>', 'how many of its tasks may run at once', integerOption(1))
+    .option('-g, --group <name>', 'the group (made if it does not exist)', 'default')
+    .addHelpText('after', '\nExamples:\n  task-manager parallel 4\n  task-manager parallel 1 --group gpu')
+    .action(clientAction<{ group: string }, [number]>(async ({ flags, connect }, concurrency) => {
+      const client = await connect();
+      const group = await client.setGroup(flags.group, concurrency);
+      printResult(flags, { group }, () => formatGroups([group]));
+    }));
+}
+
 /** `pause` or `resume`: one group, or all of them. */
 function pauseCommand(paused: boolean): Command {
   const name = paused ? 'pause' : 'resume';

@@ -13,7 +13,7 @@ export interface GpuSamplerOptions {
   firstWaitMs: number;
 }
 
-export const GPU_DEFAULTS: GpuSamplerOptions = { command: 'nvidia-smi', refreshMs: 2000, timeoutMs: 5000, firstWaitMs: 800 };
+export const GPU_DEFAULTS: GpuSamplerOptions = { command: 'nvidia-smi', refreshMs: 2000, timeoutMs: 5000, firstWaitMs: 500 };
 
 const MIB = 1024 * 1024;
 

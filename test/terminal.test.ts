@@ -1,9 +1,10 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { taskExitCode } from '../src/cli/client-command.js';
 import { formatTaskTable } from '../src/cli/task-format.js';
 import { useColour } from '../src/cli/terminal.js';
 import type { TaskRecord } from '../src/index.js';
 
-/** When the CLI colours its tables, and that colour never moves a column. */
+/** When the CLI colours its tables (and that colour never moves a column), and the exit code a task's end gives. */
 
 const terminal = { isTTY: true } as NodeJS.WriteStream;
 const pipe = { isTTY: false } as NodeJS.WriteStream;
@@ -33,5 +34,21 @@ describe('colours', () => {
     expect(coloured[2]).toContain('\x1b[31mFAILED');
     // biome-ignore lint/suspicious/noControlCharactersInRegex: the colour codes are what is removed
     expect(coloured.map((line) => line.replace(/\x1b\[\d+m/g, ''))).toEqual(plain);
+  });
+});
+
+describe('taskExitCode', () => {
+  const ended = (fields: Partial<TaskRecord>) => ({ state: 'FAILED', exit_code: null, signal: null, timed_out: false, error: null, ...fields }) as TaskRecord;
+
+  it.each([
+    ['completed', ended({ state: 'COMPLETED', exit_code: 0 }), 0],
+    ['exit 7', ended({ exit_code: 7, error: { code: 'NONZERO_EXIT', message: '' } }), 7],
+    ['timed out', ended({ exit_code: -1, timed_out: true, error: { code: 'TIMEOUT', message: '' } }), 124],
+    ['canceled', ended({ state: 'CANCELED', signal: 'SIGTERM', error: { code: 'CANCELED', message: '' } }), 125],
+    ['dependency failed', ended({ state: 'CANCELED', error: { code: 'DEPENDENCY_FAILED', message: '' } }), 125],
+    ['not started', ended({ error: { code: 'SPAWN_FAILED', message: '' } }), 127],
+    ['SIGKILL', ended({ signal: 'SIGKILL', error: { code: 'KILLED', message: '' } }), 137],
+  ])('%s exits %d', (_what, task, code) => {
+    expect(taskExitCode(task)).toBe(code);
   });
 });

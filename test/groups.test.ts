@@ -262,6 +262,10 @@ describe('task-manager wait', () => {
     expect(JSON.parse((await cli('restart', 'g', '--json')).stdout).task).toMatchObject({ id: 'g', restarts: 1 });
     expect((await cli('wait', 'g')).exitCode).toBe(0);
     await client.run({ id: 'bad', cmd: 'exit 3' });
+    await client.run({ id: 'bad-gpu', cmd: 'exit 3', group: 'gpu' });
+    expect((await cli('list', '--group', 'gpu', '--state', 'FAILED')).stdout).toMatch(/^bad-gpu +FAILED +gpu /m);
+    expect((await cli('clean', '--state', 'FAILED', '--group', 'gpu')).stdout).toBe('removed 1 finished task');
+    expect((await cli('status', 'bad')).exitCode).toBe(0);
     expect((await cli('clean', '--state', 'FAILED')).stdout).toBe('removed 1 finished task');
     expect(JSON.parse((await cli('remove', 'g', '--json')).stdout).task).toMatchObject({ id: 'g' });
     expect((await cli('list', '--json')).stdout).toBe('{"tasks":[],"total":0}');

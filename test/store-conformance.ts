@@ -328,6 +328,17 @@ export function describeStoreConformance(name: string, makeStore: () => TaskStor
       expect(ids(scheduler.list({ order: 'newest', after: 'c' }))).toEqual(['b', 'a']);
     });
 
+    it('lists the tasks of one group, and refuses a group that does not exist', () => {
+      const { scheduler } = make();
+      scheduler.setGroup('gpu', 1);
+      for (const id of ['a', 'b', 'c', 'd']) scheduler.submit(spec({ delay_ms: 60_000, ...(id === 'b' || id === 'd' ? { group: 'gpu' } : {}) }), id);
+      const ids = (page: { tasks: { id: string }[] }) => page.tasks.map((task) => task.id);
+      expect(scheduler.list({ group: 'gpu', order: 'newest', limit: 1 })).toMatchObject({ total: 2 });
+      expect(ids(scheduler.list({ group: 'gpu', order: 'newest', limit: 1 }))).toEqual(['d']);
+      expect(ids(scheduler.list({ group: 'default', after: 'a' }))).toEqual(['c']);
+      expect(() => scheduler.list({ group: 'nope' })).toThrow(expect.objectContaining({ code: 'UNKNOWN_GROUP' }));
+    });
+
     it('restores groups, their limits and paused flags', async () => {
       const first = make();
       first.scheduler.setGroup('gpu', 3);

@@ -440,7 +440,7 @@ const VALID_REQUESTS: { [O in Op]: Request<O> } = {
   submit: { op: 'submit', cmd: ['true'], id: 'a' },
   status: { op: 'status', id: 'a' },
   wait: { op: 'wait', id: 'a', timeout_ms: 0 },
-  list: { op: 'list', state: 'QUEUED', limit: 5, after: 'a', order: 'newest' },
+  list: { op: 'list', state: 'QUEUED', limit: 5, after: 'a', order: 'newest', group: 'gpu' },
   cancel: { op: 'cancel', id: 'a' },
   follow: { op: 'follow', id: 'a' },
   remove: { op: 'remove', id: 'a' },

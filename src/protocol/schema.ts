@@ -289,6 +289,7 @@ const OP_SCHEMAS = {
     limit: integer(1, MAX_LIST_LIMIT),
     after: taskId,
     order: oneOf(LIST_ORDERS),
+    group: groupName,
   }),
   cancel: plain({ id: requiredId }),
   follow: plain({ id: requiredId }),

@@ -293,15 +293,26 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
 
   /**
    * A page of tasks in submission order (or its reverse, `newest`), and how
-   * many match after `after` in that order in all, the page included.
+   * many match after `after` in that order in all, the page included. With
+   * `group`, only that group's tasks: found by going through the tasks of
+   * the state (no index by group), so it costs them all.
    */
-  list(filter: { state?: TaskState | undefined; limit?: number | undefined; after?: string | undefined; order?: 'oldest' | 'newest' | undefined }): {
-    tasks: Task[];
-    total: number;
-  } {
+  list(filter: {
+    state?: TaskState | undefined;
+    limit?: number | undefined;
+    after?: string | undefined;
+    order?: 'oldest' | 'newest' | undefined;
+    group?: string | undefined;
+  }): { tasks: Task[]; total: number } {
     // `after` is a position in the order of all tasks, whatever its own state.
     const afterSeq = filter.after === undefined ? undefined : this.get(filter.after).stored.seq;
-    return this.store.page(filter.state, afterSeq, filter.limit ?? 100, filter.order === 'newest');
+    const newest = filter.order === 'newest';
+    const limit = filter.limit ?? 100;
+    if (filter.group === undefined) return this.store.page(filter.state, afterSeq, limit, newest);
+    this.mustExist(filter.group);
+    const all = this.store.page(filter.state, afterSeq, Number.MAX_SAFE_INTEGER, newest).tasks;
+    const matching = all.filter((task) => groupOf(task.spec) === filter.group);
+    return { tasks: matching.slice(0, limit), total: matching.length };
   }
 
   /**

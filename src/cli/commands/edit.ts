@@ -73,16 +73,11 @@ export function cleanCommand(): Command {
       const client = await connect();
       const removed: TaskRecord[] = [];
       for (const state of flags.state ? [flags.state] : FINISHED) {
-        // Each page starts after the last task kept; removed tasks leave the list.
-        let after: string | undefined;
+        // Removed tasks leave the list: the first page again, until none is left.
         for (;;) {
-          const { tasks } = await client.list({ state, after, limit: 1000 });
+          const { tasks } = await client.list({ state, group: flags.group, limit: 1000 });
           if (tasks.length === 0) break;
-          const chosen = tasks.filter((task) => flags.group === undefined || task.group === flags.group);
-          const kept = tasks.filter((task) => !chosen.includes(task)).at(-1);
-          await Promise.all(chosen.map((task) => client.remove(task.id).then((record) => removed.push(record), ignoreGone)));
-          if (kept) after = kept.id;
-          else if (chosen.length === 0) break;
+          await Promise.all(tasks.map((task) => client.remove(task.id).then((record) => removed.push(record), ignoreGone)));
         }
       }
       printResult(flags, { removed: removed.map((task) => task.id) }, () => `removed ${plural(removed.length, 'finished task')}`);

@@ -278,7 +278,7 @@ describe('task-manager wait', () => {
     expect((await cli('edit', 'g')).stderr).toContain('nothing to change');
     const bash = (await cli('completion', 'bash')).stdout;
     expect(bash).toContain('complete -o default -F _task_manager task-manager');
-    expect(bash).toMatch(/compgen -W "serve run submit add .*restart edit remove rm clean groups set-group parallel pause resume/);
+    expect(bash).toMatch(/compgen -W "serve run submit add .*restart edit remove rm clean groups set-group set_group parallel pause resume/);
     expect((await cli('completion', 'fish')).stdout).toContain("complete -c task-manager -n '__fish_seen_subcommand_from list' -l oldest");
     expect((await cli('completion', 'tcsh')).exitCode).toBe(2);
   });

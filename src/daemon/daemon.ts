@@ -4,22 +4,24 @@ import { createServer, isIP, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import {
   ATTEMPT_VARIABLE,
-  Executor,
-  OWNER_VARIABLE,
-  TASK_VARIABLE,
   attemptKey,
+  Executor,
   killLeftovers,
+  OWNER_VARIABLE,
   processStartTime,
   readStartEvidence,
   removeStartEvidence,
+  TASK_VARIABLE,
 } from '../executor/index.js';
 import { Journal } from '../journal/index.js';
 import { encodeLine, errorResponse, requestError } from '../protocol/index.js';
-import { Scheduler, startId, type StoredTask } from '../scheduler/index.js';
-import { ConfigError, DEFAULT_CONFIG, type DaemonConfig } from './config.js';
+import { Scheduler, type StoredTask, startId } from '../scheduler/index.js';
+import { ConfigError, type DaemonConfig, DEFAULT_CONFIG } from './config.js';
 import { Connection } from './connection.js';
 import type { DaemonContext } from './context.js';
+import { startHttpFront } from './http/front.js';
 import { OutputFiles } from './output-files.js';
+import { sniffProtocol } from './sniff.js';
 import { SystemSampler } from './stats.js';
 import { Subscribers } from './subscribers.js';
 
@@ -128,6 +130,7 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     startedAt: Date.now(),
     stopping: stopping.signal,
   };
+  const http = await startHttpFront(ctx);
   const connections = new Set<Connection>();
   const sockets = new Set<Socket>();
   const server: Server = createServer({ allowHalfOpen: true }, (socket) => {
@@ -137,11 +140,12 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
       return;
     }
     sockets.add(socket);
-    const connection = new Connection(socket, ctx);
-    connections.add(connection);
-    socket.on('close', () => {
-      sockets.delete(socket);
-      connections.delete(connection);
+    socket.on('close', () => sockets.delete(socket));
+    sniffProtocol(socket, (protocol) => {
+      if (protocol === 'http') return http.accept(socket);
+      const connection = new Connection(socket, ctx);
+      connections.add(connection);
+      socket.on('close', () => connections.delete(connection));
     });
   });
 
@@ -175,6 +179,7 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     stopping.abort(); // whoever still waits for a task is told the daemon is stopping
     await journal.flushed().catch(() => undefined);
     for (const connection of connections) connection.close();
+    await http.close();
     const closing = [...sockets].map((socket) => new Promise((done) => socket.once('close', done)));
     const patience = setTimeout(() => {
       for (const socket of sockets) socket.destroy();

@@ -68,7 +68,8 @@ function compatibleStatus(task: Task, ctx: DaemonContext) {
 /** The id of `GET /get_status`: `?id=`, or `{"id"}` as the body of the GET, as such clients send it. */
 async function statusId(request: FastifyRequest, maxBytes: number): Promise<string> {
   const query = (request.query as { id?: unknown }).id;
-  const body = query === undefined ? await getBody(request, maxBytes) : undefined;
+  // The framework reads a GET's body when it says it is JSON; otherwise it is read here.
+  const body = query !== undefined ? undefined : request.body !== undefined ? request.body : await getBody(request, maxBytes);
   const id = query ?? (isObject(body) ? body.id : undefined);
   if (typeof id !== 'string') throw requestError.BAD_REQUEST('id is required: give ?id= or a JSON body {"id": "..."}');
   return id;

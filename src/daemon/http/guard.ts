@@ -10,7 +10,7 @@ const WILDCARDS = new Set(['0.0.0.0', '::']);
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 /** Routes anyone may reach: a liveness probe, and the dashboard's page and login, which ask for the token themselves. */
-export const OPEN_ROUTES = new Set(['GET /health', 'HEAD /health', 'GET /', 'HEAD /', 'GET /dashboard/*', 'HEAD /dashboard/*', 'POST /login', 'POST /logout']);
+export const OPEN_ROUTES = new Set(['GET /health', 'HEAD /health', 'GET /', 'HEAD /', 'GET /dashboard/:file', 'HEAD /dashboard/:file', 'POST /login', 'POST /logout']);
 
 /**
  * The host names a request may name in its Host header. A page of another

@@ -15,7 +15,8 @@ export type { TaskJournal } from './task-store.js';
 export type AttemptRunner = (
   task: { id: string; attempt: number; spec: TaskSpec; startId: string; alone: boolean; output: string },
   signal: AbortSignal,
-  onSpawn: (pid: number) => void,
+  /** the process exists: its pid, and its start time (to recognise it after a restart) when known */
+  onSpawn: (pid: number, started?: string) => void,
 ) => Promise<AttemptResult | undefined>;
 
 export interface SchedulerOptions extends RetentionBounds {
@@ -28,8 +29,6 @@ export interface SchedulerOptions extends RetentionBounds {
   discardOutput?: (name: string) => void;
   /** tasks not yet finished that may exist at once */
   maxQueue: number;
-  /** the process start time of a pid, to recognise it after a restart */
-  processStartTime?: (pid: number) => string | undefined;
 }
 
 export interface SchedulerEvents {
@@ -328,8 +327,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       );
       if (durable && !abort.signal.aborted) {
         const alone = task.executorLosses > 0;
-        result = await this.options.runAttempt({ id: task.id, attempt, spec: task.spec, startId: startId(task.stored), alone, output }, abort.signal, (pid) => {
-          const started = this.options.processStartTime?.(pid);
+        result = await this.options.runAttempt({ id: task.id, attempt, spec: task.spec, startId: startId(task.stored), alone, output }, abort.signal, (pid, started) => {
           this.store.change(task, started ? { pgid: pid, pgid_started: started } : { pgid: pid });
         });
       }

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { statFields } from '../dist/executor/process-info.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const CONCURRENCY = 10;
@@ -49,16 +50,6 @@ export const percentile = (values: number[], p: number) => [...values].sort((a, 
 export function rssMb(pid: number): number {
   const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return Number(match![1]) / 1024;
-}
-
-/** Fields of /proc/PID/stat from field 3 (state) on; undefined when the process is gone. */
-function statFields(pid: number): string[] | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  } catch {
-    return undefined;
-  }
 }
 
 const TICK_MS = 10; // getconf CLK_TCK is 100 on Linux

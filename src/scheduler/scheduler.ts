@@ -7,6 +7,7 @@ import { attemptOutcome, interrupted, notStarted } from './outcome.js';
 import { Retention, type RetentionBounds } from './retention.js';
 import { MemoryTaskStore, type TaskJournal, type TaskStore } from './task-store.js';
 import { TimerQueue } from './timer-queue.js';
+import { onAbort } from './abort.js';
 import { Task, newStoredTask, outputName, specSize, startId, type StoredTask, type TaskPatch } from './task.js';
 
 export type { TaskJournal } from './task-store.js';
@@ -179,16 +180,16 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     if (isTerminal(task.state)) return Promise.resolve({ task, waitedOut: false });
     return new Promise((resolve) => {
       let timer: NodeJS.Timeout | undefined;
+      let forgetSignal: (() => void) | undefined;
       const done = (waitedOut: boolean) => {
         stopWaiting();
         clearTimeout(timer);
-        signal?.removeEventListener('abort', gone);
+        forgetSignal?.();
         resolve({ task, waitedOut });
       };
-      const gone = () => done(true);
       const stopWaiting = task.onSettled(() => done(false));
       if (timeoutMs !== undefined) timer = setTimeout(done, timeoutMs, true);
-      signal?.addEventListener('abort', gone, { once: true });
+      if (signal) forgetSignal = onAbort(signal, () => done(true));
     });
   }
 

@@ -291,6 +291,9 @@ export class Connection {
   private async writeOut(): Promise<void> {
     if (this.writing) return;
     this.writing = true;
+    // The pieces written in this turn (many answers, in a burst) go out in one system call.
+    this.socket.cork();
+    process.nextTick(() => this.socket.uncork());
     while (this.outbox.length > 0) {
       const { line, done } = this.outbox[0]!;
       let written = true;

@@ -5,10 +5,10 @@ import { join } from 'node:path';
 import {
   ATTEMPT_VARIABLE,
   attemptKey,
+  chooseSpawner,
   Executor,
   killLeftovers,
   OWNER_VARIABLE,
-  processStartTime,
   readStartEvidence,
   removeStartEvidence,
   TASK_VARIABLE,
@@ -60,6 +60,14 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
         'Give --token-file, or listen on 127.0.0.1 and reach it through an SSH tunnel.',
     );
   }
+  // Which way tasks start is known before anything is opened: a path forced but missing is a failed start.
+  let fallback: string | undefined;
+  try {
+    ({ fallback } = chooseSpawner());
+  } catch (error) {
+    throw new ConfigError((error as Error).message);
+  }
+  if (fallback) config.log(`tasks start with Node's child_process.spawn (${fallback}); see docs/performance.md`);
   let fail: (error: Error) => void = () => undefined;
   const failed = new Promise<Error>((resolve) => (fail = resolve));
   const { journal, tasks, crashed } = await Journal.open(config.dataDir, {
@@ -99,7 +107,6 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     keepOutputBytes: config.keepOutputBytes,
     maxQueue: config.maxQueue,
     maxSpecBytes: config.maxSpecBytes,
-    processStartTime,
     discardOutput: (name) => outputs.discard(name),
     runAttempt: ({ id, attempt, spec, startId: start, alone, output }, signal, onSpawn) => {
       const marks = { [TASK_VARIABLE]: id, [ATTEMPT_VARIABLE]: String(attempt), [OWNER_VARIABLE]: dataDir };

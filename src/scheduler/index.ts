@@ -3,3 +3,4 @@ export { Task, outputName, startId, type StoredTask, type TaskPatch } from './ta
 export { applyPatch, isCount, isObject, patchProblem, shown, storedTaskProblem, withoutClearedFields } from './stored-task-rules.js';
 export { MemoryTaskStore, type TaskStore } from './task-store.js';
 export { attemptOutcome, type AttemptOutcome } from './outcome.js';
+export { onAbort } from './abort.js';

@@ -7,6 +7,7 @@ import { attemptOutcome, interrupted, notStarted } from './outcome.js';
 import { Retention, type RetentionBounds } from './retention.js';
 import { MemoryTaskStore, type TaskJournal, type TaskStore } from './task-store.js';
 import { TimerQueue } from './timer-queue.js';
+import { onAbort } from './abort.js';
 import { Task, newStoredTask, outputName, specSize, startId, type StoredTask, type TaskPatch } from './task.js';
 
 export type { TaskJournal } from './task-store.js';
@@ -15,7 +16,8 @@ export type { TaskJournal } from './task-store.js';
 export type AttemptRunner = (
   task: { id: string; attempt: number; spec: TaskSpec; startId: string; alone: boolean; output: string },
   signal: AbortSignal,
-  onSpawn: (pid: number) => void,
+  /** the process exists: its pid, and its start time (to recognise it after a restart) when known */
+  onSpawn: (pid: number, started?: string) => void,
 ) => Promise<AttemptResult | undefined>;
 
 export interface SchedulerOptions extends RetentionBounds {
@@ -28,8 +30,6 @@ export interface SchedulerOptions extends RetentionBounds {
   discardOutput?: (name: string) => void;
   /** tasks not yet finished that may exist at once */
   maxQueue: number;
-  /** the process start time of a pid, to recognise it after a restart */
-  processStartTime?: (pid: number) => string | undefined;
 }
 
 export interface SchedulerEvents {
@@ -180,16 +180,16 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     if (isTerminal(task.state)) return Promise.resolve({ task, waitedOut: false });
     return new Promise((resolve) => {
       let timer: NodeJS.Timeout | undefined;
+      let forgetSignal: (() => void) | undefined;
       const done = (waitedOut: boolean) => {
         stopWaiting();
         clearTimeout(timer);
-        signal?.removeEventListener('abort', gone);
+        forgetSignal?.();
         resolve({ task, waitedOut });
       };
-      const gone = () => done(true);
       const stopWaiting = task.onSettled(() => done(false));
       if (timeoutMs !== undefined) timer = setTimeout(done, timeoutMs, true);
-      signal?.addEventListener('abort', gone, { once: true });
+      if (signal) forgetSignal = onAbort(signal, () => done(true));
     });
   }
 
@@ -328,8 +328,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       );
       if (durable && !abort.signal.aborted) {
         const alone = task.executorLosses > 0;
-        result = await this.options.runAttempt({ id: task.id, attempt, spec: task.spec, startId: startId(task.stored), alone, output }, abort.signal, (pid) => {
-          const started = this.options.processStartTime?.(pid);
+        result = await this.options.runAttempt({ id: task.id, attempt, spec: task.spec, startId: startId(task.stored), alone, output }, abort.signal, (pid, started) => {
           this.store.change(task, started ? { pgid: pid, pgid_started: started } : { pgid: pid });
         });
       }

@@ -3,7 +3,7 @@ import { isTerminal, requestError, specKey, taskError } from '../protocol/index.
 import type { Counts, TaskSpec, TaskState } from '../protocol/index.js';
 import { startFailure, type AttemptResult } from '../executor/index.js';
 import { Heap } from './heap.js';
-import { attemptOutcome, interrupted, notStarted } from './outcome.js';
+import { attemptOutcome, interrupted, mayBeServiceStop, notStarted } from './outcome.js';
 import { Retention, type RetentionBounds } from './retention.js';
 import { MemoryTaskStore, type TaskJournal, type TaskStore } from './task-store.js';
 import { TimerQueue } from './timer-queue.js';
@@ -19,6 +19,28 @@ export type AttemptRunner = (
   /** the process exists: its pid, and its start time (to recognise it after a restart) when known */
   onSpawn: (pid: number, started?: string) => void,
 ) => Promise<AttemptResult | undefined>;
+
+/**
+ * How long the result of an attempt ended by a stop signal waits before it
+ * counts as the task's failure. A stop of the whole service (systemd's
+ * KillMode=control-group, Ctrl-C) signals the tasks and the daemon at once,
+ * and a task may report its end before the daemon has seen its own signal:
+ * if the stop begins meanwhile, the attempt was interrupted, not failed.
+ */
+const STOP_SIGNAL_HOLD_MS = 500;
+
+/** Resolves after `ms`, or at once when `early` aborts. */
+function holdBack(ms: number, early: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      early.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    early.addEventListener('abort', done, { once: true });
+  });
+}
 
 export interface SchedulerOptions extends RetentionBounds {
   concurrency: number;
@@ -52,6 +74,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   private seq = 0;
   private running = 0;
   private stopping = false;
+  /** aborted when a stop begins: a result held back as a possible stop signal is judged then */
+  private readonly stopBegun = new AbortController();
   /** holds dispatch back until all restored tasks are in the ready queue */
   private restoring = false;
   private pumpScheduled = false;
@@ -218,6 +242,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   /** Stops starting tasks; running ones get `graceMs` to finish, then are killed to run again after a restart. */
   async stop(graceMs: number): Promise<void> {
     this.stopping = true;
+    this.stopBegun.abort();
     this.timers.clear();
     const all = Promise.all(this.attempts);
     let timer: NodeJS.Timeout | undefined;
@@ -331,6 +356,9 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
         result = await this.options.runAttempt({ id: task.id, attempt, spec: task.spec, startId: startId(task.stored), alone, output }, abort.signal, (pid, started) => {
           this.store.change(task, started ? { pgid: pid, pgid_started: started } : { pgid: pid });
         });
+        // Not for a kill of the daemon's own (cancel, timeout): only a signal from outside is in doubt.
+        const fromOutside = !abort.signal.aborted && !task.cancelRequested;
+        if (fromOutside && !this.stopping && result && mayBeServiceStop(result)) await holdBack(STOP_SIGNAL_HOLD_MS, this.stopBegun.signal);
       }
     } catch (error) {
       result = startFailure(`the attempt could not be run: ${(error as Error).message}`);

@@ -1,9 +1,10 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { statFields } from '../dist/executor/process-info.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const CONCURRENCY = 10;
@@ -16,9 +17,11 @@ export interface Daemon {
   stop(keep?: boolean): Promise<void>;
 }
 
-export async function startDaemon(flags: string[], dataDir = mkdtempSync(join(tmpdir(), 'tm-bench-'))): Promise<Daemon> {
+/** `env` adds to the bench's environment (TASK_MANAGER_SPAWN=node|native, say). */
+export async function startDaemon(flags: string[], dataDir = mkdtempSync(join(tmpdir(), 'tm-bench-')), env: NodeJS.ProcessEnv = {}): Promise<Daemon> {
   const child = spawn(process.execPath, [join(ROOT, 'bin/task-manager'), 'serve', '--port', '0', '--data-dir', dataDir, '--concurrency', String(CONCURRENCY), ...flags], {
     stdio: ['ignore', 'pipe', 'ignore'],
+    env: { ...process.env, ...env },
   });
   const port = await new Promise<number>((resolve, reject) => {
     createInterface({ input: child.stdout! }).on('line', (line) => {
@@ -48,6 +51,50 @@ export function rssMb(pid: number): number {
   const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return Number(match![1]) / 1024;
 }
+
+const TICK_MS = 10; // getconf CLK_TCK is 100 on Linux
+
+/**
+ * CPU time of a process, in ms: its own (user + system), and that of the
+ * children it has reaped (with theirs), which is where its tasks' processes
+ * count.
+ */
+export function cpuMs(pid: number): { self: number; children: number } {
+  const fields = statFields(pid);
+  if (!fields) return { self: 0, children: 0 };
+  return { self: (Number(fields[11]) + Number(fields[12])) * TICK_MS, children: (Number(fields[13]) + Number(fields[14])) * TICK_MS };
+}
+
+/** The pids of a process's children (the daemon's executor processes). */
+export function childPids(pid: number): number[] {
+  return readdirSync('/proc')
+    .filter((name) => /^\d+$/.test(name))
+    .map(Number)
+    .filter((child) => statFields(child)?.[1] === String(pid));
+}
+
+/** CPU per task, in ms, of the daemon, its executor processes (the spawners) and the tasks' own processes. */
+export interface TaskCpu {
+  daemon: number;
+  spawner: number;
+  children: number;
+}
+
+/** CPU used by a daemon and its executor processes so far; the difference of two readings over `tasks` is per task. */
+export function daemonCpu(pid: number): TaskCpu {
+  const executors = childPids(pid).map(cpuMs);
+  return {
+    daemon: cpuMs(pid).self,
+    spawner: executors.reduce((sum, cpu) => sum + cpu.self, 0),
+    children: executors.reduce((sum, cpu) => sum + cpu.children, 0),
+  };
+}
+
+export const cpuPerTask = (before: TaskCpu, after: TaskCpu, tasks: number): TaskCpu => ({
+  daemon: (after.daemon - before.daemon) / tasks,
+  spawner: (after.spawner - before.spawner) / tasks,
+  children: (after.children - before.children) / tasks,
+});
 
 export const has = (command: string) => spawnSync('sh', ['-c', `command -v ${command}`]).status === 0;
 

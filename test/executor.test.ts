@@ -6,7 +6,8 @@ import { CMD, eventually, isAlive, isGone, readPid, removeDir, startDaemon, temp
 const KILL_GRACE_MS = 300;
 
 
-describe('executor through a real daemon', () => {
+// Both ways of starting a task pass the same tests: posix_spawn through the addon, and Node's spawn.
+describe.each(['native', 'node'])('executor through a real daemon (%s spawn)', (spawnPath) => {
   let daemon: TestDaemon;
   let dir: string;
   let n = 0;
@@ -14,7 +15,7 @@ describe('executor through a real daemon', () => {
   beforeAll(async () => {
     dir = tempDir('tm-exec-');
     daemon = await startDaemon(['--kill-grace-ms', String(KILL_GRACE_MS)], {
-      env: { TASK_MANAGER_SECRET_X: '1', TASK_MANAGER_CONCURRENCY: '10', TM_VISIBLE_FROM_DAEMON: 'daemon-value' },
+      env: { TASK_MANAGER_SECRET_X: '1', TASK_MANAGER_CONCURRENCY: '10', TM_VISIBLE_FROM_DAEMON: 'daemon-value', TASK_MANAGER_SPAWN: spawnPath },
     });
   });
   afterAll(async () => {

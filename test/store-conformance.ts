@@ -146,6 +146,22 @@ export function describeStoreConformance(name: string, makeStore: () => TaskStor
       expect(scheduler.get('r').record()).toMatchObject({ state: 'FAILED', exit_code: 4, attempts: 2, max_attempts: 2 });
     });
 
+    it("counts an attempt ended by SIGTERM as interrupted when the daemon's own stop follows at once (a stop of the whole service)", async () => {
+      const { scheduler, runner } = make();
+      scheduler.submit(spec(), 'signaled');
+      scheduler.submit(spec(), 'failed');
+      await settle();
+      const bySigterm = result({ exit_code: null, signal: 'SIGTERM', error: { code: 'KILLED', message: 'ended by SIGTERM' } });
+      runner.end('failed', bySigterm);
+      await new Promise((resolve) => setTimeout(resolve, 700)); // past the hold: nobody stopped the daemon
+      expect(scheduler.get('failed').record()).toMatchObject({ state: 'FAILED', error: { code: 'KILLED' } });
+      runner.end('signaled', bySigterm);
+      await settle();
+      expect(scheduler.get('signaled').state).toBe('RUNNING'); // held back
+      await scheduler.stop(0);
+      expect(scheduler.get('signaled').record()).toMatchObject({ state: 'QUEUED', attempts: 0, interrupted: 1, error: { code: 'INTERRUPTED' } });
+    });
+
     it('cancels a queued task at once, a running one through its runner, and refuses a finished one', async () => {
       const { scheduler, runner } = make({ concurrency: 1 });
       scheduler.submit(spec(), 'running');

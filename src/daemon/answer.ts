@@ -151,6 +151,11 @@ export class Answer {
     }
   }
 
+  /** The whole text, when nothing in it is to be read while it is written. */
+  whole(): string | undefined {
+    return this.parts.length === 1 ? (this.parts[0] as string) : undefined;
+  }
+
   release(): void {
     for (const value of this.streamed) value.release();
   }

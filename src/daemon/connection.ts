@@ -1,26 +1,26 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import type { Socket } from 'node:net';
 import {
-  LineFramer,
-  RequestError,
   decodeLine,
   encodeLine,
   errorResponse,
+  type Frame,
   isTerminal,
+  LineFramer,
+  type Op,
   parseRequest,
+  type Ref,
+  RequestError,
   readableRef,
   requestError,
-  type Frame,
-  type Op,
-  type Ref,
   type ValidRequest,
 } from '../protocol/index.js';
 import { Answer } from './answer.js';
 import type { DaemonContext } from './context.js';
 import { followOutput } from './follow.js';
 import { handle, type Payload, type StatelessOp } from './handlers.js';
-import { HTTP_REFUSAL, looksLikeHttp, type HttpLine } from './http-guard.js';
+import { HTTP_REFUSAL, type HttpLine, looksLikeHttp } from './http-guard.js';
+import { sameSecret } from './secret.js';
 
 /** Bytes handed to the socket and not yet taken by the kernel past which nothing more is written until it drains. */
 const UNSENT_BYTES_LIMIT = 256 * 1024;
@@ -38,8 +38,6 @@ const IN_FLIGHT_LIMIT = 1024;
  * which can destroy the last answer before the peer has read it.
  */
 const LINGER_MS = 2000;
-
-const digest = (text: string) => createHash('sha256').update(text).digest();
 
 /**
  * One client connection: frames lines, answers each request as soon as it
@@ -210,7 +208,7 @@ export class Connection {
 
   private authenticate(ref: Ref | undefined, token: string): void {
     const expected = this.ctx.config.token;
-    if (expected !== undefined && !timingSafeEqual(digest(token), digest(expected))) {
+    if (expected !== undefined && !sameSecret(token, expected)) {
       this.closeUnauthorized(ref, requestError.UNAUTHORIZED({ sent: 'a wrong token' }));
       return;
     }
@@ -223,7 +221,7 @@ export class Connection {
     this.reply(ref, 'subscribe', {});
     this.unsubscribe = this.ctx.subscribers.add({
       ids: ids && new Set(ids),
-      deliver: (line) => {
+      deliver: ({ line }) => {
         if (this.congested()) this.skippedEvents++;
         else void this.enqueue(line);
       },
@@ -293,6 +291,9 @@ export class Connection {
   private async writeOut(): Promise<void> {
     if (this.writing) return;
     this.writing = true;
+    // The pieces written in this turn (many answers, in a burst) go out in one system call.
+    this.socket.cork();
+    process.nextTick(() => this.socket.uncork());
     while (this.outbox.length > 0) {
       const { line, done } = this.outbox[0]!;
       let written = true;

@@ -1,6 +1,6 @@
 import type { Journal } from '../journal/index.js';
 import { requestError } from '../protocol/index.js';
-import type { Scheduler } from '../scheduler/index.js';
+import { onAbort, type Scheduler } from '../scheduler/index.js';
 import type { DaemonConfig } from './config.js';
 import type { GpuSampler } from './gpu.js';
 import type { OutputFiles } from './output-files.js';
@@ -26,8 +26,7 @@ export function unlessStopping<T>(ctx: DaemonContext, work: Promise<T>): Promise
   const stopped = () => requestError.SHUTTING_DOWN('waiting');
   if (ctx.stopping.aborted) return Promise.reject(stopped());
   return new Promise<T>((resolve, reject) => {
-    const onStop = () => reject(stopped());
-    ctx.stopping.addEventListener('abort', onStop, { once: true });
-    work.then(resolve, reject).finally(() => ctx.stopping.removeEventListener('abort', onStop));
+    const forget = onAbort(ctx.stopping, () => reject(stopped()));
+    work.then(resolve, reject).finally(forget);
   });
 }

@@ -4,23 +4,25 @@ import { createServer, isIP, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import {
   ATTEMPT_VARIABLE,
-  Executor,
-  OWNER_VARIABLE,
-  TASK_VARIABLE,
   attemptKey,
+  chooseSpawner,
+  Executor,
   killLeftovers,
-  processStartTime,
+  OWNER_VARIABLE,
   readStartEvidence,
   removeStartEvidence,
+  TASK_VARIABLE,
 } from '../executor/index.js';
 import { Journal } from '../journal/index.js';
 import { encodeLine, errorResponse, requestError } from '../protocol/index.js';
-import { Scheduler, startId, type StoredTask } from '../scheduler/index.js';
-import { ConfigError, DEFAULT_CONFIG, type DaemonConfig } from './config.js';
+import { Scheduler, type StoredTask, startId } from '../scheduler/index.js';
+import { ConfigError, type DaemonConfig, DEFAULT_CONFIG } from './config.js';
 import { Connection } from './connection.js';
 import type { DaemonContext } from './context.js';
 import { GpuSampler } from './gpu.js';
+import { startHttpFront } from './http/front.js';
 import { OutputFiles } from './output-files.js';
+import { sniffProtocol } from './sniff.js';
 import { SystemSampler } from './stats.js';
 import { Subscribers } from './subscribers.js';
 
@@ -59,6 +61,14 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
         'Give --token-file, or listen on 127.0.0.1 and reach it through an SSH tunnel.',
     );
   }
+  // Which way tasks start is known before anything is opened: a path forced but missing is a failed start.
+  let fallback: string | undefined;
+  try {
+    ({ fallback } = chooseSpawner());
+  } catch (error) {
+    throw new ConfigError((error as Error).message);
+  }
+  if (fallback) config.log(`tasks start with Node's child_process.spawn (${fallback}); see docs/performance.md`);
   let fail: (error: Error) => void = () => undefined;
   const failed = new Promise<Error>((resolve) => (fail = resolve));
   const { journal, tasks, groups, crashed } = await Journal.open(config.dataDir, {
@@ -98,7 +108,6 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     keepOutputBytes: config.keepOutputBytes,
     maxQueue: config.maxQueue,
     maxSpecBytes: config.maxSpecBytes,
-    processStartTime,
     discardOutput: (name) => outputs.discard(name),
     runAttempt: ({ id, attempt, spec, startId: start, alone, output }, signal, onSpawn) => {
       const marks = { [TASK_VARIABLE]: id, [ATTEMPT_VARIABLE]: String(attempt), [OWNER_VARIABLE]: dataDir };
@@ -133,6 +142,7 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     startedAt: Date.now(),
     stopping: stopping.signal,
   };
+  const http = await startHttpFront(ctx);
   const connections = new Set<Connection>();
   const sockets = new Set<Socket>();
   const server: Server = createServer({ allowHalfOpen: true }, (socket) => {
@@ -142,11 +152,12 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
       return;
     }
     sockets.add(socket);
-    const connection = new Connection(socket, ctx);
-    connections.add(connection);
-    socket.on('close', () => {
-      sockets.delete(socket);
-      connections.delete(connection);
+    socket.on('close', () => sockets.delete(socket));
+    sniffProtocol(socket, (protocol) => {
+      if (protocol === 'http') return http.accept(socket);
+      const connection = new Connection(socket, ctx);
+      connections.add(connection);
+      socket.on('close', () => connections.delete(connection));
     });
   });
 
@@ -181,6 +192,7 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     stopping.abort(); // whoever still waits for a task is told the daemon is stopping
     await journal.flushed().catch(() => undefined);
     for (const connection of connections) connection.close();
+    await http.close();
     const closing = [...sockets].map((socket) => new Promise((done) => socket.once('close', done)));
     const patience = setTimeout(() => {
       for (const socket of sockets) socket.destroy();

@@ -1,7 +1,7 @@
 import { isTerminal, type GroupInfo, type Op, type ResponsePayloads, type ValidRequest } from '../protocol/index.js';
 import type { Task } from '../scheduler/index.js';
-import { RecordList, type Deferred } from './answer.js';
-import { unlessStopping, type DaemonContext } from './context.js';
+import { type Deferred, RecordList } from './answer.js';
+import { type DaemonContext, unlessStopping } from './context.js';
 import { VERSION } from './version.js';
 
 /** The ops that need nothing of the connection they arrive on. */

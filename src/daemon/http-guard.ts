@@ -1,11 +1,12 @@
 /**
- * What this port does with HTTP. A web page can make the user's browser send
- * `POST / HTTP/1.1` with a body of its choosing to 127.0.0.1:3000 (a no-cors
- * fetch needs no permission). Read as lines, the header lines would be mere
- * BAD_JSON, but a body line that is a request would run. So, as Redis does, a
- * connection that shows HTTP is closed before anything more of it is read.
- * An HTTP front end on this port would take over here: this module is the one
- * place that decides what is HTTP.
+ * HTTP seen by the line protocol. A connection that opens with an HTTP
+ * request line is served by the HTTP front (see sniff.ts). One that sends
+ * HTTP later, after a line of JSON, may be a web page's request smuggled in
+ * by the user's browser (a no-cors fetch needs no permission): read as
+ * lines, its header lines would be mere BAD_JSON, but a body line that is a
+ * request would run. So, as Redis does, such a connection is closed before
+ * anything more of it is read. This module is the one place that decides
+ * what looks like HTTP.
  */
 
 /** An RFC 9110 token character: what HTTP methods and header names are made of. */
@@ -28,9 +29,11 @@ export function looksLikeHttp(line: Buffer): HttpLine | undefined {
   return HEADER_LINE.test(text) ? 'header' : undefined;
 }
 
-const REFUSAL_BODY = 'This port speaks task-manager\'s protocol, newline-delimited JSON, not HTTP. See docs/protocol.md.\n';
+const REFUSAL_BODY =
+  'An HTTP request line must come whole, within 2 seconds and 8 KiB of the connection opening, to be served as HTTP; ' +
+  'this one did not, and the line protocol (newline-delimited JSON) does not take HTTP. See docs/http.md.\n';
 
-/** The answer to a connection that opened with an HTTP request line, so that curl or a browser shows why. */
+/** The answer to a connection that opened with an HTTP request line too slow or too long for HTTP, so that curl or a browser shows why. */
 export const HTTP_REFUSAL = [
   'HTTP/1.1 400 Bad Request',
   'Content-Type: text/plain; charset=utf-8',

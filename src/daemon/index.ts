@@ -1,2 +1,2 @@
-export { startDaemon, type RunningDaemon } from './daemon.js';
-export { ConfigError, DEFAULT_CONFIG, type DaemonConfig } from './config.js';
+export { ConfigError, type DaemonConfig, DEFAULT_CONFIG } from './config.js';
+export { type RunningDaemon, startDaemon } from './daemon.js';

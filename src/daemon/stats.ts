@@ -1,5 +1,5 @@
 import { statfs } from 'node:fs/promises';
-import { cpus, loadavg, totalmem, freemem } from 'node:os';
+import { cpus, freemem, loadavg, totalmem } from 'node:os';
 
 type CpuTimes = { busy: number; total: number };
 

@@ -1,16 +1,27 @@
-import { encodeLine } from '../protocol/index.js';
 import type { Journal } from '../journal/index.js';
+import { encodeLine, type TaskRecord } from '../protocol/index.js';
 import type { Scheduler, Task } from '../scheduler/index.js';
 
 export interface Subscriber {
   /** ids to follow; all tasks when absent */
   ids: ReadonlySet<string> | undefined;
-  deliver(line: string): void;
+  deliver(change: TaskChange): void;
+}
+
+/** A task's new record, and the line-protocol event that tells it, made once for every subscriber. */
+export class TaskChange {
+  private text: string | undefined;
+  constructor(readonly record: TaskRecord) {}
+
+  get line(): string {
+    this.text ??= encodeLine({ event: 'task', task: this.record });
+    return this.text;
+  }
 }
 
 /**
- * Fans task changes out to subscribed connections. Each change is serialized
- * once, and sent only after the journal has it, like every other report.
+ * Fans task changes out to subscribed connections and event streams. Each
+ * change is serialized once, and sent only after the journal has it, like every other report.
  */
 export class Subscribers {
   private readonly all = new Set<Subscriber>();
@@ -28,10 +39,10 @@ export class Subscribers {
     if (this.all.size === 0) return;
     const targets = [...this.all].filter((s) => s.ids === undefined || s.ids.has(task.id));
     if (targets.length === 0) return;
-    const line = encodeLine({ event: 'task', task: task.record() });
+    const change = new TaskChange(task.record());
     void this.journal.flushed().then(
       () => targets.forEach((s) => {
-        s.deliver(line);
+        s.deliver(change);
       }),
       () => undefined, // a failing journal stops the daemon; nothing to report
     );

@@ -5,24 +5,33 @@
  * touches the daemon's event loop, which keeps serving clients meanwhile.
  */
 import type { FromExecutor, ToExecutor } from './messages.js';
+import { Outbox } from './outbox.js';
 import { runAttempt, startFailure } from './run-attempt.js';
+import { chooseSpawner } from './spawner.js';
 import { StartLedger } from './start-evidence.js';
 
 let settings: Extract<ToExecutor, { type: 'init' }> | undefined;
 const running = new Map<number, AbortController>();
 const ledger = new StartLedger();
+// The daemon checked at its start that the path it asks for is there (TASK_MANAGER_SPAWN).
+const { spawner } = chooseSpawner();
 
 // The daemon alone decides when tasks stop. A signal meant for it (Ctrl-C reaches the whole
 // foreground process group; systemd signals the whole control group) must not end this process
 // and its attempts with it: the daemon's graceful stop takes care of them.
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => undefined);
 
-/** Sends a report unless the daemon is gone (its successor cleans up; the report has no reader). */
-const report = (message: FromExecutor) => {
-  if (process.connected) process.send!(message, undefined, undefined, () => undefined);
-};
+/** Sends reports unless the daemon is gone (its successor cleans up; the reports have no reader). */
+const reports = new Outbox<FromExecutor>((batch) => {
+  if (process.connected) process.send!(batch, undefined, undefined, () => undefined);
+});
+const report = (message: FromExecutor) => reports.push(message);
 
-process.on('message', (message: ToExecutor) => {
+process.on('message', (batch: ToExecutor[]) => {
+  for (const message of batch) receive(message);
+});
+
+function receive(message: ToExecutor): void {
   if (message.type === 'init') {
     settings = message;
   } else if (message.type === 'close') {
@@ -38,10 +47,11 @@ process.on('message', (message: ToExecutor) => {
       scriptDir,
       output: message.output,
       syncOutput,
+      spawner,
       signal: abort.signal,
-      onSpawn: (pid) => {
+      onSpawn: (pid, started) => {
         ledger.started(message.attempt, message.startId);
-        report({ type: 'spawned', attempt: message.attempt, pid });
+        report({ type: 'spawned', attempt: message.attempt, pid, ...(started ? { started } : {}) });
       },
     })
       .catch((error: Error) => startFailure(`the attempt could not be run: ${error.message}`))
@@ -51,7 +61,7 @@ process.on('message', (message: ToExecutor) => {
         report({ type: 'result', attempt: message.attempt, result });
       });
   }
-});
+}
 
 // The daemon is gone (even by kill -9): its successor kills what is still running, and learns
 // from the ledger which attempts had started.

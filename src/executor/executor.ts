@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import type { TaskSpec } from '../protocol/index.js';
 import { killGroups, markedProcesses } from './leftovers.js';
 import type { FromExecutor, OutputPaths, ToExecutor } from './messages.js';
+import { Outbox } from './outbox.js';
 import { signalGroup } from './process-group.js';
 import { processState } from './process-info.js';
 import { interruption, timedOut, type AttemptResult } from './run-attempt.js';
@@ -27,7 +28,8 @@ export interface RunOptions {
   env: Record<string, string>;
   /** aborting it kills the attempt's process group (cancel, stop); before the process exists, it is not started */
   signal?: AbortSignal;
-  onSpawn?: (pid: number) => void;
+  /** the process exists: its pid (= its process group id) and its start time, as the spawner read it */
+  onSpawn?: (pid: number, started: string | undefined) => void;
   /** environment entries ("NAME=value") that only this attempt's processes carry, to find them if their pid never arrived */
   marks: string[];
   /** names this start in the evidence an executor process leaves when the daemon is gone */
@@ -45,7 +47,7 @@ interface Attempt {
   output: OutputPaths;
   marks: string[];
   resolve: (result: AttemptResult | undefined) => void;
-  onSpawn?: (pid: number) => void;
+  onSpawn?: (pid: number, started: string | undefined) => void;
   pid?: number;
   /** a stop was asked for: SIGTERM once the pid is known, SIGKILL after the grace period */
   stopping: boolean;
@@ -58,6 +60,8 @@ interface Attempt {
 interface Worker {
   child: ChildProcess;
   running: number;
+  /** messages to it, sent once per turn of the event loop */
+  outbox: Outbox<ToExecutor>;
 }
 
 const ENTRY = fileURLToPath(new URL('./executor-process.js', import.meta.url));
@@ -112,17 +116,17 @@ export class Executor {
           attempt.timers.forEach(clearTimeout);
           options.signal?.removeEventListener('abort', abort);
           this.attempts.delete(id);
-          if (options.alone && worker.child.connected) worker.child.send({ type: 'close' } satisfies ToExecutor);
+          if (options.alone) worker.outbox.push({ type: 'close' });
           resolve(result);
         },
         ...(options.onSpawn ? { onSpawn: options.onSpawn } : {}),
       };
       const abort = () => {
         this.stop(attempt);
-        if (worker.child.connected) worker.child.send({ type: 'abort', attempt: id } satisfies ToExecutor);
+        worker.outbox.push({ type: 'abort', attempt: id });
       };
       this.attempts.set(id, attempt);
-      worker.child.send({ type: 'run', attempt: id, spec, env: options.env, startId: options.startId, output: options.output } satisfies ToExecutor);
+      worker.outbox.push({ type: 'run', attempt: id, spec, env: options.env, startId: options.startId, output: options.output });
       options.signal?.addEventListener('abort', abort, { once: true });
       if (options.signal?.aborted) abort();
     });
@@ -152,8 +156,13 @@ export class Executor {
     clearInterval(this.watchdog);
     for (const worker of this.workers) {
       if (!worker?.child.connected) continue;
-      if (clean) worker.child.send({ type: 'close' } satisfies ToExecutor);
-      else worker.child.disconnect();
+      if (clean) {
+        worker.outbox.push({ type: 'close' });
+        worker.outbox.flush();
+      } else {
+        worker.outbox.flush();
+        worker.child.disconnect();
+      }
     }
   }
 
@@ -165,13 +174,18 @@ export class Executor {
   private startWorker(): Worker {
     // Its own process group: Ctrl-C in the daemon's terminal is for the daemon, not for it.
     const child = fork(ENTRY, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], detached: true });
-    const worker: Worker = { child, running: 0 };
-    child.on('message', (message: FromExecutor) => this.receive(message));
+    const outbox = new Outbox<ToExecutor>((batch) => {
+      if (child.connected) child.send(batch);
+    });
+    const worker: Worker = { child, running: 0, outbox };
+    child.on('message', (batch: FromExecutor[]) => {
+      for (const message of batch) this.receive(message);
+    });
     // A send to a process that just died fails with EPIPE: its 'exit' settles its attempts.
     child.on('error', (error) => this.log(`executor process: ${error.message}`));
     child.once('exit', (code, signal) => void this.lost(worker, code, signal));
     const { baseEnv, scriptDir, dataDir, syncOutput } = this.settings;
-    child.send({ type: 'init', baseEnv, scriptDir, dataDir, syncOutput } satisfies ToExecutor);
+    outbox.push({ type: 'init', baseEnv, scriptDir, dataDir, syncOutput });
     return worker;
   }
 
@@ -180,7 +194,7 @@ export class Executor {
     if (!attempt) return;
     if (message.type === 'spawned') {
       attempt.pid = message.pid;
-      attempt.onSpawn?.(message.pid);
+      attempt.onSpawn?.(message.pid, message.started);
       const timeoutMs = attempt.spec.timeout_ms;
       if (timeoutMs !== undefined) {
         attempt.timers.push(

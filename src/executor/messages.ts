@@ -7,7 +7,7 @@ export interface OutputPaths {
   stderr: string;
 }
 
-/** What the daemon tells its executor process. */
+/** What the daemon tells its executor process (in arrays: see outbox.ts). */
 export type ToExecutor =
   | { type: 'init'; baseEnv: Record<string, string>; scriptDir: string; dataDir: string; syncOutput: boolean }
   | { type: 'run'; attempt: number; spec: TaskSpec; env: Record<string, string>; startId: string; output: OutputPaths }
@@ -15,7 +15,11 @@ export type ToExecutor =
   /** a clean stop: everything it ran is in the journal, no ledger is needed */
   | { type: 'close' };
 
-/** What the executor process reports back, per attempt; a null result: aborted before it started. */
+/**
+ * What the executor process reports back, per attempt (in arrays: see
+ * outbox.ts); `started` is the process's start time, read by the spawner; a
+ * null result: aborted before it started.
+ */
 export type FromExecutor =
-  | { type: 'spawned'; attempt: number; pid: number }
+  | { type: 'spawned'; attempt: number; pid: number; started?: string }
   | { type: 'result'; attempt: number; result: AttemptResult | null };

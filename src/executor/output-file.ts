@@ -1,8 +1,7 @@
-import { close, closeSync, constants, fdatasync, fstatSync, ftruncateSync, openSync, unlinkSync } from 'node:fs';
+import { closeSync, constants, fdatasync, fstatSync, ftruncateSync, openSync, unlinkSync } from 'node:fs';
 import { promisify } from 'node:util';
 
 const syncData = promisify(fdatasync);
-const closeFile = promisify(close);
 
 /**
  * One stream of an attempt's output: the file the task's stdout (or stderr)
@@ -32,12 +31,18 @@ export class OutputFile {
   /** Cuts the file back to the limit if the task has written past it (an I/O error leaves it for the next look). */
   keepWithinLimit(): void {
     try {
-      if (fstatSync(this.fd).size <= this.limit) return;
-      ftruncateSync(this.fd, this.limit);
-      this.truncated = true;
+      this.cut(fstatSync(this.fd).size);
     } catch {
       // the next look, or the one at the end, cuts it
     }
+  }
+
+  /** The bytes kept of a file of `size` bytes, cut back to them if it is longer. */
+  private cut(size: number): number {
+    if (size <= this.limit) return size;
+    ftruncateSync(this.fd, this.limit);
+    this.truncated = true;
+    return this.limit;
   }
 
   /**
@@ -46,10 +51,9 @@ export class OutputFile {
    * leaves no file.
    */
   async finish(sync: boolean): Promise<number> {
-    this.keepWithinLimit();
     try {
       // A process that left the task's group may still be appending: what counts is the cap.
-      const bytes = Math.min(fstatSync(this.fd).size, this.limit);
+      const bytes = this.cut(fstatSync(this.fd).size);
       if (bytes === 0) unlinkSync(this.path);
       else if (sync) await syncData(this.fd);
       return bytes;
@@ -58,7 +62,12 @@ export class OutputFile {
       this.truncated = true;
       return 0;
     } finally {
-      await closeFile(this.fd).catch(() => undefined);
+      // At once: closing a file costs less than a trip through libuv's thread pool.
+      try {
+        closeSync(this.fd);
+      } catch {
+        // nothing to do: the result stands
+      }
     }
   }
 

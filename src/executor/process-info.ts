@@ -10,8 +10,8 @@ export const processStartTime = (pid: number): string | undefined => statFields(
 /** The one-letter state of a process (R, S, D, Z, ...), undefined when there is none. */
 export const processState = (pid: number): string | undefined => statFields(pid)?.[0];
 
-/** The fields of /proc/PID/stat from field 3 (state) on. */
-function statFields(pid: number): string[] | undefined {
+/** The fields of /proc/PID/stat from field 3 (state) on; undefined when the process is gone. */
+export function statFields(pid: number): string[] | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // The command name (field 2) may hold spaces and parentheses: count fields after its last ")".

@@ -1,12 +1,11 @@
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { taskError, type TaskError, type TaskSpec } from '../protocol/index.js';
 import type { OutputPaths } from './messages.js';
 import { OutputFile } from './output-file.js';
-import { signalGroup } from './process-group.js';
 import { writeScript } from './script-file.js';
+import type { Exit, Spawner } from './spawner.js';
 
 export interface AttemptOptions {
   /** the complete environment of the process */
@@ -15,8 +14,10 @@ export interface AttemptOptions {
   scriptDir: string;
   /** aborted before the process exists: it is not started */
   signal?: AbortSignal;
-  /** called once the process exists, with its pid (= its process group id) */
-  onSpawn?: (pid: number) => void;
+  /** starts the process: posix_spawn through the addon, or Node's spawn */
+  spawner: Spawner;
+  /** called once the process exists, with its pid (= its process group id) and start time */
+  onSpawn?: (pid: number, startTime: string | undefined) => void;
   /** the files the attempt's stdout and stderr are written to (created on their first byte) */
   output: OutputPaths;
   /** output files are synced to disk before the result is reported */
@@ -62,8 +63,8 @@ const SPAWN_RETRIES = 5; // a freshly written executable can be briefly busy (ET
  * Starts one attempt of a task in its own process group and collects what
  * it leaves: exit status, and output written to files as it comes (beyond
  * the cap, counted, not kept).
- * Node's own spawn, since execa costs about 40 % more CPU per process on
- * this hot path (docs/performance.md). When the main process exits,
+ * The spawner is posix_spawn through the addon in native/ where it is
+ * built, Node's own spawn otherwise (docs/performance.md). When the main process exits,
  * whatever it left running in its group is killed too, so nothing outlives
  * its task. Timeouts and kills are the daemon's business (executor.ts), so
  * they hold even when this process is stopped or gone.
@@ -116,8 +117,6 @@ function failedWithout(error: TaskError | null): AttemptResult {
   };
 }
 
-type Exit = { code: number | null; signal: NodeJS.Signals | null } | { error: NodeJS.ErrnoException };
-
 async function spawnOnce(prog: Program, spec: TaskSpec, options: AttemptOptions): Promise<AttemptResult | 'busy'> {
   let stdout: OutputFile | undefined;
   let stderr: OutputFile;
@@ -129,20 +128,19 @@ async function spawnOnce(prog: Program, spec: TaskSpec, options: AttemptOptions)
     return startFailure(`its output file could not be created: ${(error as Error).message}`);
   }
   const started = performance.now();
-  const child = spawn(prog.file, prog.argv, {
-    cwd: spec.cwd,
+  const child = options.spawner.start({
+    file: prog.file,
+    argv: prog.argv,
     env: options.env,
-    stdio: [spec.stdin === undefined ? 'ignore' : 'pipe', stdout.fd, stderr.fd],
-    detached: true, // its own process group, so the whole group can be signalled
-  });
-  const ended = new Promise<Exit>((resolve) => {
-    child.once('error', (error) => child.pid === undefined && resolve({ error }));
-    child.once('close', (code, signal) => resolve({ code, signal }));
+    cwd: spec.cwd,
+    stdinPipe: spec.stdin !== undefined,
+    stdout: stdout.fd,
+    stderr: stderr.fd,
   });
 
   let capTimer: NodeJS.Timeout | undefined;
   if (child.pid !== undefined) {
-    options.onSpawn?.(child.pid);
+    options.onSpawn?.(child.pid, child.startTime);
     capTimer = setInterval(() => {
       stdout.keepWithinLimit();
       stderr.keepWithinLimit();
@@ -151,10 +149,10 @@ async function spawnOnce(prog: Program, spec: TaskSpec, options: AttemptOptions)
       child.stdin.on('error', () => undefined); // the program may exit without reading its input
       child.stdin.end(spec.stdin);
     }
-    child.once('exit', () => signalGroup(child.pid!, 'SIGKILL'));
   }
 
-  const exit = await ended;
+  const exit: Exit = await child.ended;
+  child.stdin?.destroy();
   const duration = performance.now() - started;
   clearInterval(capTimer);
   // The output is on disk before the result that refers to it is reported.

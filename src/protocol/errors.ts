@@ -10,7 +10,7 @@ export const REQUEST_ERRORS = {
   LINE_TOO_LONG: 'the line is longer than the server accepts',
   BAD_REQUEST: 'a field is missing, of the wrong type or out of range',
   UNKNOWN_OP: 'the op is not one the server knows',
-  NOT_FOUND: 'no task has that id',
+  NOT_FOUND: 'no task has that id (over HTTP: or no route has that path)',
   UNKNOWN_DEPENDENCY: 'a depends_on id names no task',
   ID_CONFLICT: 'a task with that id exists with a different spec',
   NOT_CANCELABLE: 'the task has already finished',
@@ -22,6 +22,10 @@ export const REQUEST_ERRORS = {
   UNAUTHORIZED: 'the connection has not authenticated',
   SHUTTING_DOWN: 'the server is stopping',
   INTERNAL: 'the server failed; the request may be retried',
+  FORBIDDEN: 'HTTP only: the request came by way of another site (its Host or Origin header)',
+  METHOD_NOT_ALLOWED: 'HTTP only: the route does not take that method',
+  PAYLOAD_TOO_LARGE: 'HTTP only: the body is longer than the server accepts',
+  UNSUPPORTED_MEDIA_TYPE: 'HTTP only: the body is not application/json',
 } as const;
 
 export type RequestErrorCode = keyof typeof REQUEST_ERRORS;
@@ -99,7 +103,9 @@ export type Unauthenticated =
   /** the line before auth was not even a request */
   | { sent: 'no request'; error: RequestError }
   | { sent: 'a wrong token' }
-  | { sent: 'nothing'; withinMs: number };
+  | { sent: 'nothing'; withinMs: number }
+  /** an HTTP request without the token in its Authorization header or the dashboard's cookie */
+  | { sent: 'no bearer' };
 
 /** Which bound a submit would pass. */
 export type QueueBound =
@@ -119,7 +125,8 @@ export const requestError = {
   BAD_REQUEST: (message: string) => new RequestError('BAD_REQUEST', message),
   UNKNOWN_OP: (op: string, ops: readonly string[], near?: string) =>
     new RequestError('UNKNOWN_OP', `op ${shown(op)} is not known${near ? ` (did you mean "${near}"?)` : ''}; ops are ${ops.join(', ')}`),
-  NOT_FOUND: (id: string) => new RequestError('NOT_FOUND', `id "${id}" names no task`),
+  NOT_FOUND: (what: string | { route: string }) =>
+    new RequestError('NOT_FOUND', typeof what === 'string' ? `id "${what}" names no task` : `there is no route ${what.route} (docs/http.md lists the routes)`),
   UNKNOWN_DEPENDENCY: (id: string) => new RequestError('UNKNOWN_DEPENDENCY', `depends_on names "${id}", which is not a known task`),
   ID_CONFLICT: (id: string) => new RequestError('ID_CONFLICT', `id "${id}" is already used by a task with a different spec`),
   NOT_CANCELABLE: (id: string, state: string) => new RequestError('NOT_CANCELABLE', `task "${id}" is already ${state} and cannot be canceled`),
@@ -154,6 +161,19 @@ export const requestError = {
   /** the details go to the daemon's log, not to the client */
   INTERNAL: (failed: 'request' | 'journal') =>
     new RequestError('INTERNAL', failed === 'journal' ? 'the journal could not be written' : 'the daemon failed to carry out the request'),
+  /** `header`: the one that gave the request away as coming from another site */
+  FORBIDDEN: (header: 'Host' | 'Origin', value: string) =>
+    new RequestError(
+      'FORBIDDEN',
+      header === 'Host'
+        ? `Host ${shown(value)} is not an address of this daemon (a page of another site reaching it by DNS rebinding?)`
+        : `Origin ${shown(value)} is another site's, and may not change anything here`,
+    ),
+  METHOD_NOT_ALLOWED: (method: string, path: string, allowed: readonly string[]) =>
+    new RequestError('METHOD_NOT_ALLOWED', `${method} ${path} is not a route; ${path} takes ${allowed.join(', ')}`),
+  PAYLOAD_TOO_LARGE: (maxBytes: number) => new RequestError('PAYLOAD_TOO_LARGE', `the body is longer than ${maxBytes} bytes (--max-line-bytes)`),
+  UNSUPPORTED_MEDIA_TYPE: (type: string) =>
+    new RequestError('UNSUPPORTED_MEDIA_TYPE', `Content-Type ${shown(type)} is not accepted; send the body as application/json`),
 } satisfies { [Code in RequestErrorCode]: (...details: never[]) => RequestError };
 
 function unauthorizedMessage(why: Unauthenticated): string {
@@ -166,5 +186,7 @@ function unauthorizedMessage(why: Unauthenticated): string {
       return 'the token is wrong';
     case 'nothing':
       return `no auth within ${why.withinMs} ms`;
+    case 'no bearer':
+      return 'this daemon needs a token: send the header "Authorization: Bearer <token>"';
   }
 }

@@ -4,3 +4,4 @@ export { applyPatch, isCount, isObject, patchProblem, shown, storedTaskProblem, 
 export { MemoryTaskStore, type TaskStore } from './task-store.js';
 export { attemptOutcome, type AttemptOutcome } from './outcome.js';
 export { groupProblem, type StoredGroup } from './group.js';
+export { onAbort } from './abort.js';

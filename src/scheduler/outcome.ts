@@ -60,9 +60,12 @@ export function attemptOutcome(task: Task, result: AttemptResult | undefined, st
  */
 function wasInterrupted(task: Task, result: AttemptResult, stopping: boolean): boolean {
   if (result.error?.code === 'INTERRUPTED') return true;
-  const stopSignal = STOP_SIGNALS.has(result.signal ?? '') || STOP_EXIT_CODES.has(result.exit_code ?? 0);
-  return task.stopRequested || (stopping && !result.timed_out && stopSignal);
+  return task.stopRequested || (stopping && mayBeServiceStop(result));
 }
+
+/** An attempt that a stop signal from outside ended (not the daemon's own timeout): perhaps the whole service is stopping. */
+export const mayBeServiceStop = (result: AttemptResult): boolean =>
+  !result.timed_out && (STOP_SIGNALS.has(result.signal ?? '') || STOP_EXIT_CODES.has(result.exit_code ?? 0));
 
 /** The attempt was called off before its process started: it does not count. */
 export const notStarted = (task: Task): TaskPatch => ({ attempts: task.stored.attempts - 1 });

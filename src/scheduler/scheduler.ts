@@ -4,10 +4,11 @@ import type { Counts, GroupInfo, TaskEdit, TaskSpec, TaskState } from '../protoc
 import { startFailure, type AttemptResult } from '../executor/index.js';
 import type { StoredGroup } from './group.js';
 import { Heap } from './heap.js';
-import { attemptOutcome, interrupted, notStarted } from './outcome.js';
+import { attemptOutcome, interrupted, mayBeServiceStop, notStarted } from './outcome.js';
 import { Retention, type RetentionBounds } from './retention.js';
 import { MemoryTaskStore, type TaskJournal, type TaskStore } from './task-store.js';
 import { TimerQueue } from './timer-queue.js';
+import { onAbort } from './abort.js';
 import { FRESH_RUN, Task, newStoredTask, outputName, specSize, startId, type StoredTask, type TaskPatch } from './task.js';
 
 export type { TaskJournal } from './task-store.js';
@@ -16,8 +17,31 @@ export type { TaskJournal } from './task-store.js';
 export type AttemptRunner = (
   task: { id: string; attempt: number; spec: TaskSpec; startId: string; alone: boolean; output: string },
   signal: AbortSignal,
-  onSpawn: (pid: number) => void,
+  /** the process exists: its pid, and its start time (to recognise it after a restart) when known */
+  onSpawn: (pid: number, started?: string) => void,
 ) => Promise<AttemptResult | undefined>;
+
+/**
+ * How long the result of an attempt ended by a stop signal waits before it
+ * counts as the task's failure. A stop of the whole service (systemd's
+ * KillMode=control-group, Ctrl-C) signals the tasks and the daemon at once,
+ * and a task may report its end before the daemon has seen its own signal:
+ * if the stop begins meanwhile, the attempt was interrupted, not failed.
+ */
+const STOP_SIGNAL_HOLD_MS = 500;
+
+/** Resolves after `ms`, or at once when `early` aborts. */
+function holdBack(ms: number, early: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      early.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    early.addEventListener('abort', done, { once: true });
+  });
+}
 
 export interface SchedulerOptions extends RetentionBounds {
   concurrency: number;
@@ -29,8 +53,6 @@ export interface SchedulerOptions extends RetentionBounds {
   discardOutput?: (name: string) => void;
   /** tasks not yet finished that may exist at once */
   maxQueue: number;
-  /** the process start time of a pid, to recognise it after a restart */
-  processStartTime?: (pid: number) => string | undefined;
 }
 
 export interface SchedulerEvents {
@@ -63,6 +85,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   private seq = 0;
   private running = 0;
   private stopping = false;
+  /** aborted when a stop begins: a result held back as a possible stop signal is judged then */
+  private readonly stopBegun = new AbortController();
   /** holds dispatch back until all restored tasks are in the ready queue */
   private restoring = false;
   private pumpScheduled = false;
@@ -263,16 +287,16 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     if (isTerminal(task.state)) return Promise.resolve({ task, waitedOut: false });
     return new Promise((resolve) => {
       let timer: NodeJS.Timeout | undefined;
+      let forgetSignal: (() => void) | undefined;
       const done = (waitedOut: boolean) => {
         stopWaiting();
         clearTimeout(timer);
-        signal?.removeEventListener('abort', gone);
+        forgetSignal?.();
         resolve({ task, waitedOut });
       };
-      const gone = () => done(true);
       const stopWaiting = task.onSettled(() => done(false));
       if (timeoutMs !== undefined) timer = setTimeout(done, timeoutMs, true);
-      signal?.addEventListener('abort', gone, { once: true });
+      if (signal) forgetSignal = onAbort(signal, () => done(true));
     });
   }
 
@@ -426,6 +450,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   /** Stops starting tasks; running ones get `graceMs` to finish, then are killed to run again after a restart. */
   async stop(graceMs: number): Promise<void> {
     this.stopping = true;
+    this.stopBegun.abort();
     this.timers.clear();
     const all = Promise.all(this.attempts);
     let timer: NodeJS.Timeout | undefined;
@@ -555,10 +580,12 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       );
       if (durable && !abort.signal.aborted) {
         const alone = task.executorLosses > 0;
-        result = await this.options.runAttempt({ id: task.id, attempt, spec: task.spec, startId: startId(task.stored), alone, output }, abort.signal, (pid) => {
-          const started = this.options.processStartTime?.(pid);
+        result = await this.options.runAttempt({ id: task.id, attempt, spec: task.spec, startId: startId(task.stored), alone, output }, abort.signal, (pid, started) => {
           this.store.change(task, started ? { pgid: pid, pgid_started: started } : { pgid: pid });
         });
+        // Not for a kill of the daemon's own (cancel, timeout): only a signal from outside is in doubt.
+        const fromOutside = !abort.signal.aborted && !task.cancelRequested;
+        if (fromOutside && !this.stopping && result && mayBeServiceStop(result)) await holdBack(STOP_SIGNAL_HOLD_MS, this.stopBegun.signal);
       }
     } catch (error) {
       result = startFailure(`the attempt could not be run: ${(error as Error).message}`);

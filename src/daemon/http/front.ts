@@ -1,0 +1,90 @@
+import { createServer, type Server } from 'node:http';
+import type { Socket } from 'node:net';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { errorResponse, RequestError, requestError } from '../../protocol/index.js';
+import type { DaemonContext } from '../context.js';
+import { decodeBody } from './body.js';
+import { registerCompatibleRoutes } from './compatible.js';
+import { registerDashboard } from './dashboard.js';
+import { guardOf } from './guard.js';
+import { sendJson } from './reply.js';
+import { registerRoutes } from './routes.js';
+import { STATUS_OF } from './statuses.js';
+
+/** HTTP on the daemon's port: the sockets that open with a request line are handed to it. */
+export interface HttpFront {
+  accept(socket: Socket): void;
+  /** Ends idle keep-alive connections and refuses new requests; event streams end with the daemon's stop. */
+  close(): Promise<void>;
+}
+
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH'] as const;
+
+export async function startHttpFront(ctx: DaemonContext): Promise<HttpFront> {
+  let server: Server | undefined;
+  const app = Fastify({
+    // The daemon's own listener accepts the sockets; this server never listens.
+    serverFactory: (handler) => (server = createServer(handler)),
+    bodyLimit: ctx.config.maxLineBytes,
+    return503OnClosing: true,
+  });
+  // Bodies are read as the line protocol reads a line: the same UTF-8 and JSON rules, the same messages.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, async (_request: FastifyRequest, body: Buffer) => decodeBody(body));
+  app.addHook('onRequest', guardOf(ctx.config));
+  app.setErrorHandler((error: FastifyError, request, reply) => failed(ctx, request, reply, error));
+  app.setNotFoundHandler((request, reply) => failed(ctx, request, reply, requestError.NOT_FOUND({ route: `${request.method} ${pathOf(request)}` })));
+  const methodsOf = new Map<string, Set<string>>();
+  app.addHook('onRoute', ({ url, method }) => {
+    if (!methodsOf.has(url)) methodsOf.set(url, new Set());
+    for (const one of [method].flat()) methodsOf.get(url)!.add(one);
+  });
+  registerRoutes(app, ctx);
+  registerCompatibleRoutes(app, ctx);
+  registerDashboard(app, ctx);
+  refuseOtherMethods(app, methodsOf);
+  await app.ready();
+  return {
+    accept: (socket) => void server!.emit('connection', socket),
+    close: async () => {
+      server!.closeIdleConnections();
+      await app.close();
+    },
+  };
+}
+
+/** A path some route has answers the methods it does not take with 405, naming those it takes. */
+function refuseOtherMethods(app: FastifyInstance, methodsOf: Map<string, Set<string>>): void {
+  for (const [url, methods] of [...methodsOf]) {
+    const allowed = METHODS.filter((method) => methods.has(method));
+    const others = METHODS.filter((method) => !methods.has(method));
+    app.route({
+      method: others,
+      url,
+      handler: async (request, reply) => {
+        void reply.header('Allow', allowed.join(', '));
+        throw requestError.METHOD_NOT_ALLOWED(request.method, pathOf(request), allowed);
+      },
+    });
+  }
+}
+
+const pathOf = (request: FastifyRequest) => request.url.split('?')[0]!;
+
+/** The line protocol's failure body, with the status of its code; fastify's own errors become the catalog's. */
+function failed(ctx: DaemonContext, request: FastifyRequest, reply: FastifyReply, error: FastifyError | RequestError): FastifyReply {
+  const failure = error instanceof RequestError ? error : fromFastify(error, request, ctx);
+  if (failure.code === 'INTERNAL') ctx.config.log(`HTTP ${request.method} ${request.url} failed: ${error.stack ?? error.message}`);
+  return sendJson(reply, STATUS_OF[failure.code], errorResponse(undefined, failure));
+}
+
+function fromFastify(error: FastifyError, request: FastifyRequest, ctx: DaemonContext): RequestError {
+  switch (error.code) {
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return requestError.UNSUPPORTED_MEDIA_TYPE(request.headers['content-type'] ?? '');
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return requestError.PAYLOAD_TOO_LARGE(ctx.config.maxLineBytes);
+    default:
+      return error.statusCode !== undefined && error.statusCode < 500 ? requestError.BAD_REQUEST(error.message) : requestError.INTERNAL('request');
+  }
+}

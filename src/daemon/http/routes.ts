@@ -1,0 +1,122 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { isObject, parseRequest, requestError, type ValidRequest } from '../../protocol/index.js';
+import type { DaemonContext } from '../context.js';
+import { followOutput } from '../follow.js';
+import { handle, type StatelessOp } from '../handlers.js';
+import { OUTPUT_STREAMS } from '../output-files.js';
+import { openEventStream, sendJson } from './reply.js';
+
+type Fields = Record<string, unknown>;
+
+/** Query values are text: these fields are numbers on the wire, and are read as such (a word stays a word, for the error). */
+const NUMERIC_QUERY = new Set(['limit', 'timeout_ms']);
+
+function queryFields(request: FastifyRequest, names: readonly string[]): Fields {
+  const query = request.query as Record<string, string | string[] | undefined>;
+  const fields: Fields = {};
+  for (const name of names) {
+    const value = query[name];
+    if (value === undefined) continue;
+    if (Array.isArray(value)) throw requestError.BAD_REQUEST(`${name} is given ${value.length} times in the query; give it once`);
+    fields[name] = NUMERIC_QUERY.has(name) && /^-?\d+$/.test(value) ? Number(value) : value;
+  }
+  return fields;
+}
+
+/** A request body as fields of an op: a JSON object, without the envelope's fields, which the route gives. */
+function bodyFields(request: FastifyRequest): Fields {
+  const body: unknown = request.body ?? {};
+  if (!isObject(body)) throw requestError.BAD_REQUEST('the body must be a JSON object');
+  for (const envelope of ['op', 'ref']) {
+    if (envelope in body) throw requestError.BAD_REQUEST(`${envelope} is not a field of a body: the route says what to do`);
+  }
+  return body;
+}
+
+/** Aborts when the client goes before its answer is complete (a long `wait`). */
+function whenGone(reply: FastifyReply): AbortSignal {
+  const gone = new AbortController();
+  reply.raw.once('close', () => gone.abort());
+  return gone.signal;
+}
+
+/** Carries out an op with the line protocol's handler and answers with its payload. */
+async function answer(ctx: DaemonContext, reply: FastifyReply, fields: Fields, status = 200): Promise<FastifyReply> {
+  const request = parseRequest(fields) as ValidRequest<StatelessOp>;
+  const payload = await handle(request, ctx, whenGone(reply));
+  return sendJson(reply, status, { ok: true, ...payload });
+}
+
+const idOf = (request: FastifyRequest) => (request.params as { id: string }).id;
+
+/** Reads the task spec of `POST /tasks`: `dependencies` is another name for `depends_on`. */
+function submitFields(request: FastifyRequest): Fields {
+  const { dependencies, ...spec } = bodyFields(request);
+  if (dependencies === undefined) return spec;
+  if (spec.depends_on !== undefined) throw requestError.BAD_REQUEST('give depends_on or dependencies (its other name), not both');
+  return { ...spec, depends_on: dependencies };
+}
+
+/** The REST routes: each one op of the line protocol, answered by the same handler. */
+export function registerRoutes(app: FastifyInstance, ctx: DaemonContext): void {
+  app.get('/health', (_request, reply) => answer(ctx, reply, { op: 'health' }));
+  app.get('/count', (_request, reply) => answer(ctx, reply, { op: 'count' }));
+  app.get('/stats', (_request, reply) => answer(ctx, reply, { op: 'stats' }));
+
+  app.post('/tasks', async (request, reply) => {
+    const parsed = parseRequest({ ...submitFields(request), op: 'submit' }) as ValidRequest<'submit'>;
+    const payload = await handle(parsed, ctx, whenGone(reply));
+    if ('duplicate' in payload) return sendJson(reply, 200, { ok: true, ...payload });
+    void reply.header('Location', `/tasks/${encodeURIComponent(String(payload.task.id))}`);
+    return sendJson(reply, 201, { ok: true, ...payload });
+  });
+  app.get('/tasks', (request, reply) => answer(ctx, reply, { op: 'list', ...queryFields(request, ['state', 'limit', 'after', 'order', 'group']) }));
+  app.get('/tasks/:id', (request, reply) => answer(ctx, reply, { op: 'status', id: idOf(request) }));
+  app.get('/tasks/:id/wait', (request, reply) => answer(ctx, reply, { op: 'wait', id: idOf(request), ...queryFields(request, ['timeout_ms']) }));
+  app.post('/tasks/:id/cancel', (request, reply) => answer(ctx, reply, { op: 'cancel', id: idOf(request) }));
+  app.delete('/tasks/:id', (request, reply) => answer(ctx, reply, { op: 'remove', id: idOf(request) }));
+  app.post('/tasks/:id/restart', (request, reply) => answer(ctx, reply, { op: 'restart', id: idOf(request) }));
+  app.patch('/tasks/:id', (request, reply) => answer(ctx, reply, { ...bodyFields(request), op: 'edit', id: idOf(request) }));
+
+  app.get('/groups', (_request, reply) => answer(ctx, reply, { op: 'groups' }));
+  app.put('/groups/:name', (request, reply) =>
+    answer(ctx, reply, { ...bodyFields(request), op: 'set_group', name: (request.params as { name: string }).name }),
+  );
+  app.post('/pause', (request, reply) => answer(ctx, reply, { ...bodyFields(request), op: 'pause' }));
+  app.post('/resume', (request, reply) => answer(ctx, reply, { ...bodyFields(request), op: 'resume' }));
+
+  app.get('/tasks/:id/output', async (request, reply) => {
+    const { stream, follow } = queryFields(request, ['stream', 'follow']);
+    const streams = stream === undefined ? OUTPUT_STREAMS : OUTPUT_STREAMS.filter((name) => name === stream);
+    if (streams.length === 0) throw requestError.BAD_REQUEST(`stream must be one of ${OUTPUT_STREAMS.join(', ')}, got ${JSON.stringify(stream)}`);
+    const task = ctx.scheduler.get(idOf(request));
+    if (follow !== undefined && follow !== '0' && follow !== 'false') return followEvents(ctx, reply, task.id);
+    const output = ctx.outputs.textOf(task);
+    return sendJson(reply, 200, { ok: true, ...Object.fromEntries(streams.map((name) => [name, output[name]])) });
+  });
+
+  app.get('/events', (request, reply) => {
+    const { ids } = queryFields(request, ['ids']);
+    const parsed = parseRequest({ op: 'subscribe', ...(typeof ids === 'string' ? { ids: ids.split(',').filter(Boolean) } : {}) }) as ValidRequest<'subscribe'>;
+    const events = openEventStream(reply);
+    const unsubscribe = ctx.subscribers.add({ ids: parsed.ids && new Set(parsed.ids), deliver: ({ record }) => events.push('task', record) });
+    AbortSignal.any([events.closed, ctx.stopping]).addEventListener(
+      'abort',
+      () => {
+        unsubscribe();
+        events.end();
+      },
+      { once: true },
+    );
+  });
+}
+
+/** `?follow=1`: the task's output as `output` events while it is written, then its record as a `task` event. */
+async function followEvents(ctx: DaemonContext, reply: FastifyReply, id: string): Promise<void> {
+  const task = ctx.scheduler.get(id);
+  const events = openEventStream(reply);
+  const until = AbortSignal.any([events.closed, ctx.stopping]);
+  await followOutput(task, ctx.outputs, until, (stream, data) => events.send('output', { event: 'output', id, stream, data }));
+  if (!until.aborted) await events.send('task', task.record());
+  events.end();
+}

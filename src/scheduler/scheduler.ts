@@ -90,6 +90,12 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   /** holds dispatch back until all restored tasks are in the ready queue */
   private restoring = false;
   private pumpScheduled = false;
+  /**
+   * ids of tasks removed since the start: a new task under one of them names
+   * its output files apart, since the removed task's may still be read (and
+   * deleted) after the new one starts
+   */
+  private readonly removedIds = new Set<string>();
   /** entries of finished tasks still in the ready queue or the timers (removed lazily) */
   private staleEntries = 0;
 
@@ -350,6 +356,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.retention.removed(task);
     if (task.stored.output) this.options.discardOutput?.(task.stored.output);
     this.store.remove(task);
+    this.removedIds.add(task.id);
   }
 
   /**
@@ -560,7 +567,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.update(task, 'RUNNING', {
       attempts: attempt,
       started_at: new Date().toISOString(),
-      output: outputName({ ...task.stored, attempts: attempt }),
+      output: outputName({ ...task.stored, attempts: attempt }, this.removedIds.has(task.id)),
       stdout_bytes: null,
       stderr_bytes: null,
       stdout_truncated: false,

@@ -186,6 +186,7 @@ export const startId = (stored: StoredTask): string =>
   `${stored.id} ${stored.attempts} ${stored.interrupted ?? 0}${stored.restarts ? ` r${stored.restarts}` : ''}`;
 
 /** Names the output files of one start: unique per start, and the id is read back from the right (ids may hold dots). */
-export const outputName = (stored: StoredTask): string =>
-  // After a restart the attempts count again from 1: the restarts, after a "~" (which no id holds), keep the names apart.
-  `${stored.id}${stored.restarts ? `~${stored.restarts}` : ''}.${stored.attempts}.${stored.interrupted ?? 0}`;
+export const outputName = (stored: StoredTask, idReused = false): string =>
+  // After a restart the attempts count again from 1, and a removed task's id may be used again: the
+  // restarts, or the submission number, after a "~" (which no id holds), keep the names apart.
+  `${stored.id}${idReused ? `~s${stored.seq}` : ''}${stored.restarts ? `~${stored.restarts}` : ''}.${stored.attempts}.${stored.interrupted ?? 0}`;

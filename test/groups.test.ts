@@ -1,8 +1,10 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { TaskManagerClient, TaskManagerError } from '../src/index.js';
+import { http } from './http-client.js';
 import { CMD, EventLog, TASK_MANAGER, eventually, isGone, removeDir, startDaemon, tempDir, within, type TestDaemon } from './helpers.js';
 
 /**
@@ -281,5 +283,38 @@ describe('task-manager wait', () => {
     expect(bash).toMatch(/compgen -W "serve run submit add .*restart edit remove rm clean groups set-group set_group parallel pause resume/);
     expect((await cli('completion', 'fish')).stdout).toContain("complete -c task-manager -n '__fish_seen_subcommand_from list' -l oldest");
     expect((await cli('completion', 'tcsh')).exitCode).toBe(2);
+  });
+});
+
+describe('groups, restart, edit and remove over HTTP', () => {
+  it('answer as the line protocol does, with the statuses of their errors', async () => {
+    const { daemon } = await daemonAt(join(dir('tm-http-groups-'), 'data'));
+    const call = (method: string, path: string, body?: unknown) => http(daemon.port, method, path, body === undefined ? {} : { body });
+    expect(await call('PUT', '/groups/gpu', { concurrency: 2 })).toMatchObject({ status: 200, json: { ok: true, group: { name: 'gpu', concurrency: 2 } } });
+    expect((await call('GET', '/groups')).json.groups.map((group: { name: string }) => group.name)).toEqual(['default', 'gpu']);
+    expect(await call('POST', '/pause', { group: 'gpu' })).toMatchObject({ status: 200, json: { group: { name: 'gpu', paused: true } } });
+    expect(await call('POST', '/pause', { group: 'nope' })).toMatchObject({ status: 400, json: { ok: false, error: { code: 'UNKNOWN_GROUP' } } });
+    expect((await call('POST', '/tasks', { id: 'held', cmd: 'echo held', group: 'gpu' })).status).toBe(201);
+    expect(await call('PATCH', '/tasks/held', { cmd: 'echo edited', priority: 3 })).toMatchObject({ status: 200, json: { task: { cmd: 'echo edited', priority: 3 } } });
+    expect((await call('GET', '/tasks?group=gpu&order=newest')).json.tasks.map((task: { id: string }) => task.id)).toEqual(['held']);
+    expect((await call('POST', '/resume')).json.groups).toHaveLength(2);
+    expect((await call('GET', '/tasks/held/wait')).json.task).toMatchObject({ state: 'COMPLETED', stdout: 'edited\n' });
+    expect(await call('PATCH', '/tasks/held', { priority: 1 })).toMatchObject({ status: 409, json: { error: { code: 'NOT_EDITABLE' } } });
+    expect(await call('POST', '/tasks/held/restart')).toMatchObject({ status: 200, json: { task: { id: 'held', restarts: 1 } } });
+    expect((await call('GET', '/tasks/held/wait')).json.task).toMatchObject({ state: 'COMPLETED', restarts: 1 });
+    expect(await call('DELETE', '/tasks/held')).toMatchObject({ status: 200, json: { task: { id: 'held', stdout: 'edited\n' } } });
+    expect((await call('GET', '/tasks/held')).status).toBe(404);
+    expect((await call('POST', '/tasks', { id: 'running', cmd: gated(join(dir('tm-http-gate-'), 'never')) })).status).toBe(201);
+    expect(await call('POST', '/tasks/running/restart')).toMatchObject({ status: 409, json: { error: { code: 'NOT_RESTARTABLE' } } });
+    expect((await call('DELETE', '/tasks/running')).json.task).toMatchObject({ state: 'CANCELED' });
+  });
+
+  it('a connection that closes its side before sending a byte is ended by the daemon too', async () => {
+    const { daemon } = await daemonAt(join(dir('tm-half-close-'), 'data'));
+    const socket = connect({ host: '127.0.0.1', port: daemon.port });
+    await new Promise((resolve) => socket.once('connect', resolve));
+    const closed = new Promise((resolve) => socket.once('close', resolve));
+    socket.end();
+    await within(closed, 10_000, 'the daemon ending a connection that sent nothing');
   });
 });

@@ -83,10 +83,14 @@ export class Connection {
     }
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.receive(this.framer.push(chunk)));
-    socket.on('end', () => {
+    const ended = () => {
       this.readEnded = true;
       this.receive(this.framer.end());
-    });
+    };
+    // A peer that closed its side before sending a byte did so while the port was still telling
+    // HTTP from lines: its 'end' has passed, and the connection must end all the same.
+    if (socket.readableEnded) queueMicrotask(ended);
+    else socket.on('end', ended);
     socket.on('error', () => undefined); // resets are normal; 'close' follows
     socket.on('close', () => {
       this.unsubscribe?.();

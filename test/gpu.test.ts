@@ -11,6 +11,11 @@ describe('parseGpus', () => {
     ]);
   });
 
+  it('understands units and a header line, as --format=csv without nounits gives them', () => {
+    const text = 'index, name, utilization.gpu [%], memory.used [MiB], memory.total [MiB]\n0, Tesla T4, 45 %, 1024 MiB, 15360 MiB\n';
+    expect(parseGpus(text)).toEqual([{ index: 0, name: 'Tesla T4', utilization_percent: 45, memory_used_bytes: 1024 * 2 ** 20, memory_total_bytes: 15360 * 2 ** 20 }]);
+  });
+
   it('skips what is not a GPU line (an error message, a short line)', () => {
     expect(parseGpus('NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver.\n0, x\n')).toEqual([]);
   });

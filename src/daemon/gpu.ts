@@ -105,26 +105,38 @@ function readGpus(command: string, timeoutMs: number): { promise: Promise<GpuSta
   return { promise, kill: () => kill() };
 }
 
-const figure = (text: string | undefined): number | null => {
-  const number = Number(text?.trim());
-  return text === undefined || text.trim() === '' || !Number.isFinite(number) ? null : number;
-};
+/** A number, with its unit if nvidia-smi gave one (`35 %`, `1024 MiB`); null for `[N/A]` and the like. */
+function figure(text: string | undefined): { value: number; unit: string | undefined } | null {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(%|B|KiB|MiB|GiB|TiB)?\s*$/.exec(text ?? '');
+  return match ? { value: Number(match[1]), unit: match[2] } : null;
+}
 
-/** The lines of `nvidia-smi --format=csv,noheader,nounits`: index, name, utilization %, memory used and total in MiB. */
+const UNIT_BYTES: Record<string, number> = { B: 1, KiB: 1024, MiB: MIB, GiB: 1024 * MIB, TiB: 1024 * 1024 * MIB };
+
+/** Bytes of a memory figure: MiB unless it says otherwise (`--format=csv,nounits` gives MiB). */
+function bytes(text: string | undefined): number | null {
+  const read = figure(text);
+  return read === null ? null : Math.round(read.value * (UNIT_BYTES[read.unit ?? 'MiB'] ?? MIB));
+}
+
+/**
+ * The lines of `nvidia-smi --query-gpu=index,name,utilization.gpu,memory.used,memory.total
+ * --format=csv,noheader,nounits`: utilization in %, memory in MiB. Units and a header line
+ * (`--format=csv`) are understood too; a line that is not a GPU's is skipped.
+ */
 export function parseGpus(text: string): GpuStats[] {
   const gpus: GpuStats[] = [];
   for (const line of text.split('\n')) {
     const fields = line.split(',');
     if (fields.length < 5) continue;
-    const [used, total] = fields.slice(-2).map(figure);
     const index = figure(fields[0]);
-    if (index === null) continue;
+    if (index === null || index.unit !== undefined || !Number.isInteger(index.value)) continue;
     gpus.push({
-      index,
+      index: index.value,
       name: fields.slice(1, -3).join(',').trim(),
-      utilization_percent: figure(fields.at(-3)),
-      memory_used_bytes: used == null ? null : used * MIB,
-      memory_total_bytes: total == null ? null : total * MIB,
+      utilization_percent: figure(fields.at(-3))?.value ?? null,
+      memory_used_bytes: bytes(fields.at(-2)),
+      memory_total_bytes: bytes(fields.at(-1)),
     });
   }
   return gpus;

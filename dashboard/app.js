@@ -8,6 +8,7 @@ const ROW_HEIGHT = 32;
 const PAGE = 10_000;
 const STATS_EVERY_MS = 2_000;
 const HISTORY = 150; // five minutes of samples
+const MIN_SLOTS = 30; // a minute
 const OUTPUT_SHOWN_CHARS = 200_000;
 
 const $ = (id) => document.getElementById(id);
@@ -305,8 +306,9 @@ function chart(name, value, label) {
   if (points.length > HISTORY) points.shift();
   $(`${name}-now`).textContent = label;
   const svg = $(`${name}-chart`);
-  // The newest sample at the right edge; the chart fills leftwards over the first minutes.
-  const x = (i) => ((HISTORY - points.length + i) / (HISTORY - 1)) * 300;
+  // The newest sample at the right edge; until a minute has passed, the samples so far fill the width.
+  const slots = Math.max(points.length, MIN_SLOTS);
+  const x = (i) => ((slots - points.length + i) / (slots - 1)) * 300;
   const xy = points.map((v, i) => `${x(i)},${80 - (Math.max(0, Math.min(v ?? 0, 100)) / 100) * 78}`);
   const start = `${x(0)},80`;
   const end = `${x(points.length - 1)},80`;

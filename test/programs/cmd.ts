@@ -2,38 +2,91 @@ import { spawn } from 'node:child_process';
 import { appendFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { Command } from 'commander';
-import { exitOnUsageError, integerOption } from '../../src/cli/options.js';
+import { parseArgs } from 'node:util';
 
 /**
  * `bin/cmd`: a program with predictable behaviour for tests and demos. Its
- * steps run in the order of the help text.
+ * steps run in the order of the help text. It loads nothing but Node's own
+ * modules: the suite starts it hundreds of times, and a library would add
+ * half again to its start-up.
  */
-const program = exitOnUsageError(new Command('cmd'))
-  .description('A test program: each option is one step, run in the order listed here.')
-  .option('--record <file>', 'append a JSON line {event:"start"|"end", pid, task, attempt, at} at start and at end')
-  .option('--pid-file <file>', 'write this process\'s pid to the file')
-  .option('--exclusive <file>', 'hold the file while running; if another live process holds it, record {event:"overlap"} (with --record)')
-  .option('--fail-until <n>', 'with --counter: exit 1 until this is the n-th run', integerOption(1))
-  .option('--counter <file>', 'a file counting the runs (for --fail-until)')
-  .option('--echo-stdin', 'copy standard input to standard output')
-  .option('--print-env <name>', 'print the value of an environment variable and a newline')
-  .option('--stdout <text>', 'print the text to standard output')
-  .option('--stderr <text>', 'print the text to standard error')
-  .option('--stdout-bytes <n>', 'print n bytes ("x") to standard output', integerOption(0))
-  .option('--stderr-bytes <n>', 'print n bytes ("y") to standard error', integerOption(0))
-  .option('--ignore-term', 'ignore SIGTERM (only SIGKILL ends it)')
-  .option('--grandchild <pid-file>', 'start a child (in the same process group) that sleeps 60 s, writing its pid to the file')
-  .option('--sleep <ms>', 'sleep this long', integerOption(0))
-  .option('--exit <code>', 'exit with this code', integerOption(0, 255))
-  .addHelpText('after', '\nExample: bin/cmd --stdout hello --sleep 200 --exit 3')
-  .parse();
+const OPTIONS = {
+  record: ['<file>', 'append a JSON line {event:"start"|"end", pid, task, attempt, at} at start and at end'],
+  'pid-file': ['<file>', "write this process's pid to the file"],
+  exclusive: ['<file>', 'hold the file while running; if another live process holds it, record {event:"overlap"} (with --record)'],
+  'fail-until': ['<n>', 'with --counter: exit 1 until this is the n-th run'],
+  counter: ['<file>', 'a file counting the runs (for --fail-until)'],
+  'echo-stdin': ['', 'copy standard input to standard output'],
+  'print-env': ['<name>', 'print the value of an environment variable and a newline'],
+  stdout: ['<text>', 'print the text to standard output'],
+  stderr: ['<text>', 'print the text to standard error'],
+  'stdout-bytes': ['<n>', 'print n bytes ("x") to standard output'],
+  'stderr-bytes': ['<n>', 'print n bytes ("y") to standard error'],
+  'ignore-term': ['', 'ignore SIGTERM (only SIGKILL ends it)'],
+  grandchild: ['<pid-file>', 'start a child (in the same process group) that sleeps 60 s, writing its pid to the file'],
+  sleep: ['<ms>', 'sleep this long'],
+  exit: ['<code>', 'exit with this code (0..255)'],
+  help: ['', 'show this help'],
+} as const;
 
-const opts = program.opts<{
-  record?: string; pidFile?: string; exclusive?: string; failUntil?: number; counter?: string; echoStdin?: boolean; printEnv?: string;
-  stdout?: string; stderr?: string; stdoutBytes?: number; stderrBytes?: number; ignoreTerm?: boolean;
-  grandchild?: string; sleep?: number; exit?: number;
-}>();
+const usage = [
+  'Usage: cmd [options]',
+  '',
+  'A test program: each option is one step, run in the order listed here.',
+  '',
+  ...Object.entries(OPTIONS).map(([name, [value, text]]) => `  --${`${name} ${value}`.trim().padEnd(26)} ${text}`),
+  '',
+  'Example: bin/cmd --stdout hello --sleep 200 --exit 3',
+].join('\n');
+
+function usageError(message: string): never {
+  process.stderr.write(`cmd: ${message}\n(see cmd --help)\n`);
+  process.exit(2);
+}
+
+let parsed: ReturnType<typeof parseOptions>;
+function parseOptions() {
+  const options = Object.fromEntries(Object.entries(OPTIONS).map(([name, [value]]) => [name, { type: value ? 'string' : 'boolean' }])) as {
+    [Name in keyof typeof OPTIONS]: { type: (typeof OPTIONS)[Name][0] extends '' ? 'boolean' : 'string' };
+  };
+  return parseArgs({ options, strict: true, allowPositionals: false }).values;
+}
+try {
+  parsed = parseOptions();
+} catch (error) {
+  usageError((error as Error).message);
+}
+if (parsed.help) {
+  process.stdout.write(`${usage}\n`);
+  process.exit(0);
+}
+
+/** An integer option within its bounds, or a usage error naming it. */
+function integer(name: keyof typeof OPTIONS, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
+  const text = parsed[name];
+  if (typeof text !== 'string') return undefined;
+  const value = Number(text);
+  if (!/^-?\d+$/.test(text) || value < min || value > max) usageError(`--${name} must be an integer from ${min}${max === Number.MAX_SAFE_INTEGER ? '' : ` to ${max}`}, got "${text}"`);
+  return value;
+}
+
+const opts = {
+  record: parsed.record,
+  pidFile: parsed['pid-file'],
+  exclusive: parsed.exclusive,
+  failUntil: integer('fail-until', 1),
+  counter: parsed.counter,
+  echoStdin: parsed['echo-stdin'],
+  printEnv: parsed['print-env'],
+  stdout: parsed.stdout,
+  stderr: parsed.stderr,
+  stdoutBytes: integer('stdout-bytes', 0),
+  stderrBytes: integer('stderr-bytes', 0),
+  ignoreTerm: parsed['ignore-term'],
+  grandchild: parsed.grandchild,
+  sleep: integer('sleep', 0),
+  exit: integer('exit', 0, 255),
+};
 
 const record = (event: 'start' | 'end' | 'overlap', details: object = {}) => {
   if (!opts.record) return;

@@ -276,7 +276,8 @@ const hugeItem = fc
 const validItem = fc
   .tuple(fc.integer(), fc.constantFrom('run', 'run-implicit', 'run-crlf', 'run-padded', 'health'))
   .map(([n, style]): MakeItem => (ref) => {
-    const cmd = [CMD, '--stdout', String(n)];
+    // One word: bin/cmd reads its options with parseArgs, which takes "-5" after --stdout for an option.
+    const cmd = [CMD, `--stdout=${n}`];
     const run: Expectation = { ref, op: 'run', stdout: String(n) };
     switch (style) {
       case 'run':

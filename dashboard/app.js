@@ -15,6 +15,8 @@ const $ = (id) => document.getElementById(id);
 
 /** id -> record; `order` holds the ids newest first. */
 const tasks = new Map();
+/** id -> created_at of the tasks removed from this page */
+const removed = new Map();
 let order = [];
 let selected;
 let follower;
@@ -42,13 +44,22 @@ async function api(method, path, body) {
 // ---- tasks --------------------------------------------------------------
 
 function put(record) {
-  if (!tasks.has(record.id)) order.unshift(record.id);
+  // A removed task's last changes may still be on their way; a new task under its id has a later creation.
+  if (removed.get(record.id) === record.created_at) return;
+  const before = tasks.get(record.id);
+  if (!before) order.unshift(record.id);
   tasks.set(record.id, record);
-  if (record.id === selected) showDetail();
+  if (record.id === selected) {
+    // Restarted while shown: follow the new run's output.
+    if (before && TERMINAL.has(before.state) && !TERMINAL.has(record.state)) select(record.id);
+    else showDetail();
+  }
   schedule();
 }
 
 function forget(id) {
+  const task = tasks.get(id);
+  if (task) removed.set(id, task.created_at);
   tasks.delete(id);
   order = order.filter((other) => other !== id);
   if (selected === id) select(undefined);
@@ -70,7 +81,7 @@ async function loadAll() {
       after = page.at(-1).id;
     }
     // A change that arrived while the list was read is newer than the list.
-    for (const record of loaded) if (!touched.has(record.id)) tasks.set(record.id, record);
+    for (const record of loaded) if (!touched.has(record.id) && removed.get(record.id) !== record.created_at) tasks.set(record.id, record);
     const known = new Set(loaded.map((record) => record.id));
     order = [...order.filter((id) => !known.has(id)), ...loaded.map((record) => record.id).reverse()];
     schedule();
@@ -327,8 +338,10 @@ async function sampleStats() {
     const usedDisk = stats.disk.total_bytes - stats.disk.free_bytes;
     chart('disk', percent(usedDisk, stats.disk.total_bytes), `${gib(usedDisk)} of ${gib(stats.disk.total_bytes)}`);
     const gpus = stats.gpu ?? [];
-    const use = gpus.length ? gpus.reduce((sum, gpu) => sum + gpu.utilization_percent, 0) / gpus.length : undefined;
-    chart('gpu', use, gpus.length ? `${use.toFixed(0)} % of ${gpus.length}` : 'none');
+    const known = gpus.filter((gpu) => gpu.utilization_percent !== null); // some GPUs report no use
+    const use = known.length ? known.reduce((sum, gpu) => sum + gpu.utilization_percent, 0) / known.length : undefined;
+    const label = use === undefined ? 'no figure' : `${use.toFixed(0)} %`;
+    chart('gpu', use, gpus.length ? `${label} of ${gpus.length}` : 'none');
   } catch {
     // The connection badge tells of a lost daemon; the charts just pause.
   }
@@ -403,20 +416,17 @@ $('submit').addEventListener('submit', async (event) => {
   try {
     const { task } = await api('POST', '/tasks', specOf(event.target));
     result.textContent = `Submitted ${task.id}`;
-    put(task);
+    // The events may already have told of a later state than this answer holds.
+    if (!tasks.has(task.id)) put(task);
     select(task.id);
   } catch (error) {
     result.textContent = error.message;
   }
 });
 
-$('cancel').addEventListener('click', () => act('POST', `/tasks/${encodeURIComponent(selected)}/cancel`, ({ task }) => put(task)));
-$('restart').addEventListener('click', () =>
-  act('POST', `/tasks/${encodeURIComponent(selected)}/restart`, ({ task }) => {
-    put(task);
-    select(task.id);
-  }),
-);
+// The change comes back through the events, in order with every other; the answer says only that it was done.
+$('cancel').addEventListener('click', () => act('POST', `/tasks/${encodeURIComponent(selected)}/cancel`, () => undefined));
+$('restart').addEventListener('click', () => act('POST', `/tasks/${encodeURIComponent(selected)}/restart`, () => undefined));
 $('remove').addEventListener('click', () => {
   const id = selected;
   if (confirm(`Remove ${id}? A task not finished is canceled first.`)) act('DELETE', `/tasks/${encodeURIComponent(id)}`, () => forget(id));

@@ -70,7 +70,12 @@ const row = (page: Page, id: string) => page.locator(`.rows .row[data-id="${id}"
 describe('the dashboard in a browser', () => {
   let daemon: TestDaemon;
   beforeAll(async () => {
-    daemon = await startDaemon();
+    // An nvidia-smi of the test's own: one GPU at 35 % and one that reports no use.
+    const bin = join(dir, 'bin');
+    mkdirSync(bin);
+    writeFileSync(join(bin, 'nvidia-smi'), '#!/bin/sh\necho "0, NVIDIA A100, 35, 1024, 40960"\necho "1, Tesla T4, [N/A], 0, 15360"\n');
+    chmodSync(join(bin, 'nvidia-smi'), 0o755);
+    daemon = await startDaemon([], { env: { PATH: `${bin}:${process.env.PATH}` } });
   });
   afterAll(async () => {
     expect(await daemon.stop()).toBe(0);
@@ -93,12 +98,13 @@ describe('the dashboard in a browser', () => {
     await expect.poll(() => page.locator('#stdout').textContent(), { timeout: 10_000 }).toBe('first\nsecond\n');
     await expect.poll(() => row(page, 'from-the-line').locator('.state').textContent(), { timeout: 10_000 }).toBe('COMPLETED');
     await expect.poll(() => page.locator('.count[data-state="COMPLETED"] b').textContent()).toBe('1');
+    expect(await page.locator('#gpu-now').textContent()).toBe('35 % of 2');
     await client.close();
     expect(errors).toEqual([]);
     await page.close();
   });
 
-  it('submits a task from its form and cancels it', async () => {
+  it('submits a task from its form, cancels, restarts and removes it', async () => {
     const { page, errors } = await openPage(daemon);
     await page.locator('#connection[data-state="live"]').waitFor();
     await page.fill('#submit input[name="cmd"]', `${CMD} --sleep 60000`);
@@ -113,10 +119,18 @@ describe('the dashboard in a browser', () => {
     await page.click('#cancel');
     await expect.poll(() => row(page, 'from-the-form').locator('.state').textContent(), { timeout: 10_000 }).toBe('CANCELED');
     expect(await client.status('from-the-form')).toMatchObject({ state: 'CANCELED', error: { code: 'CANCELED' } });
+
+    await page.click('#restart');
+    await expect.poll(() => row(page, 'from-the-form').locator('.state').textContent(), { timeout: 10_000 }).toBe('RUNNING');
+    expect(await client.status('from-the-form')).toMatchObject({ state: 'RUNNING', restarts: 1 });
+    page.once('dialog', (dialog) => void dialog.accept());
+    await page.click('#remove');
+    await expect.poll(() => row(page, 'from-the-form').count(), { timeout: 10_000 }).toBe(0);
+    await expect(client.status('from-the-form')).rejects.toMatchObject({ code: 'NOT_FOUND' });
     await client.close();
 
     // Filtering by state shows only those tasks.
-    await page.selectOption('#filter', 'CANCELED');
+    await page.selectOption('#filter', 'COMPLETED');
     await expect.poll(() => page.locator('.rows .row:not([hidden])').count()).toBe(1);
     if (SCREENSHOT) await takeScreenshot(page, SCREENSHOT);
     expect(errors).toEqual([]);

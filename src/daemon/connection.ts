@@ -91,6 +91,7 @@ export class Connection {
     // HTTP from lines: its 'end' has passed, and the connection must end all the same.
     if (socket.readableEnded) queueMicrotask(ended);
     else socket.on('end', ended);
+    socket.resume(); // left paused by the port's protocol sniffing, the first bytes put back
     socket.on('error', () => undefined); // resets are normal; 'close' follows
     socket.on('close', () => {
       this.unsubscribe?.();

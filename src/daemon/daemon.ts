@@ -20,7 +20,7 @@ import { ConfigError, type DaemonConfig, DEFAULT_CONFIG } from './config.js';
 import { Connection } from './connection.js';
 import type { DaemonContext } from './context.js';
 import { GpuSampler } from './gpu.js';
-import { startHttpFront } from './http/front.js';
+import type { HttpFront } from './http/front.js';
 import { OutputFiles } from './output-files.js';
 import { sniffProtocol } from './sniff.js';
 import { SystemSampler } from './stats.js';
@@ -142,7 +142,9 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     startedAt: Date.now(),
     stopping: stopping.signal,
   };
-  const http = await startHttpFront(ctx);
+  // HTTP's framework is loaded with the first HTTP connection: a daemon spoken to in lines starts without it.
+  let http: Promise<HttpFront> | undefined;
+  const httpFront = () => (http ??= import('./http/front.js').then(({ startHttpFront }) => startHttpFront(ctx)));
   const connections = new Set<Connection>();
   const sockets = new Set<Socket>();
   const server: Server = createServer({ allowHalfOpen: true }, (socket) => {
@@ -154,7 +156,15 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     sniffProtocol(socket, (protocol) => {
-      if (protocol === 'http') return http.accept(socket);
+      if (protocol === 'http') {
+        return void httpFront().then(
+          (front) => front.accept(socket),
+          (error: Error) => {
+            config.log(`HTTP could not be served: ${error.stack ?? error.message}`);
+            socket.destroy();
+          },
+        );
+      }
       const connection = new Connection(socket, ctx);
       connections.add(connection);
       socket.on('close', () => connections.delete(connection));
@@ -192,7 +202,7 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     stopping.abort(); // whoever still waits for a task is told the daemon is stopping
     await journal.flushed().catch(() => undefined);
     for (const connection of connections) connection.close();
-    await http.close();
+    await (await http?.catch(() => undefined))?.close();
     const closing = [...sockets].map((socket) => new Promise((done) => socket.once('close', done)));
     const patience = setTimeout(() => {
       for (const socket of sockets) socket.destroy();

@@ -13,7 +13,8 @@ const DECIDE_WITHIN_MS = 2_000;
  * HTTP request line (`GET /tasks HTTP/1.1`) is HTTP, anything else the line
  * protocol. A request of the line protocol starts with `{` or a blank, where
  * every method starts with a letter, so it is handed over at its first byte. The bytes
- * read to decide are put back on the socket for whoever takes it.
+ * read to decide are put back on the socket, which is left paused: its new
+ * owner resumes it once its own listeners are in place.
  */
 export function sniffProtocol(socket: Socket, decided: (protocol: PortProtocol) => void): void {
   let seen: Buffer = Buffer.alloc(0);
@@ -24,8 +25,6 @@ export function sniffProtocol(socket: Socket, decided: (protocol: PortProtocol) 
     socket.pause();
     if (seen.length > 0) socket.unshift(seen);
     decided(protocol);
-    // Paused, the socket would not flow to the listeners its new owner added; they see the first bytes again.
-    socket.resume();
   };
   const onData = (chunk: Buffer) => {
     seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);

@@ -45,7 +45,10 @@ export async function startHttpFront(ctx: DaemonContext): Promise<HttpFront> {
   refuseOtherMethods(app, methodsOf);
   await app.ready();
   return {
-    accept: (socket) => void server!.emit('connection', socket),
+    accept: (socket) => {
+      server!.emit('connection', socket);
+      socket.resume(); // left paused by the port's protocol sniffing, the first bytes put back
+    },
     close: async () => {
       server!.closeIdleConnections();
       await app.close();

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
-import { ConfigError, DEFAULT_CONFIG, startDaemon, type DaemonConfig, type RunningDaemon } from '../daemon/index.js';
-import { DataDirLockedError, JournalCorruptError } from '../journal/index.js';
+import { DEFAULT_CONFIG, type DaemonConfig } from '../daemon/config.js';
+import type { RunningDaemon } from '../daemon/index.js';
 import { EXIT, TokenFileError, readTokenFile } from '../protocol/index.js';
 import { exitOnUsageError, integerOption } from './options.js';
 
@@ -31,6 +31,9 @@ export function serveCommand(): Command {
     .addOption(option('--auth-timeout-ms <ms>', 'with --token-file: a connection that has not authenticated by then is closed', 'TASK_MANAGER_AUTH_TIMEOUT_MS').default(defaults.authTimeoutMs).argParser(integerOption(1)))
     .addOption(option('--token-file <path>', 'require clients to auth with the token in this file (mode 600)', 'TASK_MANAGER_TOKEN_FILE'))
     .action(async ({ tokenFile, ...flags }: ServeFlags) => {
+      // The daemon's code is loaded only here: the client subcommands start without it.
+      const { ConfigError, startDaemon } = await import('../daemon/index.js');
+      const { DataDirLockedError, JournalCorruptError } = await import('../journal/index.js');
       try {
         const config: Partial<DaemonConfig> = flags;
         // Anyone who can read the token can run commands as the daemon's user: it must be private, and long.

@@ -6,7 +6,8 @@ export default defineConfig({
     globalSetup: ['test/global-setup.ts'],
     testTimeout: 60_000,
     hookTimeout: 30_000,
-    // Tests start real daemons and processes: two files at a time suit a 2-core machine.
-    maxWorkers: 2,
+    // Tests mostly wait on real daemons and processes: four files at a time keep 2 cores busy
+    // (measured: 146 s with four, 188 s with two).
+    maxWorkers: 4,
   },
 });

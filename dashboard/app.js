@@ -10,6 +10,7 @@ const STATS_EVERY_MS = 2_000;
 const HISTORY = 150; // five minutes of samples
 const MIN_SLOTS = 30; // a minute
 const OUTPUT_SHOWN_CHARS = 200_000;
+const RETRY_MS = 2_000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -80,10 +81,18 @@ async function loadAll() {
       if (page.length < PAGE) break;
       after = page.at(-1).id;
     }
-    // A change that arrived while the list was read is newer than the list.
-    for (const record of loaded) if (!touched.has(record.id) && removed.get(record.id) !== record.created_at) tasks.set(record.id, record);
-    const known = new Set(loaded.map((record) => record.id));
-    order = [...order.filter((id) => !known.has(id)), ...loaded.map((record) => record.id).reverse()];
+    // The list is the truth (tasks removed elsewhere or dropped by retention leave), except for
+    // changes that arrived while it was read, which are newer.
+    const fresh = new Map();
+    for (const record of loaded) {
+      if (removed.get(record.id) !== record.created_at) fresh.set(record.id, touched.has(record.id) ? tasks.get(record.id) : record);
+    }
+    const newer = [...touched].filter((id) => !fresh.has(id) && tasks.has(id));
+    for (const id of newer) fresh.set(id, tasks.get(id));
+    tasks.clear();
+    for (const [id, record] of fresh) tasks.set(id, record);
+    order = [...newer.reverse(), ...loaded.map((record) => record.id).filter((id) => tasks.has(id)).reverse()];
+    if (selected !== undefined && !tasks.has(selected)) select(undefined);
     schedule();
   } finally {
     onTask.delete(note);
@@ -99,12 +108,27 @@ function listen() {
     setConnection('live');
     loadAll().catch(showFailure);
   });
-  events.addEventListener('error', () => setConnection('lost'));
+  events.addEventListener('error', () => {
+    setConnection('lost');
+    // The browser retries by itself, unless the daemon answered with an error (a token changed,
+    // a session expired): then ask whether this page may still look, and start again.
+    if (events.readyState === EventSource.CLOSED) setTimeout(() => recheck(), RETRY_MS);
+  });
   events.addEventListener('task', (event) => {
     const record = JSON.parse(event.data);
     for (const note of onTask) note(record);
     put(record);
   });
+}
+
+async function recheck() {
+  try {
+    await api('GET', '/count');
+    listen();
+  } catch (error) {
+    if (error.status === 401) showFailure(error);
+    else setTimeout(() => recheck(), RETRY_MS);
+  }
 }
 
 function setConnection(state) {
@@ -295,7 +319,12 @@ async function showOutput(id) {
     put(JSON.parse(event.data));
     follower.close();
   });
-  follower.addEventListener('error', () => follower?.close());
+  follower.addEventListener('error', () => {
+    // Cut off (the daemon restarted, or this page was too slow): start again from the top.
+    follower?.close();
+    follower = undefined;
+    if (selected === id) setTimeout(() => selected === id && !follower && select(id), RETRY_MS);
+  });
 }
 
 async function act(method, path, done) {

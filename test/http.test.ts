@@ -158,6 +158,25 @@ describe('HTTP on the daemon port', () => {
     await client.close();
   });
 
+  it('survives connections reset or half-closed while it tells HTTP from lines, and answers what came before the end', async () => {
+    for (const first of ['', 'G', 'GET / HTTP/1.1']) {
+      const socket = connect(daemon.port, '127.0.0.1');
+      await new Promise((resolve) => socket.once('connect', resolve));
+      if (first) socket.write(first);
+      socket.resetAndDestroy();
+    }
+    // A first line without its newline, then the end of the peer's side: still read as a request.
+    const half = connect(daemon.port, '127.0.0.1');
+    let answer = '';
+    half.setEncoding('utf8');
+    half.on('data', (chunk: string) => (answer += chunk));
+    const closed = new Promise((resolve) => half.once('close', resolve));
+    half.end('{"op":"health","ref":"last"}');
+    await within(closed, 10_000, 'the answer and the close');
+    expect(JSON.parse(answer)).toMatchObject({ ok: true, ref: 'last', op: 'health' });
+    expect((await call('GET', '/health')).status).toBe(200);
+  });
+
   it('runs tasksolver-style clients unchanged: a base64 Python script, a binary, their status and count', async () => {
     const python = Buffer.from('import sys\nprint("args", sys.argv[1:])\n').toString('base64');
     const created = await call('POST', '/create_task', { body: { type: 'python', file: python, args: `one 'two words' "say \\"hi\\""` } });

@@ -65,9 +65,11 @@ export class Connection {
   /** the connection's first line, which alone may get an HTTP answer */
   private firstFrame: Frame | undefined;
 
+  /** `endedAfter`: the bytes a peer sent before it ended its side while the port was still telling HTTP from lines */
   constructor(
     private readonly socket: Socket,
     private readonly ctx: DaemonContext,
+    endedAfter?: Buffer,
   ) {
     this.framer = new LineFramer(ctx.config.maxLineBytes);
     setMaxListeners(0, this.gone.signal); // one listener per request waiting on a task
@@ -87,10 +89,16 @@ export class Connection {
       this.readEnded = true;
       this.receive(this.framer.end());
     };
-    // A peer that closed its side before sending a byte did so while the port was still telling
-    // HTTP from lines: its 'end' has passed, and the connection must end all the same.
-    if (socket.readableEnded) queueMicrotask(ended);
-    else socket.on('end', ended);
+    // A peer that ended its side while the port was still telling HTTP from lines: its 'end' has
+    // passed, and its lines are read and the connection ends all the same.
+    if (socket.readableEnded) {
+      queueMicrotask(() => {
+        if (endedAfter && endedAfter.length > 0) this.receive(this.framer.push(endedAfter));
+        ended();
+      });
+    } else {
+      socket.on('end', ended);
+    }
     socket.resume(); // left paused by the port's protocol sniffing, the first bytes put back
     socket.on('error', () => undefined); // resets are normal; 'close' follows
     socket.on('close', () => {

@@ -155,17 +155,21 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     }
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
-    sniffProtocol(socket, (protocol) => {
+    socket.on('error', () => undefined); // a reset while the protocol is told is no error; 'close' follows
+    sniffProtocol(socket, (protocol, ended) => {
       if (protocol === 'http') {
         return void httpFront().then(
-          (front) => front.accept(socket),
+          (front) => {
+            if (!socket.destroyed) front.accept(socket);
+          },
           (error: Error) => {
+            http = undefined; // tried again with the next HTTP connection
             config.log(`HTTP could not be served: ${error.stack ?? error.message}`);
             socket.destroy();
           },
         );
       }
-      const connection = new Connection(socket, ctx);
+      const connection = new Connection(socket, ctx, ended);
       connections.add(connection);
       socket.on('close', () => connections.delete(connection));
     });

@@ -13,16 +13,23 @@ const DECIDE_WITHIN_MS = 2_000;
  * HTTP request line (`GET /tasks HTTP/1.1`) is HTTP, anything else the line
  * protocol. A request of the line protocol starts with `{` or a blank, where
  * every method starts with a letter, so it is handed over at its first byte. The bytes
- * read to decide are put back on the socket, which is left paused: its new
- * owner resumes it once its own listeners are in place.
+ * read to decide are put back on the socket (or, once the peer has ended
+ * its side, handed to `decided`), which is left paused: its new owner
+ * resumes it once its own listeners are in place.
  */
-export function sniffProtocol(socket: Socket, decided: (protocol: PortProtocol) => void): void {
+export function sniffProtocol(socket: Socket, decided: (protocol: PortProtocol, ended?: Buffer) => void): void {
   let seen: Buffer = Buffer.alloc(0);
-  const decide = (protocol: PortProtocol) => {
+  const stop = () => {
     clearTimeout(timer);
     socket.off('data', onData);
     socket.off('end', onEnd);
+    socket.off('close', stop);
+  };
+  const decide = (protocol: PortProtocol) => {
+    stop();
     socket.pause();
+    // After the peer's end nothing can be put back on the socket: its first bytes are handed over.
+    if (socket.readableEnded) return decided(protocol, seen);
     if (seen.length > 0) socket.unshift(seen);
     decided(protocol);
   };
@@ -35,6 +42,7 @@ export function sniffProtocol(socket: Socket, decided: (protocol: PortProtocol) 
   const timer = setTimeout(() => decide('lines'), DECIDE_WITHIN_MS);
   socket.on('data', onData);
   socket.once('end', onEnd);
+  socket.once('close', stop); // gone before a decision: nobody takes it
 }
 
 function judge(seen: Buffer): PortProtocol | undefined {

@@ -79,10 +79,11 @@ async function statusId(request: FastifyRequest, maxBytes: number): Promise<stri
 async function getBody(request: FastifyRequest, maxBytes: number): Promise<unknown> {
   const chunks: Buffer[] = [];
   let bytes = 0;
+  // Read to its end even when too long (but not kept), so that the answer can still be sent.
   for await (const chunk of request.raw as AsyncIterable<Buffer>) {
     bytes += chunk.length;
-    if (bytes > maxBytes) throw requestError.PAYLOAD_TOO_LARGE(maxBytes);
-    chunks.push(chunk);
+    if (bytes <= maxBytes) chunks.push(chunk);
   }
+  if (bytes > maxBytes) throw requestError.PAYLOAD_TOO_LARGE(maxBytes);
   return decodeBody(Buffer.concat(chunks));
 }

@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { errorResponse, RequestError, requestError } from '../../protocol/index.js';
@@ -18,7 +18,9 @@ export interface HttpFront {
   close(): Promise<void>;
 }
 
-const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH'] as const;
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] as const;
+/** How long a new HTTP connection may take to send its first request's headers. */
+const REQUEST_WITHIN_MS = 30_000;
 
 export async function startHttpFront(ctx: DaemonContext): Promise<HttpFront> {
   let server: Server | undefined;
@@ -43,9 +45,16 @@ export async function startHttpFront(ctx: DaemonContext): Promise<HttpFront> {
   registerCompatibleRoutes(app, ctx);
   registerDashboard(app, ctx);
   refuseOtherMethods(app, methodsOf);
+  const awaitingRequest = new WeakMap<Socket, NodeJS.Timeout>();
+  server!.on('request', (request: IncomingMessage) => clearTimeout(awaitingRequest.get(request.socket)));
   await app.ready();
   return {
     accept: (socket) => {
+      // The server never listens, so Node's own headers timeout is not armed: a connection that
+      // sends no whole request in time would hold one of --max-connections for good.
+      const timer = setTimeout(() => socket.destroy(), REQUEST_WITHIN_MS);
+      awaitingRequest.set(socket, timer);
+      socket.once('close', () => clearTimeout(timer));
       server!.emit('connection', socket);
       socket.resume(); // left paused by the port's protocol sniffing, the first bytes put back
     },

@@ -100,14 +100,13 @@ export function registerRoutes(app: FastifyInstance, ctx: DaemonContext): void {
     const parsed = parseRequest({ op: 'subscribe', ...(typeof ids === 'string' ? { ids: ids.split(',').filter(Boolean) } : {}) }) as ValidRequest<'subscribe'>;
     const events = openEventStream(reply);
     const unsubscribe = ctx.subscribers.add({ ids: parsed.ids && new Set(parsed.ids), deliver: ({ record }) => events.push('task', record) });
-    AbortSignal.any([events.closed, ctx.stopping]).addEventListener(
-      'abort',
-      () => {
-        unsubscribe();
-        events.end();
-      },
-      { once: true },
-    );
+    const until = AbortSignal.any([events.closed, ctx.stopping]);
+    const stop = () => {
+      unsubscribe();
+      events.end();
+    };
+    if (until.aborted) stop(); // opened while the daemon stops
+    else until.addEventListener('abort', stop, { once: true });
   });
 }
 
@@ -116,7 +115,10 @@ async function followEvents(ctx: DaemonContext, reply: FastifyReply, id: string)
   const task = ctx.scheduler.get(id);
   const events = openEventStream(reply);
   const until = AbortSignal.any([events.closed, ctx.stopping]);
-  await followOutput(task, ctx.outputs, until, (stream, data) => events.send('output', { event: 'output', id, stream, data }));
-  if (!until.aborted) await events.send('task', task.record());
-  events.end();
+  try {
+    await followOutput(task, ctx.outputs, until, (stream, data) => events.send('output', { event: 'output', id, stream, data }));
+    if (!until.aborted) await events.send('task', task.record());
+  } finally {
+    events.end(); // the answer is the stream's: an error can only end it
+  }
 }

@@ -14,7 +14,11 @@ import { STATUS_OF } from './statuses.js';
 /** HTTP on the daemon's port: the sockets that open with a request line are handed to it. */
 export interface HttpFront {
   accept(socket: Socket): void;
-  /** Ends idle keep-alive connections and refuses new requests; event streams end with the daemon's stop. */
+  /**
+   * Refuses new requests (503). Its sockets are the daemon's, ended with the others at its stop
+   * (a server that never listens tracks no connections of its own to close); event streams end
+   * with the daemon's stop.
+   */
   close(): Promise<void>;
 }
 
@@ -58,10 +62,7 @@ export async function startHttpFront(ctx: DaemonContext): Promise<HttpFront> {
       server!.emit('connection', socket);
       socket.resume(); // left paused by the port's protocol sniffing, the first bytes put back
     },
-    close: async () => {
-      server!.closeIdleConnections();
-      await app.close();
-    },
+    close: () => app.close(),
   };
 }
 

@@ -17,7 +17,6 @@ import {
 } from '../protocol/index.js';
 import { Answer } from './answer.js';
 import type { DaemonContext } from './context.js';
-import { followOutput } from './follow.js';
 import { handle, type Payload, type StatelessOp } from './handlers.js';
 import { HTTP_REFUSAL, type HttpLine, looksLikeHttp } from './http-guard.js';
 import { sameSecret } from './secret.js';
@@ -208,9 +207,8 @@ export class Connection {
 
   /** The output of a task as it is written, then its record once it is terminal. */
   private async follow(ref: Ref | undefined, id: string): Promise<void> {
-    const task = this.ctx.scheduler.get(id);
     const until = AbortSignal.any([this.gone.signal, this.ctx.stopping]);
-    await followOutput(task, this.ctx.outputs, until, (stream, data) =>
+    const task = await this.ctx.outputs.follow(await this.ctx.scheduler.get(id), until, (stream, data) =>
       this.enqueue(encodeLine({ event: 'output', ...(ref === undefined ? {} : { ref }), id, stream, data })),
     );
     if (this.gone.signal.aborted) return;

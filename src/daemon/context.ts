@@ -1,21 +1,36 @@
 import type { Journal } from '../journal/index.js';
 import { requestError } from '../protocol/index.js';
-import { onAbort, type Scheduler } from '../scheduler/index.js';
+import { onAbort, type Task, type TaskService } from '../scheduler/index.js';
+import type { OutputText } from './answer.js';
 import type { DaemonConfig } from './config.js';
 import type { GpuSampler } from './gpu.js';
-import type { OutputFiles } from './output-files.js';
 import type { SystemSampler } from './stats.js';
 import type { Subscribers } from './subscribers.js';
+
+export type OutputStream = 'stdout' | 'stderr';
+
+/** Where answers find a task's output: the files of the embedded store, or the shared store. */
+export interface TaskOutputs {
+  /** what stands for the output in an answer */
+  textOf(task: Task): { stdout: OutputText | string; stderr: OutputText | string };
+  /**
+   * Sends the output as it is written until the task is terminal and all of
+   * it is sent; `send` resolves once the reader took it (false: it is gone).
+   * Resolves with the task as it was last read.
+   */
+  follow(task: Task, gone: AbortSignal, send: (stream: OutputStream, data: string) => Promise<boolean>): Promise<Task>;
+}
 
 /** What a connection needs of the daemon. */
 export interface DaemonContext {
   config: DaemonConfig;
-  scheduler: Scheduler;
-  journal: Journal;
+  scheduler: TaskService;
+  /** reports wait for it: an answer never tells what is not yet durable */
+  journal: Pick<Journal, 'flushed'>;
   subscribers: Subscribers;
   sampler: SystemSampler;
   gpus: GpuSampler;
-  outputs: OutputFiles;
+  outputs: TaskOutputs;
   startedAt: number;
   /** aborted when the daemon begins to stop */
   stopping: AbortSignal;

@@ -19,6 +19,7 @@ import { Scheduler, type StoredTask, startId } from '../scheduler/index.js';
 import { ConfigError, type DaemonConfig, DEFAULT_CONFIG } from './config.js';
 import { Connection } from './connection.js';
 import type { DaemonContext } from './context.js';
+import { followOutput } from './follow.js';
 import { GpuSampler } from './gpu.js';
 import type { HttpFront } from './http/front.js';
 import { OutputFiles } from './output-files.js';
@@ -138,7 +139,13 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     subscribers: new Subscribers(scheduler, journal),
     sampler: new SystemSampler(),
     gpus,
-    outputs,
+    outputs: {
+      textOf: (task) => outputs.textOf(task),
+      follow: async (task, gone, send) => {
+        await followOutput(task, outputs, gone, send);
+        return task;
+      },
+    },
     startedAt: Date.now(),
     stopping: stopping.signal,
   };

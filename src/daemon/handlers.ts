@@ -26,60 +26,62 @@ type Handler<O extends StatelessOp> = (request: ValidRequest<O>, ctx: DaemonCont
 
 /** Each op's handler; `gone` aborts when the asking connection closes. */
 export const handlers: { [O in StatelessOp]: Handler<O> } = {
-  submit: ({ spec, id }, ctx) => {
-    const { task, duplicate } = ctx.scheduler.submit(spec, id);
+  submit: async ({ spec, id }, ctx) => {
+    const { task, duplicate } = await ctx.scheduler.submit(spec, id);
     return withDuplicate(withOutput(task, ctx), duplicate);
   },
 
   run: async ({ spec, id }, ctx, gone) => {
-    const { task, duplicate } = ctx.scheduler.submit(spec, id);
-    await unlessStopping(ctx, ctx.scheduler.wait(task, undefined, gone));
-    return withDuplicate(withOutput(task, ctx), duplicate);
+    const { task, duplicate } = await ctx.scheduler.submit(spec, id);
+    const { task: ended } = await unlessStopping(ctx, ctx.scheduler.wait(task, undefined, gone));
+    return withDuplicate(withOutput(ended, ctx), duplicate);
   },
 
-  status: ({ id }, ctx) => ({ task: withOutput(ctx.scheduler.get(id), ctx) }),
+  status: async ({ id }, ctx) => ({ task: withOutput(await ctx.scheduler.get(id), ctx) }),
 
   wait: async ({ id, timeout_ms }, ctx, gone) => {
-    const { task, waitedOut } = await unlessStopping(ctx, ctx.scheduler.wait(ctx.scheduler.get(id), timeout_ms, gone));
+    const { task, waitedOut } = await unlessStopping(ctx, ctx.scheduler.wait(await ctx.scheduler.get(id), timeout_ms, gone));
     const record = withOutput(task, ctx);
     return waitedOut ? { task: record, waited_out: true } : { task: record };
   },
 
-  list: (filter, ctx) => {
-    const { tasks, total } = ctx.scheduler.list(filter);
+  list: async (filter, ctx) => {
+    const { tasks, total } = await ctx.scheduler.list(filter);
     return { tasks: new RecordList(tasks.map((task) => task.record())), total };
   },
 
   cancel: async ({ id }, ctx) => {
-    const task: Task = await ctx.scheduler.cancel(ctx.scheduler.get(id));
+    const task: Task = await ctx.scheduler.cancel(await ctx.scheduler.get(id));
     return { task: withOutput(task, ctx) };
   },
 
   remove: async ({ id }, ctx) => {
-    const task = ctx.scheduler.get(id);
+    let task = await ctx.scheduler.get(id);
     if (!isTerminal(task.state)) {
-      await ctx.scheduler.cancel(task).catch((error: unknown) => {
+      task = await ctx.scheduler.cancel(task).catch(async (error: unknown) => {
         // It finished meanwhile: it is removed all the same.
-        if (!isTerminal(task.state)) throw error;
+        const now = await ctx.scheduler.get(id);
+        if (!isTerminal(now.state)) throw error;
+        return now;
       });
     }
     // The record, with output read from files held until the answer is written, then the task is forgotten.
     const record = withOutput(task, ctx);
-    ctx.scheduler.remove(task);
+    await ctx.scheduler.remove(task);
     return { task: record };
   },
 
-  restart: ({ id }, ctx) => ({ task: withOutput(ctx.scheduler.restart(ctx.scheduler.get(id)), ctx) }),
+  restart: async ({ id }, ctx) => ({ task: withOutput(await ctx.scheduler.restart(await ctx.scheduler.get(id)), ctx) }),
 
-  edit: (edit, ctx) => ({ task: withOutput(ctx.scheduler.edit(ctx.scheduler.get(edit.id), edit), ctx) }),
+  edit: async (edit, ctx) => ({ task: withOutput(await ctx.scheduler.edit(await ctx.scheduler.get(edit.id), edit), ctx) }),
 
-  pause: ({ group }, ctx) => groupsAnswer(ctx.scheduler.setPaused(true, group), group),
+  pause: async ({ group }, ctx) => groupsAnswer(await ctx.scheduler.setPaused(true, group), group),
 
-  resume: ({ group }, ctx) => groupsAnswer(ctx.scheduler.setPaused(false, group), group),
+  resume: async ({ group }, ctx) => groupsAnswer(await ctx.scheduler.setPaused(false, group), group),
 
-  groups: (_request, ctx) => ({ groups: ctx.scheduler.groups() }),
+  groups: async (_request, ctx) => ({ groups: await ctx.scheduler.groups() }),
 
-  set_group: ({ name, concurrency }, ctx) => ({ group: ctx.scheduler.setGroup(name, concurrency) }),
+  set_group: async ({ name, concurrency }, ctx) => ({ group: await ctx.scheduler.setGroup(name, concurrency) }),
 
   count: (_request, ctx) => ctx.scheduler.countByState(),
 
@@ -89,10 +91,11 @@ export const handlers: { [O in StatelessOp]: Handler<O> } = {
     cpu: ctx.sampler.cpu(),
     memory: ctx.sampler.memory(),
     disk: await ctx.sampler.disk(ctx.config.dataDir),
-    counts: ctx.scheduler.countByState().counts,
+    counts: (await ctx.scheduler.countByState()).counts,
     concurrency: ctx.scheduler.concurrency,
     gpu: await ctx.gpus.gpus(),
     uptime_ms: Date.now() - ctx.startedAt,
+    ...(ctx.scheduler.nodes ? { nodes: await ctx.scheduler.nodes() } : {}),
   }),
 };
 

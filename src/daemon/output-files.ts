@@ -5,8 +5,10 @@ import type { OutputPaths } from '../executor/index.js';
 import type { Journal } from '../journal/index.js';
 import { outputName, type StoredTask, type Task, type TaskPatch } from '../scheduler/index.js';
 import { OutputText } from './answer.js';
+import type { OutputStream } from './context.js';
 
-export type OutputStream = 'stdout' | 'stderr';
+export type { OutputStream };
+
 export const OUTPUT_STREAMS: readonly OutputStream[] = ['stdout', 'stderr'];
 
 /**

@@ -1,6 +1,6 @@
 import type { Journal } from '../journal/index.js';
 import { encodeLine, type TaskRecord } from '../protocol/index.js';
-import type { Scheduler, Task } from '../scheduler/index.js';
+import type { Task, TaskService } from '../scheduler/index.js';
 
 export interface Subscriber {
   /** ids to follow; all tasks when absent */
@@ -26,7 +26,7 @@ export class TaskChange {
 export class Subscribers {
   private readonly all = new Set<Subscriber>();
 
-  constructor(scheduler: Scheduler, private readonly journal: Journal) {
+  constructor(scheduler: TaskService, private readonly journal: Pick<Journal, 'flushed'>) {
     scheduler.on('change', (task) => this.publish(task));
   }
 

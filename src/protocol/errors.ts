@@ -107,6 +107,13 @@ export type Unauthenticated =
   /** an HTTP request without the token in its Authorization header or the dashboard's cookie */
   | { sent: 'no bearer' };
 
+/** What failed when a request got INTERNAL: the details go to the daemon's log, not to the client. */
+const INTERNAL_MESSAGES = {
+  request: 'the daemon failed to carry out the request',
+  journal: 'the journal could not be written',
+  store: 'the task store (PostgreSQL) could not be reached in time; the request may be retried',
+};
+
 /** Which bound a submit would pass. */
 export type QueueBound =
   | { bound: '--max-queue'; unfinished: number }
@@ -159,8 +166,8 @@ export const requestError = {
       request === 'waiting' ? 'the daemon is stopping; the task continues after it restarts' : 'the daemon is stopping and accepts no new tasks',
     ),
   /** the details go to the daemon's log, not to the client */
-  INTERNAL: (failed: 'request' | 'journal') =>
-    new RequestError('INTERNAL', failed === 'journal' ? 'the journal could not be written' : 'the daemon failed to carry out the request'),
+  INTERNAL: (failed: 'request' | 'journal' | 'store') =>
+    new RequestError('INTERNAL', INTERNAL_MESSAGES[failed]),
   /** `header`: the one that gave the request away as coming from another site */
   FORBIDDEN: (header: 'Host' | 'Origin', value: string) =>
     new RequestError(

@@ -42,6 +42,8 @@ export interface TaskRecord {
   run_at?: string;
   started_at?: string;
   finished_at?: string;
+  /** in a cluster: the daemon that runs it, or ran its last attempt */
+  node?: string;
   depends_on: string[];
   /** how often it was restarted (`restart`) */
   restarts: number;
@@ -66,6 +68,19 @@ export interface Stats {
   /** one entry per GPU that nvidia-smi reports; [] without it */
   gpu: GpuStats[];
   uptime_ms: number;
+  /** with a shared store: every daemon of the cluster */
+  nodes?: NodeInfo[];
+}
+
+/** A daemon of a cluster, as `stats` shows it. */
+export interface NodeInfo {
+  name: string;
+  /** where it listens */
+  address: string;
+  started_at: string;
+  last_seen: string;
+  running: number;
+  concurrency: number;
 }
 
 export interface GpuStats {

@@ -7,9 +7,10 @@ import { Heap } from './heap.js';
 import { attemptOutcome, interrupted, mayBeServiceStop, notStarted } from './outcome.js';
 import { Retention, type RetentionBounds } from './retention.js';
 import { MemoryTaskStore, type TaskJournal, type TaskStore } from './task-store.js';
+import type { ListFilter, TaskService } from './task-service.js';
 import { TimerQueue } from './timer-queue.js';
 import { onAbort } from './abort.js';
-import { FRESH_RUN, Task, newStoredTask, outputName, specSize, startId, type StoredTask, type TaskPatch } from './task.js';
+import { FRESH_RUN, Task, editedSpec, newStoredTask, newTaskId, outputName, specSize, startId, type StoredTask, type TaskPatch } from './task.js';
 
 export type { TaskJournal } from './task-store.js';
 
@@ -75,7 +76,7 @@ const startsBefore = (a: Task, b: Task): boolean =>
  * state change is written to the journal the moment it happens in memory;
  * a process is started only after the journal has flushed its task.
  */
-export class Scheduler extends EventEmitter<SchedulerEvents> {
+export class Scheduler extends EventEmitter<SchedulerEvents> implements TaskService {
   private readonly store: TaskStore;
   private readonly retention: Retention;
   /** per group: its ready queue, by priority, and how many of its tasks run */
@@ -327,13 +328,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
    * `group`, only that group's tasks: found by going through the tasks of
    * the state (no index by group), so it costs them all.
    */
-  list(filter: {
-    state?: TaskState | undefined;
-    limit?: number | undefined;
-    after?: string | undefined;
-    order?: 'oldest' | 'newest' | undefined;
-    group?: string | undefined;
-  }): { tasks: Task[]; total: number } {
+  list(filter: ListFilter): { tasks: Task[]; total: number } {
     // `after` is a position in the order of all tasks, whatever its own state.
     const afterSeq = filter.after === undefined ? undefined : this.get(filter.after).stored.seq;
     const newest = filter.order === 'newest';
@@ -397,24 +392,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   edit(task: Task, edit: TaskEdit): Task {
     if (task.state !== 'PENDING' && task.state !== 'QUEUED') throw requestError.NOT_EDITABLE(task.id, task.state);
     if (edit.group !== undefined) this.mustExist(edit.group);
-    const spec: TaskSpec = { ...task.spec };
-    const patch: TaskPatch = {};
-    if (edit.cmd !== undefined) {
-      spec.cmd = edit.cmd;
-      delete spec.script;
-      delete spec.args;
-      Object.assign(patch, { cmd: edit.cmd, script: null, args: null });
-    }
-    if (edit.priority !== undefined) patch.priority = spec.priority = edit.priority;
-    if (edit.group !== undefined) {
-      if (edit.group === DEFAULT_GROUP) delete spec.group;
-      else spec.group = edit.group;
-    }
-    if (edit.start_at !== undefined) {
-      delete spec.delay_ms;
-      spec.start_at = edit.start_at;
-      patch.ready_at = edit.start_at > Date.now() ? edit.start_at : null;
-    }
+    const { spec, patch } = editedSpec(task.spec, edit, Date.now());
     const bytes = specSize(spec);
     this.retention.respecified(task, bytes);
     // Out of its queue (its place there depends on its priority and group), and back in as edited.
@@ -481,7 +459,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
 
   private newId(): string {
     let id: string;
-    do id = `t-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+    do id = newTaskId();
     while (this.store.get(id));
     return id;
   }

@@ -68,6 +68,7 @@ const OPTIONAL = new Map<string, FieldRule>([
   ['stderr_bytes', count],
   ['spec_bytes', count],
   ['restarts', count],
+  ['node', string],
 ]);
 
 /**

@@ -1,4 +1,4 @@
-import { groupOf, type TaskRecord, type TaskSpec } from '../protocol/index.js';
+import { DEFAULT_GROUP, groupOf, type TaskEdit, type TaskRecord, type TaskSpec } from '../protocol/index.js';
 
 /** What the journal keeps of a task: its wire record (its group is in its spec) plus what the scheduler needs to resume it. */
 export interface StoredTask extends Omit<TaskRecord, 'group' | 'restarts'> {
@@ -21,6 +21,8 @@ export interface StoredTask extends Omit<TaskRecord, 'group' | 'restarts'> {
   stderr_bytes?: number;
   /** the spec's size (`specSize`), counted against --max-spec-bytes; absent in journals of earlier versions */
   spec_bytes?: number;
+  /** in a cluster: the daemon that runs it, or ran its last attempt */
+  node?: string;
 }
 
 /** The fields a stored task has only at times. */
@@ -103,6 +105,7 @@ export class Task {
     if (s.ready_at !== undefined && s.state === 'PENDING') record.run_at = new Date(s.ready_at).toISOString();
     if (s.started_at) record.started_at = s.started_at;
     if (s.finished_at) record.finished_at = s.finished_at;
+    if (s.node) record.node = s.node;
     record.depends_on = s.depends_on;
     record.restarts = s.restarts ?? 0;
     if (s.interrupted) record.interrupted = s.interrupted;
@@ -125,6 +128,35 @@ export class Task {
     for (const callback of callbacks ?? []) callback();
   }
 }
+
+/**
+ * The spec and the record's changes after an edit of a task that has not
+ * started: a new command replaces the script, a start time the delay.
+ */
+export function editedSpec(current: TaskSpec, edit: TaskEdit, now: number): { spec: TaskSpec; patch: TaskPatch } {
+  const spec: TaskSpec = { ...current };
+  const patch: TaskPatch = {};
+  if (edit.cmd !== undefined) {
+    spec.cmd = edit.cmd;
+    delete spec.script;
+    delete spec.args;
+    Object.assign(patch, { cmd: edit.cmd, script: null, args: null });
+  }
+  if (edit.priority !== undefined) patch.priority = spec.priority = edit.priority;
+  if (edit.group !== undefined) {
+    if (edit.group === DEFAULT_GROUP) delete spec.group;
+    else spec.group = edit.group;
+  }
+  if (edit.start_at !== undefined) {
+    delete spec.delay_ms;
+    spec.start_at = edit.start_at;
+    patch.ready_at = edit.start_at > now ? edit.start_at : null;
+  }
+  return { spec, patch };
+}
+
+/** An id for a task submitted without one: its time and a random part, so daemons sharing a store do not collide. */
+export const newTaskId = (): string => `t-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
 
 /** The size of a spec: the characters of its JSON, as it is journaled. */
 export const specSize = (spec: TaskSpec): number => JSON.stringify(spec).length;

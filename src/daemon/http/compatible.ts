@@ -34,11 +34,11 @@ export function registerCompatibleRoutes(app: FastifyInstance, ctx: DaemonContex
   });
 
   app.get('/get_status', async (request, reply) => {
-    const task = ctx.scheduler.get(await statusId(request, ctx.config.maxLineBytes));
+    const task = await ctx.scheduler.get(await statusId(request, ctx.config.maxLineBytes));
     return sendJson(reply, 200, compatibleStatus(task, ctx));
   });
 
-  app.get('/get_task_count', (_request, reply) => sendJson(reply, 200, { tasks: ctx.scheduler.countByState().tasks }));
+  app.get('/get_task_count', async (_request, reply) => sendJson(reply, 200, { tasks: (await ctx.scheduler.countByState()).tasks }));
 }
 
 const STATUS_WORDS: Record<TaskState, string> = {

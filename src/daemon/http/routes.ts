@@ -1,7 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { isObject, parseRequest, requestError, type ValidRequest } from '../../protocol/index.js';
 import type { DaemonContext } from '../context.js';
-import { followOutput } from '../follow.js';
 import { handle, type StatelessOp } from '../handlers.js';
 import { OUTPUT_STREAMS } from '../output-files.js';
 import { openEventStream, sendJson } from './reply.js';
@@ -89,7 +88,7 @@ export function registerRoutes(app: FastifyInstance, ctx: DaemonContext): void {
     const { stream, follow } = queryFields(request, ['stream', 'follow']);
     const streams = stream === undefined ? OUTPUT_STREAMS : OUTPUT_STREAMS.filter((name) => name === stream);
     if (streams.length === 0) throw requestError.BAD_REQUEST(`stream must be one of ${OUTPUT_STREAMS.join(', ')}, got ${JSON.stringify(stream)}`);
-    const task = ctx.scheduler.get(idOf(request));
+    const task = await ctx.scheduler.get(idOf(request));
     if (follow !== undefined && follow !== '0' && follow !== 'false') return followEvents(ctx, reply, task.id);
     const output = ctx.outputs.textOf(task);
     return sendJson(reply, 200, { ok: true, ...Object.fromEntries(streams.map((name) => [name, output[name]])) });
@@ -112,12 +111,12 @@ export function registerRoutes(app: FastifyInstance, ctx: DaemonContext): void {
 
 /** `?follow=1`: the task's output as `output` events while it is written, then its record as a `task` event. */
 async function followEvents(ctx: DaemonContext, reply: FastifyReply, id: string): Promise<void> {
-  const task = ctx.scheduler.get(id);
+  const task = await ctx.scheduler.get(id);
   const events = openEventStream(reply);
   const until = AbortSignal.any([events.closed, ctx.stopping]);
   try {
-    await followOutput(task, ctx.outputs, until, (stream, data) => events.send('output', { event: 'output', id, stream, data }));
-    if (!until.aborted) await events.send('task', task.record());
+    const ended = await ctx.outputs.follow(task, until, (stream, data) => events.send('output', { event: 'output', id, stream, data }));
+    if (!until.aborted) await events.send('task', ended.record());
   } finally {
     events.end(); // the answer is the stream's: an error can only end it
   }

@@ -29,6 +29,9 @@ export function serveCommand(): Command {
     .addOption(option('--kill-grace-ms <ms>', 'between SIGTERM and SIGKILL for a timed-out or canceled task', 'TASK_MANAGER_KILL_GRACE_MS').default(defaults.killGraceMs).argParser(integerOption(0)))
     .addOption(option('--compact-after-bytes <n>', 'journal log size that triggers a new snapshot', 'TASK_MANAGER_COMPACT_AFTER_BYTES').default(defaults.compactAfterBytes).argParser(integerOption(1024)))
     .addOption(option('--auth-timeout-ms <ms>', 'with --token-file: a connection that has not authenticated by then is closed', 'TASK_MANAGER_AUTH_TIMEOUT_MS').default(defaults.authTimeoutMs).argParser(integerOption(1)))
+    .addOption(option('--store <url>', 'a PostgreSQL URL (postgres://user:password@host:port/db): join the cluster of daemons sharing it instead of keeping an embedded journal', 'TASK_MANAGER_STORE'))
+    .addOption(option('--node <name>', 'with --store: this daemon\'s name in the cluster (default: <hostname>:<port>)', 'TASK_MANAGER_NODE'))
+    .addOption(option('--lease-ms <ms>', 'with --store: after this long without renewing its lease, a daemon\'s running tasks run again elsewhere', 'TASK_MANAGER_LEASE_MS').default(defaults.leaseMs).argParser(integerOption(500)))
     .addOption(option('--token-file <path>', 'require clients to auth with the token in this file (mode 600)', 'TASK_MANAGER_TOKEN_FILE'))
     .action(async ({ tokenFile, ...flags }: ServeFlags) => {
       // The daemon's code is loaded only here: the client subcommands start without it.
@@ -58,7 +61,7 @@ export function serveCommand(): Command {
         for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, onSignal);
         daemon = await startDaemon(config);
         void daemon.failed.then(() => daemon!.stop().finally(() => process.exit(EXIT.failed)));
-        console.log(`task-manager listening on ${daemon.host}:${daemon.port} (data dir ${flags.dataDir}, concurrency ${config.concurrency})`);
+        console.log(`task-manager listening on ${daemon.host}:${daemon.port} (${flags.store === undefined ? `data dir ${flags.dataDir}` : 'store PostgreSQL'}, concurrency ${config.concurrency})`);
         if (signals > 0) {
           const stopping = daemon.stop();
           if (signals > 1) daemon.hurry();

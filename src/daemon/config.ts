@@ -28,6 +28,12 @@ export interface DaemonConfig {
   authTimeoutMs: number;
   /** the journal log is compacted once it is larger than this */
   compactAfterBytes: number;
+  /** a PostgreSQL URL: the daemon joins the cluster of daemons sharing it, instead of keeping an embedded journal */
+  store?: string;
+  /** its name in the cluster (default `<hostname>:<port>`) */
+  node?: string;
+  /** in a cluster: how long a daemon that stops renewing its lease keeps its running tasks */
+  leaseMs: number;
   log: (line: string) => void;
 }
 
@@ -49,6 +55,7 @@ export const DEFAULT_CONFIG: DaemonConfig = {
   killGraceMs: 2_000,
   authTimeoutMs: 10_000,
   compactAfterBytes: 64 * 1024 * 1024,
+  leaseMs: 30_000,
   log: (line) => console.error(line),
 };
 

@@ -1,75 +1,32 @@
 import { setMaxListeners } from 'node:events';
 import { mkdir, realpath, rm } from 'node:fs/promises';
-import { createServer, isIP, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import {
-  ATTEMPT_VARIABLE,
   attemptKey,
-  chooseSpawner,
   Executor,
   killLeftovers,
-  OWNER_VARIABLE,
   readStartEvidence,
   removeStartEvidence,
-  TASK_VARIABLE,
 } from '../executor/index.js';
 import { Journal } from '../journal/index.js';
-import { encodeLine, errorResponse, requestError } from '../protocol/index.js';
 import { Scheduler, type StoredTask, startId } from '../scheduler/index.js';
-import { ConfigError, type DaemonConfig, DEFAULT_CONFIG } from './config.js';
-import { Connection } from './connection.js';
+import { type DaemonConfig, DEFAULT_CONFIG } from './config.js';
 import type { DaemonContext } from './context.js';
 import { followOutput } from './follow.js';
 import { GpuSampler } from './gpu.js';
-import type { HttpFront } from './http/front.js';
 import { OutputFiles } from './output-files.js';
-import { sniffProtocol } from './sniff.js';
+import { openPort, type Port } from './port.js';
+import { attemptRunner, checkStartup, type RunningDaemon, taskEnvironment } from './startup.js';
+
+export type { RunningDaemon };
 import { SystemSampler } from './stats.js';
 import { Subscribers } from './subscribers.js';
 
-export interface RunningDaemon {
-  host: string;
-  port: number;
-  /** Stops accepting, lets running tasks finish within the grace period, flushes and closes. */
-  stop(): Promise<void>;
-  /** Ends the grace period of a stop at once: running tasks are killed now, to run again at the next start. */
-  hurry(): void;
-  /**
-   * Settles if the daemon can no longer keep its promises (the journal cannot
-   * be written: disk full, I/O error). By then it has killed its running
-   * tasks (they run again at the next start) and stopped accepting; what is
-   * left is for its host to end the process.
-   */
-  failed: Promise<Error>;
-}
-
-const isLoopback = (host: string) =>
-  host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
-
-/** The daemon's own settings stay out of the tasks' environment (the token above all). */
-function taskEnvironment(): Record<string, string> {
-  // fromEntries, not assignment: a variable named __proto__ would otherwise set the prototype and vanish.
-  return Object.fromEntries(
-    Object.entries(process.env).filter((entry): entry is [string, string] => entry[1] !== undefined && !entry[0].startsWith('TASK_MANAGER_')),
-  );
-}
-
 export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promise<RunningDaemon> {
   const config: DaemonConfig = { ...DEFAULT_CONFIG, ...overrides };
-  if (!isLoopback(config.host) && config.token === undefined) {
-    throw new ConfigError(
-      `refusing to listen on ${config.host} without a token: anyone who can connect can run commands as this user. ` +
-        'Give --token-file, or listen on 127.0.0.1 and reach it through an SSH tunnel.',
-    );
-  }
-  // Which way tasks start is known before anything is opened: a path forced but missing is a failed start.
-  let fallback: string | undefined;
-  try {
-    ({ fallback } = chooseSpawner());
-  } catch (error) {
-    throw new ConfigError((error as Error).message);
-  }
-  if (fallback) config.log(`tasks start with Node's child_process.spawn (${fallback}); see docs/performance.md`);
+  // A daemon of a cluster loads PostgreSQL's client; one with an embedded journal does without it.
+  if (config.store !== undefined) return (await import('./cluster-daemon.js')).startClusterDaemon(config, config.store);
+  checkStartup(config);
   let fail: (error: Error) => void = () => undefined;
   const failed = new Promise<Error>((resolve) => (fail = resolve));
   const { journal, tasks, groups, crashed } = await Journal.open(config.dataDir, {
@@ -110,19 +67,7 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     maxQueue: config.maxQueue,
     maxSpecBytes: config.maxSpecBytes,
     discardOutput: (name) => outputs.discard(name),
-    runAttempt: ({ id, attempt, spec, startId: start, alone, output }, signal, onSpawn) => {
-      const marks = { [TASK_VARIABLE]: id, [ATTEMPT_VARIABLE]: String(attempt), [OWNER_VARIABLE]: dataDir };
-      return executor.run(spec, {
-        // Set after the task's own env, which must not move the marks that recovery relies on.
-        env: { ...spec.env, ...marks },
-        marks: Object.entries(marks).map(([name, value]) => `${name}=${value}`),
-        startId: start,
-        alone,
-        output: outputs.paths(output),
-        signal,
-        onSpawn,
-      });
-    },
+    runAttempt: attemptRunner(() => executor, dataDir, (name) => outputs.paths(name)),
   });
   executor.warm();
   journal.snapshotSource = () => scheduler.snapshot();
@@ -149,47 +94,9 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     startedAt: Date.now(),
     stopping: stopping.signal,
   };
-  // HTTP's framework is loaded with the first HTTP connection: a daemon spoken to in lines starts without it.
-  let http: Promise<HttpFront> | undefined;
-  const httpFront = () => (http ??= import('./http/front.js').then(({ startHttpFront }) => startHttpFront(ctx)));
-  const connections = new Set<Connection>();
-  const sockets = new Set<Socket>();
-  const server: Server = createServer({ allowHalfOpen: true }, (socket) => {
-    if (sockets.size >= config.maxConnections) {
-      socket.on('error', () => undefined);
-      socket.end(encodeLine(errorResponse(undefined, requestError.TOO_MANY_CONNECTIONS(config.maxConnections))));
-      return;
-    }
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-    socket.on('error', () => undefined); // a reset while the protocol is told is no error; 'close' follows
-    sniffProtocol(socket, (protocol, ended) => {
-      if (protocol === 'http') {
-        return void httpFront().then(
-          (front) => {
-            if (!socket.destroyed) front.accept(socket);
-          },
-          (error: Error) => {
-            http = undefined; // tried again with the next HTTP connection
-            config.log(`HTTP could not be served: ${error.stack ?? error.message}`);
-            socket.destroy();
-          },
-        );
-      }
-      const connection = new Connection(socket, ctx, ended);
-      connections.add(connection);
-      socket.on('close', () => connections.delete(connection));
-    });
-  });
-
+  let port: Port;
   try {
-    await new Promise<void>((resolveListen, reject) => {
-      server.once('error', reject);
-      server.listen(config.port, config.host, () => {
-        server.off('error', reject);
-        resolveListen();
-      });
-    });
+    port = await openPort(ctx);
   } catch (error) {
     // Nothing has started yet: leave the data dir as a clean stop would (no stale lock).
     executor.close();
@@ -200,26 +107,17 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
   scheduler.restore(tasks, started, groups);
   // The evidence has done its work once the journal holds what it told.
   void journal.flushed().then(() => removeStartEvidence(evidence.files), () => undefined);
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : config.port;
 
   let stopped: Promise<void> | undefined;
   let journalFailed = false;
   const stop = async () => {
-    server.close();
+    port.refuse();
     await scheduler.stop(config.shutdownGraceMs);
     executor.close(!journalFailed);
     gpus.close();
     stopping.abort(); // whoever still waits for a task is told the daemon is stopping
     await journal.flushed().catch(() => undefined);
-    for (const connection of connections) connection.close();
-    await (await http?.catch(() => undefined))?.close();
-    const closing = [...sockets].map((socket) => new Promise((done) => socket.once('close', done)));
-    const patience = setTimeout(() => {
-      for (const socket of sockets) socket.destroy();
-    }, 1000);
-    await Promise.all(closing);
-    clearTimeout(patience);
+    await port.close();
     await journal.close();
   };
   const hurry = () => {
@@ -235,7 +133,7 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
   });
   return {
     host: config.host,
-    port,
+    port: port.port,
     stop: () => (stopped ??= stop()),
     hurry,
     failed,

@@ -6,12 +6,15 @@
  */
 import type { FromExecutor, ToExecutor } from './messages.js';
 import { Outbox } from './outbox.js';
+import { signalGroup } from './process-group.js';
 import { runAttempt, startFailure } from './run-attempt.js';
 import { chooseSpawner } from './spawner.js';
 import { StartLedger } from './start-evidence.js';
 
 let settings: Extract<ToExecutor, { type: 'init' }> | undefined;
 const running = new Map<number, AbortController>();
+/** the process group of each attempt whose process started */
+const groups = new Map<number, number>();
 const ledger = new StartLedger();
 // The daemon checked at its start that the path it asks for is there (TASK_MANAGER_SPAWN).
 const { spawner } = chooseSpawner();
@@ -50,6 +53,7 @@ function receive(message: ToExecutor): void {
       spawner,
       signal: abort.signal,
       onSpawn: (pid, started) => {
+        groups.set(message.attempt, pid);
         ledger.started(message.attempt, message.startId);
         report({ type: 'spawned', attempt: message.attempt, pid, ...(started ? { started } : {}) });
       },
@@ -58,15 +62,18 @@ function receive(message: ToExecutor): void {
       .then((result) => {
         running.delete(message.attempt);
         ledger.finished(message.attempt);
+        groups.delete(message.attempt);
         report({ type: 'result', attempt: message.attempt, result });
       });
   }
 }
 
-// The daemon is gone (even by kill -9): its successor kills what is still running, and learns
-// from the ledger which attempts had started.
+// The daemon is gone (even by kill -9). Alone, its successor kills what is still running, and
+// learns from the ledger which attempts had started. In a cluster, its tasks are to run elsewhere
+// once its lease runs out: none may still run by then, so they are killed now.
 process.on('disconnect', () => {
   try {
+    if (settings?.killWithDaemon) for (const pid of groups.values()) signalGroup(pid, 'SIGKILL');
     if (settings) ledger.leave(settings.dataDir);
   } finally {
     process.exit(0);

@@ -21,6 +21,8 @@ export interface ExecutorSettings {
   killGraceMs: number;
   /** output files are synced to disk before an attempt's result is reported */
   syncOutput: boolean;
+  /** a task must not outlive the daemon: when it is gone, even by kill -9, the executor processes kill its tasks */
+  killWithDaemon?: boolean;
 }
 
 export interface RunOptions {
@@ -184,8 +186,8 @@ export class Executor {
     // A send to a process that just died fails with EPIPE: its 'exit' settles its attempts.
     child.on('error', (error) => this.log(`executor process: ${error.message}`));
     child.once('exit', (code, signal) => void this.lost(worker, code, signal));
-    const { baseEnv, scriptDir, dataDir, syncOutput } = this.settings;
-    outbox.push({ type: 'init', baseEnv, scriptDir, dataDir, syncOutput });
+    const { baseEnv, scriptDir, dataDir, syncOutput, killWithDaemon = false } = this.settings;
+    outbox.push({ type: 'init', baseEnv, scriptDir, dataDir, syncOutput, killWithDaemon });
     return worker;
   }
 

@@ -9,7 +9,7 @@ export interface OutputPaths {
 
 /** What the daemon tells its executor process (in arrays: see outbox.ts). */
 export type ToExecutor =
-  | { type: 'init'; baseEnv: Record<string, string>; scriptDir: string; dataDir: string; syncOutput: boolean }
+  | { type: 'init'; baseEnv: Record<string, string>; scriptDir: string; dataDir: string; syncOutput: boolean; killWithDaemon: boolean }
   | { type: 'run'; attempt: number; spec: TaskSpec; env: Record<string, string>; startId: string; output: OutputPaths }
   | { type: 'abort'; attempt: number }
   /** a clean stop: everything it ran is in the journal, no ledger is needed */

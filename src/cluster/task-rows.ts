@@ -1,0 +1,65 @@
+import { groupOf, type TaskState } from '../protocol/index.js';
+import { Task, type StoredTask } from '../scheduler/index.js';
+import type { Query } from './database.js';
+
+/** The columns a task is read with. */
+export const TASK_COLUMNS = 'id, seq, state, ready_at, node, claim, cancel_requested, record';
+
+/** A row of tm_tasks as it is read: bigints come as text. */
+export interface TaskRow {
+  id: string;
+  seq: string;
+  state: TaskState;
+  ready_at: string | null;
+  node: string | null;
+  claim: string | null;
+  cancel_requested: boolean;
+  record: Omit<StoredTask, 'id' | 'seq' | 'state' | 'ready_at' | 'node'>;
+}
+
+/**
+ * The task a row holds. Its columns are the truth for what SQL decides on
+ * (state, readiness, who runs it); the record holds the rest.
+ */
+export function taskOf(row: TaskRow): Task {
+  const stored: StoredTask = { ...row.record, id: row.id, seq: Number(row.seq), state: row.state };
+  if (row.ready_at !== null) stored.ready_at = Number(row.ready_at);
+  if (row.node !== null) stored.node = row.node;
+  const task = new Task(stored);
+  task.cancelRequested = row.cancel_requested;
+  return task;
+}
+
+/** The record column of a task: what no column holds. */
+function recordOf(stored: StoredTask): TaskRow['record'] {
+  const { id: _id, seq: _seq, state: _state, ready_at: _readyAt, node: _node, ...record } = stored;
+  return record;
+}
+
+/** Adds a new task; false when a task with its id exists. Its seq is set from the store's. */
+export async function insertTask(query: Query, task: Task): Promise<boolean> {
+  const s = task.stored;
+  const rows = await query<{ seq: string }>(
+    `INSERT INTO tm_tasks (id, state, priority, grp, ready_at, depends_on, finished_at, record)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING RETURNING seq`,
+    [s.id, s.state, s.priority, groupOf(s.spec), s.ready_at ?? null, s.spec.depends_on, s.finished_at ?? null, recordOf(s)],
+  );
+  if (rows[0]) s.seq = Number(rows[0].seq);
+  return rows.length > 0;
+}
+
+/** Writes a task back whole; `claim` is the attempt that runs it (null: none does). */
+export async function saveTask(query: Query, task: Task, claim: string | null): Promise<void> {
+  const s = task.stored;
+  await query(
+    `UPDATE tm_tasks SET state = $2, priority = $3, grp = $4, ready_at = $5, node = $6, claim = $7,
+       cancel_requested = false, finished_at = $8, record = $9 WHERE id = $1`,
+    [s.id, s.state, s.priority, groupOf(s.spec), s.ready_at ?? null, s.node ?? null, claim, s.finished_at ?? null, recordOf(s)],
+  );
+}
+
+/** The task with this id, locked until the transaction ends; undefined if there is none. */
+export async function lockTask(query: Query, id: string): Promise<Task | undefined> {
+  const [row] = await query<TaskRow>(`SELECT ${TASK_COLUMNS} FROM tm_tasks WHERE id = $1 FOR UPDATE`, [id]);
+  return row && taskOf(row);
+}

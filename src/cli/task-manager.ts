@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { VERSION } from '../daemon/version.js';
 import { DEFAULT_HOST, DEFAULT_PORT } from '../protocol/index.js';
-import { countCommand, healthCommand, statsCommand } from './commands/info.js';
+import { countCommand, healthCommand, nodesCommand, statsCommand } from './commands/info.js';
 import { listCommand } from './commands/list.js';
 import { runCommand } from './commands/run.js';
 import { submitCommand } from './commands/submit.js';
@@ -39,6 +39,7 @@ const program = exitOnUsageError(new Command('task-manager'))
   .addCommand(watchCommand())
   .addCommand(countCommand())
   .addCommand(statsCommand())
+  .addCommand(nodesCommand())
   .addCommand(healthCommand())
   .addCommand(completionCommand())
   .addHelpText('after', [

@@ -374,7 +374,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
 
   /** Resolves 'again' when the task may have changed (or a while has passed), 'over' once the deadline passes or the signal aborts. */
   private nextChange(id: string, deadline: number | undefined, signal: AbortSignal | undefined) {
-    let cancel = () => undefined as void;
+    let cancel: () => void = () => undefined;
     const happened = new Promise<'again' | 'over'>((resolve) => {
       const wakers = this.wakers.get(id) ?? new Set();
       this.wakers.set(id, wakers);

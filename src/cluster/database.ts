@@ -39,6 +39,9 @@ export class Database {
   async transaction<T>(work: (query: Query) => Promise<T>): Promise<T> {
     const client = await this.pool.connect();
     let broken: Error | undefined;
+    // The server going away is told to a checked-out client as an 'error' event as well: the statement's rejection reports it.
+    const lost = (error: Error) => (broken ??= error);
+    client.on('error', lost);
     const query: Query = async <Row extends object>(text: string, values?: unknown[]) => (await client.query<Row>(text, values)).rows;
     try {
       await client.query('BEGIN');
@@ -50,6 +53,7 @@ export class Database {
       if (isUnreachable(error)) broken ??= error as Error;
       throw error;
     } finally {
+      client.off('error', lost);
       client.release(broken); // a connection in doubt is closed, not reused
     }
   }

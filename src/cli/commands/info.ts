@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
-import { TASK_STATES } from '../../protocol/index.js';
+import { type NodeInfo, TASK_STATES } from '../../protocol/index.js';
 import { clientAction, clientCommand, printResult } from '../client-command.js';
-import { formatBytes, formatDuration, formatKeyValues } from '../format.js';
+import { formatBytes, formatDuration, formatKeyValues, formatTable } from '../format.js';
 import { formatCounts } from '../task-format.js';
 
-/** `count`, `stats` and `health`: what the daemon says about itself. */
+/** `count`, `stats`, `nodes` and `health`: what the daemon says about itself and its cluster. */
 
 export function countCommand(): Command {
   return clientCommand('count', 'count tasks by state')
@@ -43,8 +43,36 @@ export function statsCommand(): Command {
           ['running', `${concurrency.running} of at most ${concurrency.limit} (all groups)`],
           ['tasks', formatCounts(stats.counts)],
           ['uptime', formatDuration(stats.uptime_ms)],
+          ...(stats.nodes ? [['cluster', `${stats.nodes.length} daemon(s): ${stats.nodes.map((node) => node.name).join(', ')}`] as [string, string]] : []),
         ]);
       });
+    }));
+}
+
+const NODE_HEADER = ['NODE', 'ADDRESS', 'RUNNING', 'CONCURRENCY', 'LAST SEEN', 'UP FOR'];
+
+export function formatNodes(nodes: NodeInfo[], now = Date.now()): string {
+  const rows = nodes.map((node) => [
+    node.name,
+    node.address,
+    String(node.running),
+    String(node.concurrency),
+    `${formatDuration(Math.max(0, now - Date.parse(node.last_seen)))} ago`,
+    formatDuration(Math.max(0, now - Date.parse(node.started_at))),
+  ]);
+  return formatTable(NODE_HEADER, rows).join('\n');
+}
+
+export function nodesCommand(): Command {
+  return clientCommand('nodes', 'list the daemons of the cluster (with --store): what each runs, and when it last renewed its lease')
+    .action(clientAction(async ({ flags, connect }) => {
+      const client = await connect();
+      const { nodes } = await client.stats();
+      if (!nodes) {
+        printResult(flags, { nodes: [] }, () => 'this daemon keeps an embedded journal: it is no cluster (serve --store postgres://... makes one)');
+        return;
+      }
+      printResult(flags, { nodes }, () => formatNodes(nodes));
     }));
 }
 

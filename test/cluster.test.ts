@@ -203,6 +203,36 @@ describe('a cluster of daemons on one PostgreSQL', () => {
   }, 60_000);
 });
 
+describe('stopping a daemon of a cluster', () => {
+  it('a graceful stop hands its running tasks to the other daemons at once', async () => {
+    const store = freshStore();
+    const leaving = await startNode(store, ['--shutdown-grace-ms', '100']);
+    const staying = await startNode(store);
+    const client = await clientOf(staying);
+    const dir = tempDir('tm-cluster-runs-');
+    dirs.push(dir);
+    const ids = Array.from({ length: 8 }, (_, i) => `s${i}`);
+    for (const id of ids) await client.submit(loggingTask(dir, id, 1.5));
+    await eventually(async () => ((await client.stats()).nodes ?? []).some((node) => node.address.endsWith(`:${leaving.port}`) && node.running > 0), 30_000);
+    const stoppedAt = Date.now();
+    expect(await leaving.stop()).toBe(0);
+    // Its name is given back as it leaves: nobody waits for its lease to run out.
+    expect((await client.stats()).nodes?.map((node) => node.address)).toEqual([`127.0.0.1:${staying.port}`]);
+    const { rerun } = await expectEveryTaskRanSafely(client, dir, ids);
+    expect(rerun).toBeGreaterThan(0);
+    expect(Date.now() - stoppedAt).toBeLessThan(LEASE_MS + 10_000);
+  }, 90_000);
+
+  it('serves HTTP for the whole cluster', async () => {
+    const { nodes, clients: [a] } = await cluster();
+    await a!.submit({ id: 'web', cmd: 'echo from the cluster' });
+    await a!.wait('web', 30_000);
+    const response = await fetch(`http://127.0.0.1:${nodes[1]!.port}/tasks/web`);
+    expect(response.status).toBe(200);
+    expect(await response.json()).toMatchObject({ ok: true, task: { id: 'web', state: 'COMPLETED', stdout: 'from the cluster\n' } });
+  }, 60_000);
+});
+
 describe('faults in a cluster', () => {
   it('kill -9 of one daemon mid-work: its tasks run again elsewhere after its lease, none twice at once', async () => {
     const { nodes, clients: [a, b] } = await cluster();

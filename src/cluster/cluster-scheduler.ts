@@ -94,6 +94,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
   private readonly changed = new Set<string>();
   /** the output of tasks as read for an answer */
   private readonly texts = new WeakMap<Task, { stdout: string; stderr: string }>();
+  private publishing = false;
   private dispatching = false;
   private pokedAgain = false;
   private stopping = false;
@@ -214,8 +215,8 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       }
       const condition = where.length > 0 ? `WHERE ${where.join(' AND ')}` : '';
       const rows = await this.db.query<TaskRow>(
-        `SELECT ${TASK_COLUMNS} FROM tm_tasks ${condition} ORDER BY seq ${newest ? 'DESC' : ''} LIMIT ${filter.limit ?? 100}`,
-        values,
+        `SELECT ${TASK_COLUMNS} FROM tm_tasks ${condition} ORDER BY seq ${newest ? 'DESC' : ''} LIMIT $${values.length + 1}`,
+        [...values, filter.limit ?? 100],
       );
       const [{ total }] = (await this.db.query<{ total: number }>(`SELECT count(*)::int AS total FROM tm_tasks ${condition}`, values)) as [{ total: number }];
       return { tasks: rows.map(taskOf), total };
@@ -576,7 +577,9 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
     const settings = await query<{ name: string; concurrency: number | null; paused: boolean }>('SELECT name, concurrency, paused FROM tm_groups');
     const limits = new Map(settings.filter((g) => g.concurrency !== null).map((g) => [g.name, g.concurrency!]));
     const runningIn = async () =>
-      new Map(
+      limits.size === 0
+        ? new Map<string, number>()
+        : new Map(
         (
           await query<{ grp: string; n: number }>("SELECT grp, count(*)::int AS n FROM tm_tasks WHERE state = 'RUNNING' AND grp = ANY ($1) GROUP BY grp", [
             [...limits.keys()],
@@ -622,6 +625,8 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
         stderr_truncated: false,
       });
       await saveTask(query, task, claim);
+      // The earlier attempt's output is no longer the task's: the new attempt's replaces it.
+      await query('DELETE FROM tm_output WHERE task_id = $1', [task.id]);
       claimed.push({ task, claim });
     }
     return claimed;
@@ -730,8 +735,10 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
   private publishSoon(id: string): void {
     if (this.listenerCount('change') === 0) return;
     this.changed.add(id);
-    if (this.changed.size > 1) return;
+    if (this.publishing) return;
+    this.publishing = true;
     setImmediate(() => {
+      this.publishing = false;
       const ids = [...this.changed];
       this.changed.clear();
       void this.db.query<TaskRow>(`SELECT ${TASK_COLUMNS} FROM tm_tasks WHERE id = ANY ($1) ORDER BY seq`, [ids]).then(

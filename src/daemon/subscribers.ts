@@ -25,18 +25,23 @@ export class TaskChange {
  */
 export class Subscribers {
   private readonly all = new Set<Subscriber>();
+  private readonly listener = (task: Task) => this.publish(task);
 
-  constructor(scheduler: TaskService, private readonly journal: Pick<Journal, 'flushed'>) {
-    scheduler.on('change', (task) => this.publish(task));
-  }
+  constructor(
+    private readonly scheduler: TaskService,
+    private readonly journal: Pick<Journal, 'flushed'>,
+  ) {}
 
+  /** Listens to the scheduler only while someone is subscribed: a cluster's scheduler reads every changed task for its listeners. */
   add(subscriber: Subscriber): () => void {
+    if (this.all.size === 0) this.scheduler.on('change', this.listener);
     this.all.add(subscriber);
-    return () => this.all.delete(subscriber);
+    return () => {
+      if (this.all.delete(subscriber) && this.all.size === 0) this.scheduler.off('change', this.listener);
+    };
   }
 
   private publish(task: Task): void {
-    if (this.all.size === 0) return;
     const targets = [...this.all].filter((s) => s.ids === undefined || s.ids.has(task.id));
     if (targets.length === 0) return;
     const change = new TaskChange(task.record());

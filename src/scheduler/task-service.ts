@@ -36,4 +36,5 @@ export interface TaskService {
   nodes?(): Promise<NodeInfo[]>;
   /** every change of a task, once it is durable */
   on(event: 'change', listener: (task: Task) => void): unknown;
+  off(event: 'change', listener: (task: Task) => void): unknown;
 }

@@ -1,12 +1,15 @@
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import type { AttemptResult } from '../src/executor/index.js';
-import { RequestError, SPEC_DEFAULTS, type TaskSpec } from '../src/protocol/index.js';
-import { Scheduler, type AttemptRunner, type TaskStore } from '../src/scheduler/index.js';
+import { RequestError, SPEC_DEFAULTS, type TaskSpec, type TaskState } from '../src/protocol/index.js';
+import type { AttemptRunner, Task, TaskService } from '../src/scheduler/index.js';
 
 /**
- * What every TaskStore must give the scheduler's rules: the behaviour a
- * client sees, checked with a runner of the test's own and no daemon.
- * Each store runs it: `describeStoreConformance('memory', makeStore)`.
+ * What every scheduler must give a client, whichever store holds its tasks:
+ * the rules' behaviour checked with a runner of the test's own and no
+ * daemon. Each store runs it: `describeStoreConformance('memory', make)`.
+ * Calls are awaited (the cluster's answer through PostgreSQL), tasks are
+ * read again to see a later state (the cluster's are snapshots), and
+ * starts are waited for (the cluster's follow a NOTIFY).
  */
 
 export const spec = (fields: Partial<TaskSpec> = {}): TaskSpec => ({ ...SPEC_DEFAULTS, cmd: ['true'], depends_on: [], ...fields });
@@ -35,7 +38,9 @@ export class FakeRunner {
     new Promise((resolve) => {
       this.started.push(task.id);
       this.running.set(task.id, resolve);
-      signal.addEventListener('abort', () => this.end(task.id, result({ exit_code: null, signal: 'SIGTERM', error: { code: 'KILLED', message: 'ended by SIGTERM' } })), { once: true });
+      // An abort after the attempt ended (the cluster records an end in its own time) kills nothing.
+      const killed = () => this.running.get(task.id) === resolve && this.end(task.id, result({ exit_code: null, signal: 'SIGTERM', error: { code: 'KILLED', message: 'ended by SIGTERM' } }));
+      signal.addEventListener('abort', killed, { once: true });
     });
 
   end(id: string, outcome: AttemptResult = result()): void {
@@ -50,324 +55,393 @@ export class FakeRunner {
   }
 }
 
-/** Lets queued microtasks and immediates run: dispatch happens a microtask after a submit. */
+/** Lets queued microtasks and immediates run: the embedded store dispatches a microtask after a submit. */
 export const settle = () => new Promise((resolve) => setImmediate(resolve));
 
-export function describeStoreConformance(name: string, makeStore: () => TaskStore): void {
-  describe(`TaskStore conformance: ${name}`, () => {
-    const schedulers: Scheduler[] = [];
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Polls `check` (sync or async, unlike helpers' `eventually`) until it gives
+ * a value other than undefined/false; `what` says what was awaited when it
+ * does not come.
+ */
+export async function until<T>(check: () => T | undefined | false | Promise<T | undefined | false>, what: () => string = () => 'condition', timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms: ${what()}`);
+    await sleep(20);
+  }
+}
+
+/** A call whose refusal is a rejection, whether the store throws at once (embedded) or rejects (cluster). */
+export const call = <T>(work: () => T | Promise<T>): Promise<T> => (async () => work())();
+
+/**
+ * Time enough for what must not start to have started if it were going to:
+ * a claim after a NOTIFY takes a few ms. A check after it can only pass
+ * wrongly when the machine is slow, never fail wrongly.
+ */
+export const quietly = () => sleep(300);
+
+const sorted = (ids: string[]) => [...ids].sort();
+const ids = (page: { tasks: { id: string }[] }) => page.tasks.map((task) => task.id);
+
+/** Waits until the runner runs exactly `expected`, in any order. */
+export async function runningExactly(runner: FakeRunner, expected: string[]): Promise<void> {
+  const want = JSON.stringify(sorted(expected));
+  await until(
+    () => JSON.stringify(sorted(runner.runningIds)) === want,
+    () => `running ${JSON.stringify(sorted(runner.runningIds))}, expected ${want}`,
+  );
+}
+
+/** The scheduler as the suite drives it: whatever its store, it can be stopped. */
+export type SchedulerUnderTest = TaskService & { stop(graceMs: number): Promise<void> };
+
+export interface StoreOptions {
+  concurrency: number;
+  keepFinished: number;
+  maxQueue: number;
+  /** the embedded store's bound on specs (the cluster has none) */
+  maxSpecBytes: number;
+  runAttempt: AttemptRunner;
+}
+
+export type MakeScheduler = (options: StoreOptions) => { scheduler: SchedulerUnderTest } | Promise<{ scheduler: SchedulerUnderTest }>;
+
+/** Waits until the task is in `state`; the task as read then. */
+export async function reaches(scheduler: TaskService, id: string, state: TaskState): Promise<Task> {
+  let last: TaskState | undefined;
+  return until(
+    async () => {
+      const task = await scheduler.get(id);
+      last = task.state;
+      return task.state === state && task;
+    },
+    () => `${id} is ${last}, expected ${state}`,
+  );
+}
+
+export function describeStoreConformance(name: string, makeScheduler: MakeScheduler): void {
+  describe(`scheduler conformance: ${name}`, () => {
+    const schedulers: SchedulerUnderTest[] = [];
     afterEach(async () => {
-      vi.useRealTimers();
       await Promise.all(schedulers.splice(0).map((scheduler) => scheduler.stop(0)));
     });
 
-    function make(options: { concurrency?: number; keepFinished?: number; maxQueue?: number; maxSpecBytes?: number } = {}) {
+    async function make(options: Partial<Omit<StoreOptions, 'runAttempt'>> = {}) {
       const runner = new FakeRunner();
-      const store = makeStore();
-      const scheduler = new Scheduler({
-        store,
-        runAttempt: runner.run,
+      const { scheduler } = await makeScheduler({
         concurrency: options.concurrency ?? 2,
         keepFinished: options.keepFinished ?? 100,
-        keepOutputBytes: 1 << 30,
         maxQueue: options.maxQueue ?? 100,
         maxSpecBytes: options.maxSpecBytes ?? 1 << 30,
+        runAttempt: runner.run,
       });
       schedulers.push(scheduler);
-      return { scheduler, runner, store };
+      const get = (id: string) => scheduler.get(id);
+      const record = async (id: string) => (await scheduler.get(id)).record();
+      return { scheduler, runner, get, record };
     }
 
     it('registers a task QUEUED, runs it, and records the result', async () => {
-      const { scheduler, runner } = make();
-      const { task } = scheduler.submit(spec(), 'a');
+      const { scheduler, runner, record } = await make();
+      const { task } = await scheduler.submit(spec(), 'a');
+      // The answer is the state the task was accepted in (docs/protocol.md), though it may have started since.
       expect(task.state).toBe('QUEUED');
-      await settle();
-      expect(scheduler.get('a').state).toBe('RUNNING');
+      await reaches(scheduler, 'a', 'RUNNING');
+      await runningExactly(runner, ['a']);
       runner.end('a', result({ stdout_bytes: 3 }));
-      await settle();
-      expect(scheduler.get('a').record()).toMatchObject({ state: 'COMPLETED', exit_code: 0, attempts: 1, error: null });
-      expect(scheduler.countByState()).toMatchObject({ counts: { COMPLETED: 1, RUNNING: 0 }, tasks: 0 });
+      await reaches(scheduler, 'a', 'COMPLETED');
+      expect(await record('a')).toMatchObject({ state: 'COMPLETED', exit_code: 0, attempts: 1, error: null });
+      expect(await scheduler.countByState()).toMatchObject({ counts: { COMPLETED: 1, RUNNING: 0 }, tasks: 0 });
     });
 
-    it('returns a resubmitted id with the same spec as a duplicate, and refuses it with another', () => {
-      const { scheduler } = make();
-      scheduler.submit(spec(), 'a');
-      expect(scheduler.submit(spec(), 'a').duplicate).toBe(true);
-      expect(() => scheduler.submit(spec({ priority: 5 }), 'a')).toThrow(expect.objectContaining({ code: 'ID_CONFLICT' }));
-      expect(() => scheduler.get('nobody')).toThrow(RequestError);
+    it('returns a resubmitted id with the same spec as a duplicate, and refuses it with another', async () => {
+      const { scheduler } = await make();
+      await scheduler.submit(spec(), 'a');
+      expect((await scheduler.submit(spec(), 'a')).duplicate).toBe(true);
+      await expect(call(() => scheduler.submit(spec({ priority: 5 }), 'a'))).rejects.toMatchObject({ code: 'ID_CONFLICT' });
+      await expect(call(() => scheduler.get('nobody'))).rejects.toThrow(RequestError);
     });
 
     it('starts by priority, then first in first out, within the concurrency limit', async () => {
-      const { scheduler, runner } = make({ concurrency: 1 });
-      scheduler.submit(spec(), 'first');
-      await settle();
-      scheduler.submit(spec(), 'low');
-      scheduler.submit(spec({ priority: 9 }), 'high');
-      scheduler.submit(spec(), 'low-2');
-      for (const id of ['first', 'high', 'low', 'low-2']) {
-        await settle();
-        runner.end(id);
+      const { scheduler, runner } = await make({ concurrency: 1 });
+      await scheduler.submit(spec(), 'first');
+      await runningExactly(runner, ['first']);
+      await scheduler.submit(spec(), 'low');
+      await scheduler.submit(spec({ priority: 9 }), 'high');
+      await scheduler.submit(spec(), 'low-2');
+      for (let i = 0; i < 4; i++) {
+        const [id] = await until(() => runner.runningIds.length > 0 && runner.runningIds, () => `the start of a task after ${runner.started}`);
+        expect(runner.runningIds).toHaveLength(1);
+        runner.end(id!);
       }
       expect(runner.started).toEqual(['first', 'high', 'low', 'low-2']);
     });
 
     it('runs a dependent after its dependency completes, and cancels it when the dependency fails', async () => {
-      const { scheduler, runner } = make();
-      scheduler.submit(spec(), 'build');
-      expect(scheduler.submit(spec({ depends_on: ['build'] }), 'deploy').task.state).toBe('PENDING');
-      scheduler.submit(spec(), 'flaky');
-      scheduler.submit(spec({ depends_on: ['flaky'] }), 'after-flaky');
-      expect(() => scheduler.submit(spec({ depends_on: ['ghost'] }), 'x')).toThrow(expect.objectContaining({ code: 'UNKNOWN_DEPENDENCY' }));
-      await settle();
+      const { scheduler, runner, record } = await make();
+      await scheduler.submit(spec(), 'build');
+      expect((await scheduler.submit(spec({ depends_on: ['build'] }), 'deploy')).task.state).toBe('PENDING');
+      await scheduler.submit(spec(), 'flaky');
+      await scheduler.submit(spec({ depends_on: ['flaky'] }), 'after-flaky');
+      await expect(call(() => scheduler.submit(spec({ depends_on: ['ghost'] }), 'x'))).rejects.toMatchObject({ code: 'UNKNOWN_DEPENDENCY' });
+      await runningExactly(runner, ['build', 'flaky']);
       runner.end('build');
       runner.end('flaky', failure());
-      await settle();
-      expect(scheduler.get('deploy').state).toBe('RUNNING');
-      expect(scheduler.get('after-flaky').record()).toMatchObject({ state: 'CANCELED', error: { code: 'DEPENDENCY_FAILED' } });
+      await reaches(scheduler, 'deploy', 'RUNNING');
+      await reaches(scheduler, 'after-flaky', 'CANCELED');
+      expect(await record('after-flaky')).toMatchObject({ state: 'CANCELED', error: { code: 'DEPENDENCY_FAILED' } });
     });
 
     it('retries a failed attempt after its back-off, and fails once no retries are left', async () => {
-      // The clock is the test's: a loaded machine cannot let the back-off pass before the PENDING check.
-      vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
-      const { scheduler, runner } = make();
-      scheduler.submit(spec({ retries: 1, retry_delay_ms: 1_000 }), 'r');
-      await settle();
+      // The back-off is checked from below on the real clock: the retry cannot start before it is over
+      // (the embedded store's exact boundary is checked with fake timers in memory-store.test.ts).
+      const backoffMs = 300;
+      const { scheduler, runner, record } = await make();
+      await scheduler.submit(spec({ retries: 1, retry_delay_ms: backoffMs }), 'r');
+      await runningExactly(runner, ['r']);
+      const failedAt = Date.now();
       runner.end('r', failure(3));
-      await settle();
-      expect(scheduler.get('r').state).toBe('PENDING');
-      vi.advanceTimersByTime(999);
-      await settle();
-      expect(scheduler.get('r').state).toBe('PENDING');
-      vi.advanceTimersByTime(1);
-      await settle();
-      expect(scheduler.get('r').state).toBe('RUNNING');
+      const between = await until(async () => {
+        const task = await scheduler.get('r');
+        return (task.state !== 'RUNNING' || task.stored.attempts > 1) && task;
+      });
+      expect(between.record()).toMatchObject({ state: 'PENDING', attempts: 1, exit_code: 3 });
+      await until(() => runner.started.length === 2 && runner.runningIds.includes('r'), () => `the retry of r (started: ${runner.started})`);
+      expect(Date.now() - failedAt).toBeGreaterThanOrEqual(backoffMs);
+      expect(await record('r')).toMatchObject({ state: 'RUNNING', attempts: 2 });
       runner.end('r', failure(4));
-      await settle();
-      expect(scheduler.get('r').record()).toMatchObject({ state: 'FAILED', exit_code: 4, attempts: 2, max_attempts: 2 });
+      await reaches(scheduler, 'r', 'FAILED');
+      expect(await record('r')).toMatchObject({ state: 'FAILED', exit_code: 4, attempts: 2, max_attempts: 2 });
     });
 
     it("counts an attempt ended by SIGTERM as interrupted when the daemon's own stop follows at once (a stop of the whole service)", async () => {
-      const { scheduler, runner } = make();
-      scheduler.submit(spec(), 'signaled');
-      scheduler.submit(spec(), 'failed');
-      await settle();
+      const { scheduler, runner, record } = await make();
+      await scheduler.submit(spec(), 'signaled');
+      await scheduler.submit(spec(), 'failed');
+      await runningExactly(runner, ['signaled', 'failed']);
       const bySigterm = result({ exit_code: null, signal: 'SIGTERM', error: { code: 'KILLED', message: 'ended by SIGTERM' } });
       runner.end('failed', bySigterm);
-      await new Promise((resolve) => setTimeout(resolve, 700)); // past the hold: nobody stopped the daemon
-      expect(scheduler.get('failed').record()).toMatchObject({ state: 'FAILED', error: { code: 'KILLED' } });
+      await sleep(700); // past the hold: nobody stopped the daemon
+      expect(await record('failed')).toMatchObject({ state: 'FAILED', error: { code: 'KILLED' } });
       runner.end('signaled', bySigterm);
-      await settle();
-      expect(scheduler.get('signaled').state).toBe('RUNNING'); // held back
+      await sleep(100); // well within the hold (500 ms), and time enough to record a result
+      expect((await scheduler.get('signaled')).state).toBe('RUNNING'); // held back
       await scheduler.stop(0);
-      expect(scheduler.get('signaled').record()).toMatchObject({ state: 'QUEUED', attempts: 0, interrupted: 1, error: { code: 'INTERRUPTED' } });
+      expect(await record('signaled')).toMatchObject({ state: 'QUEUED', attempts: 0, interrupted: 1, error: { code: 'INTERRUPTED' } });
+    });
+
+    it('keeps the result of an attempt that ended before a stop: a failure is not taken for an interruption', async () => {
+      const { scheduler, runner, record } = await make();
+      await scheduler.submit(spec(), 'failed');
+      await scheduler.submit(spec(), 'completed');
+      await runningExactly(runner, ['failed', 'completed']);
+      runner.end('failed', failure(3));
+      runner.end('completed');
+      await scheduler.stop(0);
+      expect(await record('failed')).toMatchObject({ state: 'FAILED', exit_code: 3, attempts: 1, error: { code: 'NONZERO_EXIT' } });
+      expect(await record('completed')).toMatchObject({ state: 'COMPLETED', attempts: 1 });
     });
 
     it('cancels a queued task at once, a running one through its runner, and refuses a finished one', async () => {
-      const { scheduler, runner } = make({ concurrency: 1 });
-      scheduler.submit(spec(), 'running');
-      scheduler.submit(spec(), 'queued');
-      await settle();
-      expect((await scheduler.cancel(scheduler.get('queued'))).record()).toMatchObject({ state: 'CANCELED', attempts: 0 });
-      expect((await scheduler.cancel(scheduler.get('running'))).record()).toMatchObject({ state: 'CANCELED', error: { code: 'CANCELED' } });
+      const { scheduler, runner, get } = await make({ concurrency: 1 });
+      await scheduler.submit(spec(), 'running');
+      await scheduler.submit(spec(), 'queued');
+      await runningExactly(runner, ['running']);
+      expect((await scheduler.cancel(await get('queued'))).record()).toMatchObject({ state: 'CANCELED', attempts: 0 });
+      expect((await scheduler.cancel(await get('running'))).record()).toMatchObject({ state: 'CANCELED', error: { code: 'CANCELED' } });
       expect(runner.runningIds).toEqual([]);
-      await expect(scheduler.cancel(scheduler.get('queued'))).rejects.toMatchObject({ code: 'NOT_CANCELABLE' });
+      await expect(call(async () => scheduler.cancel(await get('queued')))).rejects.toMatchObject({ code: 'NOT_CANCELABLE' });
     });
 
     it('lists in submission order by state, pages after an id, and counts what matches', async () => {
-      const { scheduler, runner } = make({ concurrency: 1 });
-      for (const id of ['a', 'b', 'c', 'd', 'e']) scheduler.submit(spec(), id);
-      await settle();
+      const { scheduler, runner } = await make({ concurrency: 1 });
+      for (const id of ['a', 'b', 'c', 'd', 'e']) await scheduler.submit(spec(), id);
+      await runningExactly(runner, ['a']);
       runner.end('a');
-      await settle();
-      const ids = (page: { tasks: { id: string }[] }) => page.tasks.map((task) => task.id);
-      expect(ids(scheduler.list({}))).toEqual(['a', 'b', 'c', 'd', 'e']);
-      expect(scheduler.list({ state: 'QUEUED', limit: 2 })).toMatchObject({ total: 3 });
-      expect(ids(scheduler.list({ state: 'QUEUED', limit: 2 }))).toEqual(['c', 'd']);
-      expect(ids(scheduler.list({ state: 'QUEUED', after: 'c' }))).toEqual(['d', 'e']);
-      expect(scheduler.list({ after: 'b' }).total).toBe(3);
+      await runningExactly(runner, ['b']);
+      await reaches(scheduler, 'a', 'COMPLETED');
+      expect(ids(await scheduler.list({}))).toEqual(['a', 'b', 'c', 'd', 'e']);
+      expect(await scheduler.list({ state: 'QUEUED', limit: 2 })).toMatchObject({ total: 3 });
+      expect(ids(await scheduler.list({ state: 'QUEUED', limit: 2 }))).toEqual(['c', 'd']);
+      expect(ids(await scheduler.list({ state: 'QUEUED', after: 'c' }))).toEqual(['d', 'e']);
+      expect((await scheduler.list({ after: 'b' })).total).toBe(3);
     });
 
     it('keeps at most keepFinished finished tasks, the oldest going first, and never an unfinished one', async () => {
-      const { scheduler, runner } = make({ keepFinished: 2 });
+      const { scheduler, runner } = await make({ keepFinished: 2 });
       for (const id of ['a', 'b', 'c']) {
-        scheduler.submit(spec(), id);
-        await settle();
+        await scheduler.submit(spec(), id);
+        await runningExactly(runner, [id]);
         runner.end(id);
-        await settle();
+        await reaches(scheduler, id, 'COMPLETED');
       }
-      scheduler.submit(spec({ delay_ms: 60_000 }), 'later');
-      expect(() => scheduler.get('a')).toThrow(expect.objectContaining({ code: 'NOT_FOUND' }));
-      expect(scheduler.list({}).tasks.map((task) => task.id)).toEqual(['b', 'c', 'later']);
+      await scheduler.submit(spec({ delay_ms: 60_000 }), 'later');
+      // The embedded store forgets at once, the cluster at its next upkeep.
+      await until(() => call(() => scheduler.get('a')).then(() => false, (error: { code?: string }) => error.code === 'NOT_FOUND'), () => 'a forgotten');
+      expect(ids(await scheduler.list({}))).toEqual(['b', 'c', 'later']);
     });
 
-    it('refuses a task past maxQueue unfinished, and a spec that does not fit beside the unfinished ones', () => {
-      const { scheduler } = make({ maxQueue: 2, maxSpecBytes: 1000 });
-      scheduler.submit(spec({ delay_ms: 60_000 }), 'a');
-      expect(() => scheduler.submit(spec({ stdin: 'x'.repeat(2000) }), 'big')).toThrow(expect.objectContaining({ code: 'QUEUE_FULL' }));
-      scheduler.submit(spec({ delay_ms: 60_000 }), 'b');
-      expect(() => scheduler.submit(spec(), 'c')).toThrow(expect.objectContaining({ code: 'QUEUE_FULL' }));
-    });
-
-    it('restores what was stored: finished tasks stay, a task RUNNING when the daemon went runs again as interrupted', async () => {
-      const first = make();
-      first.scheduler.submit(spec(), 'done');
-      first.scheduler.submit(spec(), 'cut');
-      await settle();
-      first.runner.end('done');
-      await settle();
-      const stored = first.scheduler.snapshot().map((task) => structuredClone(task));
-      const second = make();
-      second.scheduler.restore(stored, () => true);
-      await settle();
-      expect(second.scheduler.get('done').state).toBe('COMPLETED');
-      expect(second.scheduler.get('cut').record()).toMatchObject({ state: 'RUNNING', attempts: 1, interrupted: 1 });
-      expect(second.runner.started).toEqual(['cut']);
+    it('refuses a task past maxQueue unfinished', async () => {
+      const { scheduler } = await make({ maxQueue: 2 });
+      await scheduler.submit(spec({ delay_ms: 60_000 }), 'a');
+      await scheduler.submit(spec({ delay_ms: 60_000 }), 'b');
+      await expect(call(() => scheduler.submit(spec(), 'c'))).rejects.toMatchObject({ code: 'QUEUE_FULL' });
     });
 
     it('limits each group to its own concurrency, while other groups run alongside', async () => {
-      const { scheduler, runner } = make({ concurrency: 1 });
-      expect(() => scheduler.submit(spec({ group: 'gpu' }), 'early')).toThrow(expect.objectContaining({ code: 'UNKNOWN_GROUP' }));
-      scheduler.setGroup('gpu', 2);
-      for (const id of ['g1', 'g2', 'g3']) scheduler.submit(spec({ group: 'gpu' }), id);
-      for (const id of ['d1', 'd2']) scheduler.submit(spec(), id);
-      await settle();
-      expect(runner.runningIds.sort()).toEqual(['d1', 'g1', 'g2']);
-      expect(scheduler.groups()).toEqual([
+      // Three slots, the default group limited to one: the embedded store's limit is per group, the cluster's per daemon.
+      const { scheduler, runner } = await make({ concurrency: 3 });
+      await expect(call(() => scheduler.submit(spec({ group: 'gpu' }), 'early'))).rejects.toMatchObject({ code: 'UNKNOWN_GROUP' });
+      await scheduler.setGroup('default', 1);
+      await scheduler.setGroup('gpu', 2);
+      for (const id of ['g1', 'g2', 'g3']) await scheduler.submit(spec({ group: 'gpu' }), id);
+      for (const id of ['d1', 'd2']) await scheduler.submit(spec(), id);
+      await runningExactly(runner, ['d1', 'g1', 'g2']);
+      expect(await scheduler.groups()).toEqual([
         { name: 'default', concurrency: 1, running: 1, queued: 1, paused: false },
         { name: 'gpu', concurrency: 2, running: 2, queued: 1, paused: false },
       ]);
       // A lower limit kills nothing; it starts nothing new until under it.
-      scheduler.setGroup('gpu', 1);
+      await scheduler.setGroup('gpu', 1);
       runner.end('g1');
-      await settle();
-      expect(runner.runningIds.sort()).toEqual(['d1', 'g2']);
+      await reaches(scheduler, 'g1', 'COMPLETED');
+      await quietly();
+      expect(sorted(runner.runningIds)).toEqual(['d1', 'g2']);
       runner.end('g2');
-      await settle();
-      expect(runner.runningIds.sort()).toEqual(['d1', 'g3']);
-      expect(scheduler.concurrency).toEqual({ limit: 2, running: 2 });
+      await runningExactly(runner, ['d1', 'g3']);
+      await until(() => scheduler.concurrency.running === 2, () => `running ${scheduler.concurrency.running}, expected 2`);
     });
 
     it('pausing a group holds its starts, running tasks go on, and resume starts them', async () => {
-      const { scheduler, runner } = make({ concurrency: 2 });
-      scheduler.setGroup('other', 1);
-      scheduler.submit(spec(), 'running');
-      await settle();
-      expect(scheduler.setPaused(true)).toMatchObject([{ name: 'default', paused: true }, { name: 'other', paused: true }]);
-      scheduler.submit(spec(), 'held');
-      scheduler.submit(spec({ group: 'other' }), 'other-held');
-      await settle();
+      const { scheduler, runner } = await make({ concurrency: 3 });
+      await scheduler.setGroup('other', 1);
+      await scheduler.submit(spec(), 'running');
+      await runningExactly(runner, ['running']);
+      expect(await scheduler.setPaused(true)).toMatchObject([
+        { name: 'default', paused: true },
+        { name: 'other', paused: true },
+      ]);
+      await scheduler.submit(spec(), 'held');
+      await scheduler.submit(spec({ group: 'other' }), 'other-held');
+      await quietly();
       expect(runner.runningIds).toEqual(['running']);
-      expect(scheduler.setPaused(false, 'other')).toMatchObject([{ name: 'other', paused: false, queued: 1 }]);
-      await settle();
-      expect(runner.runningIds.sort()).toEqual(['other-held', 'running']);
-      expect(() => scheduler.setPaused(true, 'nope')).toThrow(expect.objectContaining({ code: 'UNKNOWN_GROUP' }));
-      scheduler.setPaused(false);
-      await settle();
-      expect(runner.runningIds.sort()).toEqual(['held', 'other-held', 'running']);
+      const [other] = await scheduler.setPaused(false, 'other');
+      expect(other).toMatchObject({ name: 'other', paused: false });
+      expect(other!.queued + other!.running).toBe(1); // it may have started by the time the cluster counts
+      await runningExactly(runner, ['other-held', 'running']);
+      await quietly();
+      expect(sorted(runner.runningIds)).toEqual(['other-held', 'running']);
+      await expect(call(() => scheduler.setPaused(true, 'nope'))).rejects.toMatchObject({ code: 'UNKNOWN_GROUP' });
+      await scheduler.setPaused(false);
+      await runningExactly(runner, ['held', 'other-held', 'running']);
+    });
+
+    it('lists groups default first, then in the order they were made, whatever changed since', async () => {
+      const { scheduler } = await make();
+      await scheduler.setGroup('zeta', 1);
+      await scheduler.setGroup('alpha', 1);
+      await scheduler.setGroup('zeta', 2);
+      await scheduler.setPaused(true, 'zeta');
+      expect((await scheduler.groups()).map((group) => group.name)).toEqual(['default', 'zeta', 'alpha']);
     });
 
     it('restarts a failed task with a fresh budget, and with it the tasks canceled because it failed', async () => {
-      const { scheduler, runner } = make();
-      scheduler.submit(spec({ retries: 1, retry_delay_ms: 0 }), 'build');
-      scheduler.submit(spec({ depends_on: ['build'] }), 'test');
-      scheduler.submit(spec({ depends_on: ['test'] }), 'deploy');
-      scheduler.submit(spec(), 'unrelated');
-      await settle();
-      expect(() => scheduler.restart(scheduler.get('build'))).toThrow(expect.objectContaining({ code: 'NOT_RESTARTABLE' }));
+      const { scheduler, runner, get, record } = await make();
+      await scheduler.submit(spec({ retries: 1, retry_delay_ms: 0 }), 'build');
+      await scheduler.submit(spec({ depends_on: ['build'] }), 'test');
+      await scheduler.submit(spec({ depends_on: ['test'] }), 'deploy');
+      await scheduler.submit(spec(), 'unrelated');
+      await runningExactly(runner, ['build', 'unrelated']);
+      await expect(call(async () => scheduler.restart(await get('build')))).rejects.toMatchObject({ code: 'NOT_RESTARTABLE' });
       runner.end('unrelated');
-      for (let i = 0; i < 2; i++) {
-        await settle();
+      for (let attempt = 1; attempt <= 2; attempt++) {
+        await until(() => runner.started.filter((id) => id === 'build').length === attempt && runner.runningIds.includes('build'), () => `attempt ${attempt} of build`);
         runner.end('build', failure());
       }
-      await settle();
-      expect(scheduler.get('deploy').record()).toMatchObject({ state: 'CANCELED', error: { code: 'DEPENDENCY_FAILED' } });
-      expect(() => scheduler.restart(scheduler.get('test'))).toThrow(expect.objectContaining({ code: 'NOT_RESTARTABLE' }));
-      const restarted = scheduler.restart(scheduler.get('build')).record();
+      await reaches(scheduler, 'deploy', 'CANCELED');
+      expect(await record('deploy')).toMatchObject({ state: 'CANCELED', error: { code: 'DEPENDENCY_FAILED' } });
+      await expect(call(async () => scheduler.restart(await get('test')))).rejects.toMatchObject({ code: 'NOT_RESTARTABLE' });
+      // Paused, so that the restarted task is seen as restarted, not as started already.
+      await scheduler.setPaused(true);
+      const restarted = (await scheduler.restart(await get('build'))).record();
       expect(restarted).toMatchObject({ state: 'QUEUED', attempts: 0, restarts: 1, exit_code: null, error: null, max_attempts: 2 });
       expect(restarted.finished_at).toBeUndefined();
-      expect(scheduler.get('test').record()).toMatchObject({ state: 'PENDING', restarts: 1, error: null });
-      expect(scheduler.get('deploy').record()).toMatchObject({ state: 'PENDING', restarts: 1 });
-      expect(scheduler.get('unrelated').record()).toMatchObject({ state: 'COMPLETED', restarts: 0 });
-      await settle();
-      runner.end('build');
-      await settle();
-      runner.end('test');
-      await settle();
-      runner.end('deploy');
-      await settle();
-      expect(scheduler.get('deploy').state).toBe('COMPLETED');
+      expect(await record('test')).toMatchObject({ state: 'PENDING', restarts: 1, error: null });
+      expect(await record('deploy')).toMatchObject({ state: 'PENDING', restarts: 1 });
+      expect(await record('unrelated')).toMatchObject({ state: 'COMPLETED', restarts: 0 });
+      await scheduler.setPaused(false);
+      for (const id of ['build', 'test', 'deploy']) {
+        await runningExactly(runner, [id]);
+        runner.end(id);
+      }
+      await reaches(scheduler, 'deploy', 'COMPLETED');
       expect(runner.started.filter((id) => id === 'build')).toHaveLength(3);
     });
 
     it('removes a task: a finished one is forgotten, an unfinished one must be canceled first', async () => {
-      const { scheduler, runner } = make();
-      scheduler.submit(spec(), 'done');
-      await settle();
+      const { scheduler, runner, get } = await make();
+      await scheduler.submit(spec(), 'done');
+      await runningExactly(runner, ['done']);
       runner.end('done');
-      await settle();
-      scheduler.remove(scheduler.get('done'));
-      expect(() => scheduler.get('done')).toThrow(expect.objectContaining({ code: 'NOT_FOUND' }));
-      expect(scheduler.list({}).total).toBe(0);
-      scheduler.submit(spec({ delay_ms: 60_000 }), 'waiting');
-      expect(() => scheduler.remove(scheduler.get('waiting'))).toThrow(expect.objectContaining({ code: 'NOT_CANCELABLE' }));
+      await reaches(scheduler, 'done', 'COMPLETED');
+      await scheduler.remove(await get('done'));
+      await expect(call(() => get('done'))).rejects.toMatchObject({ code: 'NOT_FOUND' });
+      expect((await scheduler.list({})).total).toBe(0);
+      await scheduler.submit(spec({ delay_ms: 60_000 }), 'waiting');
+      await expect(call(async () => scheduler.remove(await get('waiting')))).rejects.toMatchObject({ code: 'NOT_CANCELABLE' });
       // The same id can be used again once forgotten.
-      expect(scheduler.submit(spec({ priority: 3 }), 'done').duplicate).toBe(false);
+      expect((await scheduler.submit(spec({ priority: 3 }), 'done')).duplicate).toBe(false);
     });
 
     it('edits a task not yet started: its command, priority, start time and group', async () => {
-      const { scheduler, runner } = make({ concurrency: 1 });
-      scheduler.setGroup('gpu', 1);
-      scheduler.submit(spec(), 'busy');
-      scheduler.submit(spec(), 'low');
-      scheduler.submit(spec(), 'edited');
-      scheduler.submit(spec({ delay_ms: 60_000 }), 'later');
-      await settle();
-      expect(() => scheduler.edit(scheduler.get('busy'), { id: 'busy', priority: 1 })).toThrow(expect.objectContaining({ code: 'NOT_EDITABLE' }));
-      expect(() => scheduler.edit(scheduler.get('low'), { id: 'low', group: 'nope' })).toThrow(expect.objectContaining({ code: 'UNKNOWN_GROUP' }));
-      expect(scheduler.edit(scheduler.get('edited'), { id: 'edited', cmd: 'echo new', priority: 5 }).record()).toMatchObject({ cmd: 'echo new', priority: 5, state: 'QUEUED' });
-      expect(scheduler.edit(scheduler.get('later'), { id: 'later', start_at: Date.now() - 1, group: 'gpu' }).record()).toMatchObject({ group: 'gpu', state: 'QUEUED' });
-      await settle();
-      expect(runner.runningIds.sort()).toEqual(['busy', 'later']);
+      // Two slots, the default group limited to one (see the group test).
+      const { scheduler, runner, get } = await make({ concurrency: 2 });
+      await scheduler.setGroup('default', 1);
+      await scheduler.setGroup('gpu', 1);
+      await scheduler.submit(spec(), 'busy');
+      await scheduler.submit(spec(), 'low');
+      await scheduler.submit(spec(), 'edited');
+      await scheduler.submit(spec({ delay_ms: 60_000 }), 'later');
+      await runningExactly(runner, ['busy']);
+      await expect(call(async () => scheduler.edit(await get('busy'), { id: 'busy', priority: 1 }))).rejects.toMatchObject({ code: 'NOT_EDITABLE' });
+      await expect(call(async () => scheduler.edit(await get('low'), { id: 'low', group: 'nope' }))).rejects.toMatchObject({ code: 'UNKNOWN_GROUP' });
+      expect((await scheduler.edit(await get('edited'), { id: 'edited', cmd: 'echo new', priority: 5 })).record()).toMatchObject({
+        cmd: 'echo new',
+        priority: 5,
+        state: 'QUEUED',
+      });
+      expect((await scheduler.edit(await get('later'), { id: 'later', start_at: Date.now() - 1, group: 'gpu' })).record()).toMatchObject({
+        group: 'gpu',
+        state: 'QUEUED',
+      });
+      await runningExactly(runner, ['busy', 'later']);
       runner.end('busy');
-      await settle();
-      expect(runner.runningIds.sort()).toEqual(['edited', 'later']);
-      expect(scheduler.get('edited').spec.cmd).toBe('echo new');
-      expect(scheduler.edit(scheduler.get('low'), { id: 'low', start_at: Date.now() + 60_000 }).state).toBe('PENDING');
+      await runningExactly(runner, ['edited', 'later']);
+      expect((await get('edited')).spec.cmd).toBe('echo new');
+      expect((await scheduler.edit(await get('low'), { id: 'low', start_at: Date.now() + 60_000 })).state).toBe('PENDING');
     });
 
-    it('lists newest first, paging on after an id in that order', () => {
-      const { scheduler } = make();
-      for (const id of ['a', 'b', 'c', 'd']) scheduler.submit(spec({ delay_ms: 60_000 }), id);
-      const ids = (page: { tasks: { id: string }[] }) => page.tasks.map((task) => task.id);
-      expect(ids(scheduler.list({ order: 'newest', limit: 2 }))).toEqual(['d', 'c']);
-      expect(scheduler.list({ order: 'newest', after: 'c' })).toMatchObject({ total: 2 });
-      expect(ids(scheduler.list({ order: 'newest', after: 'c' }))).toEqual(['b', 'a']);
+    it('lists newest first, paging on after an id in that order', async () => {
+      const { scheduler } = await make();
+      for (const id of ['a', 'b', 'c', 'd']) await scheduler.submit(spec({ delay_ms: 60_000 }), id);
+      expect(ids(await scheduler.list({ order: 'newest', limit: 2 }))).toEqual(['d', 'c']);
+      expect(await scheduler.list({ order: 'newest', after: 'c' })).toMatchObject({ total: 2 });
+      expect(ids(await scheduler.list({ order: 'newest', after: 'c' }))).toEqual(['b', 'a']);
     });
 
-    it('lists the tasks of one group, and refuses a group that does not exist', () => {
-      const { scheduler } = make();
-      scheduler.setGroup('gpu', 1);
-      for (const id of ['a', 'b', 'c', 'd']) scheduler.submit(spec({ delay_ms: 60_000, ...(id === 'b' || id === 'd' ? { group: 'gpu' } : {}) }), id);
-      const ids = (page: { tasks: { id: string }[] }) => page.tasks.map((task) => task.id);
-      expect(scheduler.list({ group: 'gpu', order: 'newest', limit: 1 })).toMatchObject({ total: 2 });
-      expect(ids(scheduler.list({ group: 'gpu', order: 'newest', limit: 1 }))).toEqual(['d']);
-      expect(ids(scheduler.list({ group: 'default', after: 'a' }))).toEqual(['c']);
-      expect(() => scheduler.list({ group: 'nope' })).toThrow(expect.objectContaining({ code: 'UNKNOWN_GROUP' }));
-    });
-
-    it('restores groups, their limits and paused flags', async () => {
-      const first = make();
-      first.scheduler.setGroup('gpu', 3);
-      first.scheduler.setPaused(true, 'default');
-      first.scheduler.submit(spec(), 'held');
-      const second = make();
-      second.scheduler.restore(first.scheduler.snapshot().map((task) => structuredClone(task)), () => false, first.scheduler.groupSettings());
-      await settle();
-      expect(second.scheduler.groups()).toEqual([
-        { name: 'default', concurrency: 2, running: 0, queued: 1, paused: true },
-        { name: 'gpu', concurrency: 3, running: 0, queued: 0, paused: false },
-      ]);
-      expect(second.runner.started).toEqual([]);
+    it('lists the tasks of one group, and refuses a group that does not exist', async () => {
+      const { scheduler } = await make();
+      await scheduler.setGroup('gpu', 1);
+      for (const id of ['a', 'b', 'c', 'd']) await scheduler.submit(spec({ delay_ms: 60_000, ...(id === 'b' || id === 'd' ? { group: 'gpu' } : {}) }), id);
+      expect(await scheduler.list({ group: 'gpu', order: 'newest', limit: 1 })).toMatchObject({ total: 2 });
+      expect(ids(await scheduler.list({ group: 'gpu', order: 'newest', limit: 1 }))).toEqual(['d']);
+      expect(ids(await scheduler.list({ group: 'default', after: 'a' }))).toEqual(['c']);
+      await expect(call(() => scheduler.list({ group: 'nope' }))).rejects.toMatchObject({ code: 'UNKNOWN_GROUP' });
     });
   });
 }

@@ -5,8 +5,8 @@
  * table shows medians. Settings: BENCH_TASKS (2000), BENCH_ROUNDS (5),
  * BENCH_RETAINED (50000), BENCH_DELAYED (100000), BENCH_QUEUED (100000), and
  * BENCH_ONLY (a comma-separated choice of the cases: throughput, latency,
- * delayed, list, output; all by default). bench/output.ts has the settings
- * of the output case.
+ * delayed, list, output, cluster; all by default). bench/output.ts and
+ * bench/cluster.ts have the settings of their cases.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
@@ -17,6 +17,7 @@ import { TaskManagerClient, type TaskSpecInput, type TaskState } from '../dist/i
 import {
   CONCURRENCY, ROOT, cpuMs, cpuPerTask, daemonCpu, has, median, percentile, seconds, startDaemon, type CaseReport, type Daemon, type TaskCpu,
 } from './daemon.js';
+import { clusterCase } from './cluster.js';
 import { outputCase } from './output.js';
 
 const TASKS = Number(process.env.BENCH_TASKS ?? 2000);
@@ -24,7 +25,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const RETAINED = Number(process.env.BENCH_RETAINED ?? 50_000);
 const DELAYED = Number(process.env.BENCH_DELAYED ?? 100_000);
 const QUEUED = Number(process.env.BENCH_QUEUED ?? 100_000);
-const CASES = ['throughput', 'spawn', 'latency', 'delayed', 'list', 'output'];
+const CASES = ['throughput', 'spawn', 'latency', 'delayed', 'list', 'output', 'cluster'];
 const SPAWN_BALLAST_MB = Number(process.env.BENCH_SPAWN_BALLAST_MB ?? 150);
 const ONLY = new Set(process.env.BENCH_ONLY ? process.env.BENCH_ONLY.split(',') : CASES);
 const LATENCY_SAMPLES = 300;
@@ -447,6 +448,7 @@ async function main(): Promise<void> {
     delayed: delayedCase,
     list: listCase,
     output: () => outputCase(ROUNDS, async (port) => (await daemonThroughput(port, 1)).rate),
+    cluster: () => clusterCase(ROUNDS),
   };
   const reports: CaseReport[] = [];
   for (const [name, run] of Object.entries(cases)) if (ONLY.has(name)) reports.push(await run());

@@ -1,10 +1,9 @@
 import { join } from 'node:path';
-import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ClusterScheduler, Database, migrate, NodeNameTakenError } from '../src/cluster/index.js';
 import type { AttemptRunner } from '../src/scheduler/index.js';
 import { removeDir, tempDir } from './helpers.js';
-import { type PostgresServer, startPostgres } from './postgres-server.js';
+import { type PostgresServer, startPostgres } from '../bench/postgres-server.js';
 import { call, describeStoreConformance, FakeRunner, reaches, spec, type StoreOptions, until } from './store-conformance.js';
 
 /**
@@ -34,17 +33,7 @@ afterEach(async () => {
 });
 
 /** A new empty database on the server; its url. */
-async function freshDatabase(): Promise<string> {
-  const name = `t_${++databases}`;
-  const client = new pg.Client({ connectionString: postgres.url });
-  await client.connect();
-  try {
-    await client.query(`CREATE DATABASE ${name}`);
-  } finally {
-    await client.end();
-  }
-  return postgres.url.replace(/\/postgres$/, `/${name}`);
-}
+const freshDatabase = (): Promise<string> => postgres.createDatabase(`t_${++databases}`);
 
 type NodeOptions = Omit<StoreOptions, 'maxSpecBytes'>;
 

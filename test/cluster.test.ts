@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { TaskManagerClient } from '../src/client/index.js';
 import { eventually, removeDir, serveExpectingRefusal, startDaemon, type TestDaemon, tempDir, TASK_MANAGER } from './helpers.js';
-import { type PostgresServer, startPostgres } from './postgres-server.js';
+import { type PostgresServer, startPostgres } from '../bench/postgres-server.js';
 import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
 
 /**
@@ -38,11 +38,7 @@ afterEach(async ({ task }) => {
 });
 
 /** A fresh database on the server: each test's cluster starts empty. */
-function freshStore(): string {
-  const name = `cluster_${++databases}`;
-  execFileSync('psql', [postgres.url, '-qc', `CREATE DATABASE ${name}`]);
-  return postgres.url.replace(/\/postgres$/, `/${name}`);
-}
+const freshStore = (): Promise<string> => postgres.createDatabase(`cluster_${++databases}`);
 
 async function startNode(store: string, args: string[] = []): Promise<TestDaemon> {
   const daemon = await startDaemon(['--store', store, '--lease-ms', String(LEASE_MS), '--concurrency', '4', '--kill-grace-ms', '200', ...args], {
@@ -60,7 +56,8 @@ async function clientOf(daemon: TestDaemon): Promise<TaskManagerClient> {
 }
 
 /** Three daemons on one store, and a client of each. */
-async function cluster(store = freshStore()) {
+async function cluster() {
+  const store = await freshStore();
   const nodes = [await startNode(store), await startNode(store), await startNode(store)];
   return { store, nodes, clients: await Promise.all(nodes.map(clientOf)) };
 }
@@ -82,6 +79,7 @@ function loggingTask(dir: string, id: string, seconds = 0.4) {
 }
 
 interface Runs {
+  log: string;
   starts: number;
   ends: number;
   overlaps: number;
@@ -95,7 +93,7 @@ function runsOf(dir: string, id: string): Runs {
     // never started
   }
   const count = (word: string) => lines.filter((line) => line.startsWith(`${word} `)).length;
-  return { starts: count('start'), ends: count('end'), overlaps: count('overlap') };
+  return { log: lines.join('\n'), starts: count('start'), ends: count('end'), overlaps: count('overlap') };
 }
 
 /**
@@ -109,7 +107,7 @@ async function expectEveryTaskRanSafely(client: TaskManagerClient, dir: string, 
     const { task } = await client.wait(id, 120_000);
     expect(task, id).toMatchObject({ state: 'COMPLETED', exit_code: 0 });
     const runs = runsOf(dir, id);
-    expect(runs.overlaps, `${id} ran twice at once`).toBe(0);
+    expect(runs.overlaps, `${id} ran twice at once:\n${runs.log}`).toBe(0);
     // A run may end and still not count: its daemon, cut off, could not record it before its lease ran out.
     expect(runs.ends, `${id} ran to its end`).toBeGreaterThanOrEqual(1);
     expect(runs.starts - 1, `${id} ran again only as often as it was interrupted`).toBe(task.interrupted ?? 0);
@@ -188,7 +186,7 @@ describe('a cluster of daemons on one PostgreSQL', () => {
   }, 60_000);
 
   it('refuses a second live daemon with the same node name (exit 2)', async () => {
-    const store = freshStore();
+    const store = await freshStore();
     await startNode(store, ['--node', 'twin']);
     const refused = await serveExpectingRefusal(tempDir('tm-data-'), ['--store', store, '--node', 'twin']);
     expect(refused).toMatchObject({ code: 2, started: false });
@@ -205,7 +203,7 @@ describe('a cluster of daemons on one PostgreSQL', () => {
 
 describe('stopping a daemon of a cluster', () => {
   it('a graceful stop hands its running tasks to the other daemons at once', async () => {
-    const store = freshStore();
+    const store = await freshStore();
     const leaving = await startNode(store, ['--shutdown-grace-ms', '100']);
     const staying = await startNode(store);
     const client = await clientOf(staying);
@@ -252,7 +250,7 @@ describe('faults in a cluster', () => {
   }, 120_000);
 
   it('a daemon cut off from PostgreSQL kills its tasks before its lease ends, and serves again when the store is back', async () => {
-    const store = freshStore();
+    const store = await freshStore();
     const proxy: TcpProxy = await startTcpProxy(postgres.port);
     try {
       const a = await startNode(store);
@@ -279,6 +277,27 @@ describe('faults in a cluster', () => {
     } finally {
       await proxy.close();
     }
+  }, 150_000);
+
+  it('a frozen daemon (SIGSTOP): its executor processes kill its tasks before its lease can move', async () => {
+    const { nodes, clients: [a, b] } = await cluster();
+    const dir = tempDir('tm-cluster-runs-');
+    dirs.push(dir);
+    // Longer than the lease: a task its daemon left running would still run when it starts elsewhere.
+    const ids = Array.from({ length: 12 }, (_, i) => `f${i}`);
+    for (const id of ids) await a!.submit(loggingTask(dir, id, (LEASE_MS + 2000) / 1000));
+    const frozen = nodes[2]!;
+    await eventually(async () => ((await b!.stats()).nodes ?? []).some((node) => node.address.endsWith(`:${frozen.port}`) && node.running > 0), 30_000);
+    // The daemon alone stops (a debugger, a stalled VM page-in): its timers cannot fence it.
+    process.kill(frozen.process.pid!, 'SIGSTOP');
+    try {
+      const { rerun } = await expectEveryTaskRanSafely(b!, dir, ids);
+      expect(rerun).toBeGreaterThan(0);
+    } finally {
+      process.kill(frozen.process.pid!, 'SIGCONT');
+    }
+    // Woken, it finds its lease taken over, and joins again under a new one.
+    await eventually(() => frozen.stderr().includes('registered again under a new lease'), 30_000);
   }, 150_000);
 
   it('PostgreSQL restarted under load: the daemons reconnect and lose nothing', async () => {

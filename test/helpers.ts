@@ -213,11 +213,15 @@ export function removeDir(dir: string): void {
   rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
 }
 
-/** Polls `check` until it returns a value other than undefined/false (for effects outside any event, like a process dying). */
-export async function eventually<T>(check: () => T | undefined | false, timeoutMs = 10_000, everyMs = 20): Promise<T> {
+/**
+ * Polls `check` until it returns (or resolves with) a value other than
+ * undefined/false: for effects outside any event, like a process dying, or
+ * a state only a query tells.
+ */
+export async function eventually<T>(check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 10_000, everyMs = 20): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const value = check();
+    const value = await check();
     if (value !== undefined && value !== false) return value;
     if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, everyMs));

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type PostgresServer, startPostgres } from './postgres-server.js';
+import { type PostgresServer, startPostgres } from '../bench/postgres-server.js';
 import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
 
 const HOOK_TIMEOUT = 60_000;

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { rm } from 'node:fs/promises';
+import { performance } from 'node:perf_hooks';
 import { StringDecoder } from 'node:string_decoder';
 import { type AttemptResult, type OutputPaths, startFailure } from '../executor/index.js';
 import {
@@ -24,6 +25,7 @@ import {
   newTaskId,
   onAbort,
   startId,
+  serviceStopHeld,
   type Task,
   type TaskPatch,
   type TaskService,
@@ -44,6 +46,8 @@ export interface ClusterOptions {
   outputPaths: (claim: string) => OutputPaths;
   /** kills every running task's process group at once (a fence cannot wait for a grace period) */
   killAll: () => void;
+  /** the lease holds `validMs` more: past it without a new word, whatever runs the tasks kills them (the daemon may be frozen) */
+  leaseHolds: (validMs: number) => void;
   log: (line: string) => void;
 }
 
@@ -55,6 +59,8 @@ interface Running {
   upload: OutputUpload;
   /** killed by a stop or a fence, not by the task: it runs again */
   stopRequested: boolean;
+  /** its process has ended: what stops or fences now cannot have cut it short */
+  ended: boolean;
 }
 
 /** How often, without a notice, waiters and followers look again, output is copied, and leases are checked. */
@@ -128,8 +134,10 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       leaseMs: this.options.leaseMs,
       running: () => this.running.size,
       rescue: (query, nodes) => this.rescue(query, nodes),
-      fence: () => this.killRunning(),
+      fence: () => this.stopAttempts(true),
       resume: () => this.poke(),
+      // Later than the daemon's own fence (half the lease), well before the lease can move.
+      renewed: () => this.options.leaseHolds(this.lease!.heldUntil(0.75) - performance.now()),
       log: this.options.log,
     });
     await this.lease.register();
@@ -137,6 +145,8 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
 
   /** Starts claiming tasks, renewing the lease and listening for the cluster's notices. */
   start(): void {
+    // Whatever runs the tasks keeps to the lease from the first task on, before the first renewal.
+    if (this.lease) this.options.leaseHolds(this.lease.heldUntil(0.75) - performance.now());
     this.lease?.start();
     this.listener.start();
     this.ticker = setInterval(() => void this.tick(), Math.max(100, Math.min(POLL_MS, this.options.leaseMs / 6)));
@@ -243,7 +253,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
 
   async groups(): Promise<GroupInfo[]> {
     return this.store(async () => {
-      const settings = await this.db.query<{ name: string; concurrency: number | null; paused: boolean }>('SELECT name, concurrency, paused FROM tm_groups');
+      const settings = await this.db.query<{ name: string; concurrency: number | null; paused: boolean }>('SELECT name, concurrency, paused FROM tm_groups ORDER BY made');
       const counts = await this.db.query<{ grp: string; running: number; queued: number }>(
         `SELECT grp, count(*) FILTER (WHERE state = 'RUNNING')::int AS running, count(*) FILTER (WHERE state = 'QUEUED')::int AS queued
          FROM tm_tasks WHERE state IN ('RUNNING', 'QUEUED') GROUP BY grp`,
@@ -446,7 +456,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       if (now.state !== 'COMPLETED') {
         // Dependents come after their dependencies in submission order: one pass finds them all.
         const later = await query<TaskRow>(
-          `SELECT ${TASK_COLUMNS} FROM tm_tasks WHERE seq > $1 AND state = 'CANCELED' AND record->'error'->>'code' = 'DEPENDENCY_FAILED' ORDER BY seq FOR UPDATE`,
+          `SELECT ${TASK_COLUMNS} FROM tm_tasks WHERE seq > $1 AND state = 'CANCELED' AND record->'error'->>'code' = 'DEPENDENCY_FAILED' ORDER BY seq FOR NO KEY UPDATE`,
           [now.stored.seq],
         );
         for (const candidate of later.map(taskOf)) {
@@ -466,10 +476,12 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
         await query('DELETE FROM tm_output WHERE task_id = $1', [each.id]);
       }
       await query(PROMOTE, [Date.now()]);
-      return now;
+      // As committed: read later, a daemon may already have started it.
+      const [row] = await query<TaskRow>(`SELECT ${TASK_COLUMNS} FROM tm_tasks WHERE id = $1`, [now.id]);
+      return taskOf(row!);
     });
     this.planPromotion();
-    return this.get(restarted.id);
+    return restarted;
   }
 
   /** A dependency of `task` that ended FAILED or CANCELED and is not being restarted with it. */
@@ -508,7 +520,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       await query(`${PROMOTE} AND $2 = ANY (t.depends_on)`, [Date.now(), task.id]);
       return;
     }
-    const dependents = await query<TaskRow>(`SELECT ${TASK_COLUMNS} FROM tm_tasks WHERE $1 = ANY (depends_on) AND state IN ('PENDING', 'QUEUED') FOR UPDATE`, [task.id]);
+    const dependents = await query<TaskRow>(`SELECT ${TASK_COLUMNS} FROM tm_tasks WHERE $1 = ANY (depends_on) AND state IN ('PENDING', 'QUEUED') FOR NO KEY UPDATE`, [task.id]);
     for (const dependent of dependents.map(taskOf)) await this.finish(query, dependent, 'CANCELED', { error: dependencyFailed(task) });
   }
 
@@ -526,7 +538,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
   private async rescue(query: Query, nodes: string[]): Promise<void> {
     const orphans = await query<TaskRow>(
       `SELECT ${TASK_COLUMNS} FROM tm_tasks t WHERE state = 'RUNNING'
-         AND (node = ANY ($1) OR NOT EXISTS (SELECT 1 FROM tm_nodes n WHERE n.name = t.node)) FOR UPDATE SKIP LOCKED`,
+         AND (node = ANY ($1) OR NOT EXISTS (SELECT 1 FROM tm_nodes n WHERE n.name = t.node)) FOR NO KEY UPDATE SKIP LOCKED`,
       [nodes],
     );
     for (const task of orphans.map(taskOf)) {
@@ -589,7 +601,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
     const before = await runningIn();
     const closed = [...settings.filter((g) => g.paused).map((g) => g.name), ...[...limits].filter(([name, limit]) => (before.get(name) ?? 0) >= limit).map(([name]) => name)];
     const candidates = await query<TaskRow & { grp: string }>(
-      `SELECT ${TASK_COLUMNS}, grp FROM tm_tasks WHERE state = 'QUEUED' AND grp <> ALL ($1) ORDER BY priority DESC, seq LIMIT $2 FOR UPDATE SKIP LOCKED`,
+      `SELECT ${TASK_COLUMNS}, grp FROM tm_tasks WHERE state = 'QUEUED' AND grp <> ALL ($1) ORDER BY priority DESC, seq LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED`,
       [closed, free * 2],
     );
     const limited = [...new Set(candidates.map((row) => row.grp))].filter((name) => limits.has(name)).sort();
@@ -634,7 +646,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
 
   private startAttempt({ task, claim }: { task: Task; claim: string }): void {
     const paths = this.options.outputPaths(claim);
-    const attempt: Running = { task, claim, abort: new AbortController(), upload: new OutputUpload(task.id, claim, paths), stopRequested: false };
+    const attempt: Running = { task, claim, abort: new AbortController(), upload: new OutputUpload(task.id, claim, paths), stopRequested: false, ended: false };
     this.running.set(task.id, attempt);
     const run = this.runAttempt(attempt).finally(() => {
       this.attempts.delete(run);
@@ -653,9 +665,13 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
         attempt.abort.signal,
         () => undefined,
       );
+      // Not for a kill of the daemon's own (cancel, fence, stop): only a signal from outside is in doubt.
+      const fromOutside = !attempt.abort.signal.aborted && !task.cancelRequested;
+      if (fromOutside && !this.stopping && result) await serviceStopHeld(result, this.stopBegun.signal);
     } catch (error) {
       result = startFailure(`the attempt could not be run: ${(error as Error).message}`);
     }
+    attempt.ended = true;
     await this.recordEnd(attempt, result);
     const { paths } = attempt.upload;
     await Promise.all(STREAMS.map((stream) => rm(paths[stream], { force: true })));
@@ -671,12 +687,13 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
     for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
       try {
         const ended = await this.db.transaction(async (query) => {
-          const [row] = await query<TaskRow>(`SELECT ${TASK_COLUMNS} FROM tm_tasks WHERE id = $1 FOR UPDATE`, [attempt.task.id]);
+          // The output first: copying it takes no lock this transaction will hold when it waits for the copies before it.
+          if (result) await attempt.upload.copy(query, { stdout: result.stdout_bytes, stderr: result.stderr_bytes });
+          const [row] = await query<TaskRow>(`SELECT ${TASK_COLUMNS} FROM tm_tasks WHERE id = $1 FOR NO KEY UPDATE`, [attempt.task.id]);
           if (!row || row.claim !== attempt.claim || row.state !== 'RUNNING') return false;
           const task = taskOf(row);
           task.stopRequested = attempt.stopRequested;
           task.cancelRequested ||= attempt.task.cancelRequested;
-          if (result) await attempt.upload.copy(query, { stdout: result.stdout_bytes, stderr: result.stderr_bytes });
           const outcome = attemptOutcome(task, result, this.stopping || attempt.stopRequested, Date.now());
           if (outcome.next === 'finish') {
             await this.finish(query, task, outcome.state, outcome.patch);
@@ -702,13 +719,14 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
     for (const { upload } of this.running.values()) void upload.copy(query).catch(() => undefined);
   }
 
-  /** Stops every attempt here at once: they run again elsewhere. */
-  private killRunning(): void {
+  /** Stops every attempt here: they run again elsewhere. `now`: SIGKILL at once, as a fence must, not after the kill grace. */
+  private stopAttempts(now: boolean): void {
     for (const attempt of this.running.values()) {
+      if (attempt.ended) continue;
       attempt.stopRequested = true;
       attempt.abort.abort();
     }
-    this.options.killAll();
+    if (now) this.options.killAll();
   }
 
   // ---- notices and timers ----
@@ -857,6 +875,8 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
   // ---- stopping ----
 
   private stopGivenUp = false;
+  /** aborted when a stop begins: a result held back as a possible stop signal is judged then */
+  private readonly stopBegun = new AbortController();
   private endGraceNow: () => void = () => undefined;
 
   /** Ends the grace period of a stop now. */
@@ -871,6 +891,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
    */
   async stop(graceMs: number): Promise<void> {
     this.stopping = true;
+    this.stopBegun.abort();
     clearInterval(this.ticker);
     clearInterval(this.copier);
     clearTimeout(this.promoteTimer);
@@ -884,10 +905,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       }),
     ]);
     clearTimeout(timer);
-    for (const attempt of this.running.values()) {
-      attempt.stopRequested = true;
-      attempt.abort.abort();
-    }
+    this.stopAttempts(false);
     // A store that does not come back in time: the lease runs out and the cluster runs these again.
     const patience = setTimeout(() => (this.stopGivenUp = true), this.patienceMs);
     await all;

@@ -19,6 +19,8 @@ export interface LeaseOptions {
   fence: (why: string) => void;
   /** the lease is ours again */
   resume: () => void;
+  /** a renewal succeeded: `heldUntil` has moved on */
+  renewed: () => void;
   log: (line: string) => void;
 }
 
@@ -73,6 +75,15 @@ export class Lease {
     });
     this.renewedAt = sent;
     this.held = true;
+    this.options.renewed();
+  }
+
+  /**
+   * A point (performance.now()) before the lease can run out: `fraction` of
+   * it past the sending of the last renewal that succeeded.
+   */
+  heldUntil(fraction: number): number {
+    return this.renewedAt + this.options.leaseMs * fraction;
   }
 
   /** Renews the lease, and watches that it is renewed in time. */
@@ -95,6 +106,7 @@ export class Lease {
       );
       if (rows.length > 0) {
         this.renewedAt = sent;
+        this.options.renewed();
         if (this.fenced) {
           this.fenced = false;
           this.held = true;
@@ -118,7 +130,7 @@ export class Lease {
 
   /** Fences once half the lease has gone by without a renewal. */
   private watch(): void {
-    if (!this.fenced && this.held && performance.now() - this.renewedAt > this.options.leaseMs / 2) {
+    if (!this.fenced && this.held && performance.now() > this.heldUntil(0.5)) {
       this.fenceNow(`no renewal of the lease for ${Math.round(performance.now() - this.renewedAt)} ms (the store is unreachable)`);
     }
   }

@@ -77,6 +77,8 @@ const MIGRATIONS: readonly string[] = [
   END $$;
   CREATE TRIGGER tm_group_changed AFTER INSERT OR UPDATE ON tm_groups FOR EACH ROW EXECUTE FUNCTION tm_group_changed();
   `,
+  // Groups are listed in the order they were made, which an update must not change.
+  `ALTER TABLE tm_groups ADD COLUMN made bigint GENERATED ALWAYS AS IDENTITY`,
 ];
 
 /** Any number, the same in every daemon: whoever holds this lock migrates. */

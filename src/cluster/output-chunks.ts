@@ -27,7 +27,8 @@ export class OutputUpload {
 
   /** Copies what is new, up to `limit` bytes of each stream (what the attempt keeps); one copy at a time. */
   copy(query: Query, limit: Record<Stream, number | undefined> = { stdout: undefined, stderr: undefined }): Promise<void> {
-    this.busy = this.busy.then(() => this.copyNow(query, limit));
+    // A copy that failed (the store away) leaves its bytes to the next one.
+    this.busy = this.busy.catch(() => undefined).then(() => this.copyNow(query, limit));
     return this.busy;
   }
 

@@ -60,6 +60,6 @@ export async function saveTask(query: Query, task: Task, claim: string | null): 
 
 /** The task with this id, locked until the transaction ends; undefined if there is none. */
 export async function lockTask(query: Query, id: string): Promise<Task | undefined> {
-  const [row] = await query<TaskRow>(`SELECT ${TASK_COLUMNS} FROM tm_tasks WHERE id = $1 FOR UPDATE`, [id]);
+  const [row] = await query<TaskRow>(`SELECT ${TASK_COLUMNS} FROM tm_tasks WHERE id = $1 FOR NO KEY UPDATE`, [id]);
   return row && taskOf(row);
 }

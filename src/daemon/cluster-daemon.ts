@@ -49,6 +49,7 @@ export async function startClusterDaemon(config: DaemonConfig, store: string): P
     runAttempt: (task, signal, onSpawn) => runAttempt!(task, signal, onSpawn),
     outputPaths,
     killAll: () => executor?.killAll(),
+    leaseHolds: (validMs) => executor?.leaseHolds(validMs),
     log: config.log,
   });
   const gpus = new GpuSampler();

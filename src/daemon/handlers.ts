@@ -17,6 +17,15 @@ function withOutput(task: Task, ctx: DaemonContext) {
   return { ...task.record(output), ...output };
 }
 
+/**
+ * Calls `use` at once on a value that is there (the embedded store answers
+ * from memory: the record keeps the state the request left, before a start
+ * queued meanwhile can run), or once a promise of it resolves.
+ */
+function when<T, R>(value: T | Promise<T>, use: (value: T) => R | Promise<R>): R | Promise<R> {
+  return value instanceof Promise ? value.then(use) : use(value);
+}
+
 const withDuplicate = <T>(task: T, duplicate: boolean) => (duplicate ? { task, duplicate: true as const } : { task });
 
 /** `pause` and `resume` answer with the one group named, or with every group. */
@@ -26,10 +35,7 @@ type Handler<O extends StatelessOp> = (request: ValidRequest<O>, ctx: DaemonCont
 
 /** Each op's handler; `gone` aborts when the asking connection closes. */
 export const handlers: { [O in StatelessOp]: Handler<O> } = {
-  submit: async ({ spec, id }, ctx) => {
-    const { task, duplicate } = await ctx.scheduler.submit(spec, id);
-    return withDuplicate(withOutput(task, ctx), duplicate);
-  },
+  submit: ({ spec, id }, ctx) => when(ctx.scheduler.submit(spec, id), ({ task, duplicate }) => withDuplicate(withOutput(task, ctx), duplicate)),
 
   run: async ({ spec, id }, ctx, gone) => {
     const { task, duplicate } = await ctx.scheduler.submit(spec, id);
@@ -37,7 +43,7 @@ export const handlers: { [O in StatelessOp]: Handler<O> } = {
     return withDuplicate(withOutput(ended, ctx), duplicate);
   },
 
-  status: async ({ id }, ctx) => ({ task: withOutput(await ctx.scheduler.get(id), ctx) }),
+  status: ({ id }, ctx) => when(ctx.scheduler.get(id), (task) => ({ task: withOutput(task, ctx) })),
 
   wait: async ({ id, timeout_ms }, ctx, gone) => {
     const { task, waitedOut } = await unlessStopping(ctx, ctx.scheduler.wait(await ctx.scheduler.get(id), timeout_ms, gone));
@@ -45,10 +51,7 @@ export const handlers: { [O in StatelessOp]: Handler<O> } = {
     return waitedOut ? { task: record, waited_out: true } : { task: record };
   },
 
-  list: async (filter, ctx) => {
-    const { tasks, total } = await ctx.scheduler.list(filter);
-    return { tasks: new RecordList(tasks.map((task) => task.record())), total };
-  },
+  list: (filter, ctx) => when(ctx.scheduler.list(filter), ({ tasks, total }) => ({ tasks: new RecordList(tasks.map((task) => task.record())), total })),
 
   cancel: async ({ id }, ctx) => {
     const task: Task = await ctx.scheduler.cancel(await ctx.scheduler.get(id));
@@ -71,17 +74,17 @@ export const handlers: { [O in StatelessOp]: Handler<O> } = {
     return { task: record };
   },
 
-  restart: async ({ id }, ctx) => ({ task: withOutput(await ctx.scheduler.restart(await ctx.scheduler.get(id)), ctx) }),
+  restart: ({ id }, ctx) => when(ctx.scheduler.get(id), (task) => when(ctx.scheduler.restart(task), (restarted) => ({ task: withOutput(restarted, ctx) }))),
 
-  edit: async (edit, ctx) => ({ task: withOutput(await ctx.scheduler.edit(await ctx.scheduler.get(edit.id), edit), ctx) }),
+  edit: (edit, ctx) => when(ctx.scheduler.get(edit.id), (task) => when(ctx.scheduler.edit(task, edit), (edited) => ({ task: withOutput(edited, ctx) }))),
 
-  pause: async ({ group }, ctx) => groupsAnswer(await ctx.scheduler.setPaused(true, group), group),
+  pause: ({ group }, ctx) => when(ctx.scheduler.setPaused(true, group), (groups) => groupsAnswer(groups, group)),
 
-  resume: async ({ group }, ctx) => groupsAnswer(await ctx.scheduler.setPaused(false, group), group),
+  resume: ({ group }, ctx) => when(ctx.scheduler.setPaused(false, group), (groups) => groupsAnswer(groups, group)),
 
-  groups: async (_request, ctx) => ({ groups: await ctx.scheduler.groups() }),
+  groups: (_request, ctx) => when(ctx.scheduler.groups(), (groups) => ({ groups })),
 
-  set_group: async ({ name, concurrency }, ctx) => ({ group: await ctx.scheduler.setGroup(name, concurrency) }),
+  set_group: ({ name, concurrency }, ctx) => when(ctx.scheduler.setGroup(name, concurrency), (group) => ({ group })),
 
   count: (_request, ctx) => ctx.scheduler.countByState(),
 

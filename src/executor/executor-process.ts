@@ -7,7 +7,7 @@
 import type { FromExecutor, ToExecutor } from './messages.js';
 import { Outbox } from './outbox.js';
 import { signalGroup } from './process-group.js';
-import { runAttempt, startFailure } from './run-attempt.js';
+import { interruption, runAttempt, startFailure } from './run-attempt.js';
 import { chooseSpawner } from './spawner.js';
 import { StartLedger } from './start-evidence.js';
 
@@ -15,6 +15,14 @@ let settings: Extract<ToExecutor, { type: 'init' }> | undefined;
 const running = new Map<number, AbortController>();
 /** the process group of each attempt whose process started */
 const groups = new Map<number, number>();
+/** attempts killed because the daemon's lease was not renewed in time */
+const outlived = new Set<number>();
+let leaseTimer: NodeJS.Timeout | undefined;
+
+/** Kills every task: the daemon is gone, or its lease may be. */
+function killAll(): void {
+  for (const pid of groups.values()) signalGroup(pid, 'SIGKILL');
+}
 const ledger = new StartLedger();
 // The daemon checked at its start that the path it asks for is there (TASK_MANAGER_SPAWN).
 const { spawner } = chooseSpawner();
@@ -41,6 +49,13 @@ function receive(message: ToExecutor): void {
     process.exit(0);
   } else if (message.type === 'abort') {
     running.get(message.attempt)?.abort();
+  } else if (message.type === 'lease') {
+    clearTimeout(leaseTimer);
+    leaseTimer = setTimeout(() => {
+      for (const attempt of groups.keys()) outlived.add(attempt);
+      killAll();
+    }, message.validMs);
+    leaseTimer.unref();
   } else {
     const abort = new AbortController();
     running.set(message.attempt, abort);
@@ -63,7 +78,8 @@ function receive(message: ToExecutor): void {
         running.delete(message.attempt);
         ledger.finished(message.attempt);
         groups.delete(message.attempt);
-        report({ type: 'result', attempt: message.attempt, result });
+        const killedForLease = outlived.delete(message.attempt);
+        report({ type: 'result', attempt: message.attempt, result: killedForLease ? interruption("the daemon's lease was not renewed in time") : result });
       });
   }
 }
@@ -73,7 +89,7 @@ function receive(message: ToExecutor): void {
 // once its lease runs out: none may still run by then, so they are killed now.
 process.on('disconnect', () => {
   try {
-    if (settings?.killWithDaemon) for (const pid of groups.values()) signalGroup(pid, 'SIGKILL');
+    if (settings?.killWithDaemon) killAll();
     if (settings) ledger.leave(settings.dataDir);
   } finally {
     process.exit(0);

@@ -86,6 +86,8 @@ export class Executor {
   private readonly attempts = new Map<number, Attempt>();
   private nextAttempt = 1;
   private closed = false;
+  /** in a cluster: until when (performance.now()) the lease holds, as last heard */
+  private leaseUntil: number | undefined;
   private watchdog: NodeJS.Timeout | undefined;
 
   constructor(
@@ -139,6 +141,18 @@ export class Executor {
     for (let i = 0; i < this.workers.length; i++) if (!this.workers[i]?.child.connected) this.workers[i] = this.startWorker();
   }
 
+  /** In a cluster: the lease holds for `validMs` more; the executor processes kill every task if no new word comes by then. */
+  leaseHolds(validMs: number): void {
+    this.leaseUntil = performance.now() + validMs;
+    for (const worker of this.workers) if (worker?.child.connected) this.tellLease(worker);
+  }
+
+  private tellLease(worker: Worker): void {
+    if (this.leaseUntil === undefined) return;
+    worker.outbox.push({ type: 'lease', validMs: this.leaseUntil - performance.now() });
+    worker.outbox.flush();
+  }
+
   /** SIGKILLs every running attempt's process group now (a stop that cannot wait). */
   killAll(): void {
     for (const attempt of this.attempts.values()) {
@@ -188,6 +202,7 @@ export class Executor {
     child.once('exit', (code, signal) => void this.lost(worker, code, signal));
     const { baseEnv, scriptDir, dataDir, syncOutput, killWithDaemon = false } = this.settings;
     outbox.push({ type: 'init', baseEnv, scriptDir, dataDir, syncOutput, killWithDaemon });
+    this.tellLease(worker); // one that replaces a lost executor process keeps to the lease too
     return worker;
   }
 

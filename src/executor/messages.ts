@@ -12,6 +12,12 @@ export type ToExecutor =
   | { type: 'init'; baseEnv: Record<string, string>; scriptDir: string; dataDir: string; syncOutput: boolean; killWithDaemon: boolean }
   | { type: 'run'; attempt: number; spec: TaskSpec; env: Record<string, string>; startId: string; output: OutputPaths }
   | { type: 'abort'; attempt: number }
+  /**
+   * In a cluster: the daemon's lease holds for `validMs` more. Without a new
+   * one by then, the daemon may be frozen and its tasks about to run
+   * elsewhere: every task is killed, and reported interrupted.
+   */
+  | { type: 'lease'; validMs: number }
   /** a clean stop: everything it ran is in the journal, no ledger is needed */
   | { type: 'close' };
 

@@ -79,3 +79,29 @@ export function interrupted(task: Task, ended: TaskPatch, why?: string): TaskPat
     error: taskError.INTERRUPTED(why),
   };
 }
+
+/**
+ * How long the result of an attempt ended by a stop signal waits before it
+ * counts as the task's failure. A stop of the whole service (systemd's
+ * KillMode=control-group, Ctrl-C) signals the tasks and the daemon at once,
+ * and a task may report its end before the daemon has seen its own signal:
+ * if the stop begins meanwhile, the attempt was interrupted, not failed.
+ */
+const STOP_SIGNAL_HOLD_MS = 500;
+
+/**
+ * For an attempt that a signal from outside ended: resolves after the hold
+ * above, or as soon as `stopBegun` aborts; at once for any other result.
+ */
+export function serviceStopHeld(result: AttemptResult, stopBegun: AbortSignal): Promise<void> {
+  if (!mayBeServiceStop(result)) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      stopBegun.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, STOP_SIGNAL_HOLD_MS);
+    stopBegun.addEventListener('abort', done, { once: true });
+  });
+}

@@ -4,7 +4,7 @@ import type { Counts, GroupInfo, TaskEdit, TaskSpec, TaskState } from '../protoc
 import { startFailure, type AttemptResult } from '../executor/index.js';
 import type { StoredGroup } from './group.js';
 import { Heap } from './heap.js';
-import { attemptOutcome, interrupted, mayBeServiceStop, notStarted } from './outcome.js';
+import { attemptOutcome, interrupted, notStarted, serviceStopHeld } from './outcome.js';
 import { Retention, type RetentionBounds } from './retention.js';
 import { MemoryTaskStore, type TaskJournal, type TaskStore } from './task-store.js';
 import type { ListFilter, TaskService } from './task-service.js';
@@ -21,28 +21,6 @@ export type AttemptRunner = (
   /** the process exists: its pid, and its start time (to recognise it after a restart) when known */
   onSpawn: (pid: number, started?: string) => void,
 ) => Promise<AttemptResult | undefined>;
-
-/**
- * How long the result of an attempt ended by a stop signal waits before it
- * counts as the task's failure. A stop of the whole service (systemd's
- * KillMode=control-group, Ctrl-C) signals the tasks and the daemon at once,
- * and a task may report its end before the daemon has seen its own signal:
- * if the stop begins meanwhile, the attempt was interrupted, not failed.
- */
-const STOP_SIGNAL_HOLD_MS = 500;
-
-/** Resolves after `ms`, or at once when `early` aborts. */
-function holdBack(ms: number, early: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      early.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    early.addEventListener('abort', done, { once: true });
-  });
-}
 
 export interface SchedulerOptions extends RetentionBounds {
   concurrency: number;
@@ -570,7 +548,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> implements TaskServ
         });
         // Not for a kill of the daemon's own (cancel, timeout): only a signal from outside is in doubt.
         const fromOutside = !abort.signal.aborted && !task.cancelRequested;
-        if (fromOutside && !this.stopping && result && mayBeServiceStop(result)) await holdBack(STOP_SIGNAL_HOLD_MS, this.stopBegun.signal);
+        if (fromOutside && !this.stopping && result) await serviceStopHeld(result, this.stopBegun.signal);
       }
     } catch (error) {
       result = startFailure(`the attempt could not be run: ${(error as Error).message}`);

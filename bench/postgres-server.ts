@@ -5,6 +5,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import postgresClient from 'pg';
 
 const run = promisify(execFile);
 
@@ -14,6 +15,8 @@ export interface PostgresServer {
   port: number;
   /** the temp dir holding the cluster (`data/`), its log and its unix socket */
   dir: string;
+  /** makes an empty database; its URL */
+  createDatabase(name: string): Promise<string>;
   /** a fast shutdown, then the temp dir is removed; also after kill() */
   stop(): Promise<void>;
   /** a fast shutdown and a start on the same port and data; after kill() it only starts */
@@ -68,10 +71,12 @@ process.on('exit', () => {
 
 /**
  * Starts a fresh PostgreSQL cluster in a temp dir, on 127.0.0.1 and an
- * ephemeral port, from Debian's server binaries. Durable except for fsync
- * (commits wait for WAL as usual; nothing waits for the disk), for speed.
+ * ephemeral port, from Debian's server binaries. For the tests, durable
+ * except for fsync (commits wait for WAL as usual; nothing waits for the
+ * disk), for speed; `durable` for the bench, which compares it with the
+ * embedded journal's fsync.
  */
-export async function startPostgres(): Promise<PostgresServer> {
+export async function startPostgres(options: { durable?: boolean } = {}): Promise<PostgresServer> {
   const bin = await serverBinDir();
   // PostgreSQL refuses to run as root: as root (tests here and in CI), its programs run as the postgres user, who owns the dir.
   let owner: { uid: number; gid: number } | undefined;
@@ -114,8 +119,7 @@ export async function startPostgres(): Promise<PostgresServer> {
         "listen_addresses = '127.0.0.1'",
         `port = ${port}`,
         `unix_socket_directories = '${dir}'`,
-        'fsync = off',
-        'full_page_writes = off',
+        ...(options.durable ? [] : ['fsync = off', 'full_page_writes = off']),
         'max_connections = 200',
         '',
       ].join('\n'),
@@ -128,10 +132,22 @@ export async function startPostgres(): Promise<PostgresServer> {
   }
   let running = true;
 
+  const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
   return {
-    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    url,
     port,
     dir,
+    createDatabase: async (name) => {
+      const client = new postgresClient.Client({ connectionString: url });
+      client.on('error', () => undefined); // the query's rejection reports it
+      await client.connect();
+      try {
+        await client.query(`CREATE DATABASE "${name}"`);
+      } finally {
+        await client.end();
+      }
+      return url.replace(/\/postgres$/, `/${name}`);
+    },
     stop: async () => {
       if (running) await pgCtl('-w', '-m', 'fast', 'stop');
       running = false;

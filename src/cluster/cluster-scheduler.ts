@@ -32,8 +32,8 @@ import {
 } from '../scheduler/index.js';
 import { type Database, isUnreachable, Listener, type Query } from './database.js';
 import { Lease } from './lease.js';
-import { OutputUpload, readChunks, STREAMS, type Stream } from './output-chunks.js';
-import { insertTask, lockTask, saveTask, TASK_COLUMNS, type TaskRow, taskOf } from './task-rows.js';
+import { OutputUpload, readChunks, STREAM_NUMBER, STREAMS, type Stream } from './output-chunks.js';
+import { claimTasks, insertTask, lockTask, saveTask, TASK_COLUMNS, type TaskRow, taskOf } from './task-rows.js';
 
 export interface ClusterOptions {
   db: Database;
@@ -94,8 +94,8 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
   private readonly listener: Listener;
   private readonly running = new Map<string, Running>();
   private readonly attempts = new Set<Promise<void>>();
-  /** per task id, whoever waits for its next change */
-  private readonly wakers = new Map<string, Set<() => void>>();
+  /** per task id, whoever waits for its end, or (`any`) for any change or output of it */
+  private readonly wakers = new Map<string, Set<{ any: boolean; wake: () => void }>>();
   /** ids changed since the last publication to subscribers */
   private readonly changed = new Set<string>();
   /** the output of tasks as read for an answer */
@@ -118,7 +118,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
     this.listener.on('notification', (channel, payload) => this.notified(channel, payload));
     this.listener.on('connected', () => {
       // Notices may have been missed while not listening: look again at everything one would have told.
-      for (const id of this.wakers.keys()) this.wake(id);
+      for (const id of this.wakers.keys()) this.wake(id, true);
       this.poke();
       this.planPromotion();
     });
@@ -191,8 +191,10 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       const claim = task.stored.output;
       const text = { stdout: '', stderr: '' };
       if (claim) {
-        const query = this.db.query.bind(this.db);
-        for (const stream of STREAMS) text[stream] = Buffer.concat(await readChunks(query, id, claim, stream)).toString('utf8');
+        const chunks = await this.db.query<{ stream: number; data: Buffer }>('SELECT stream, data FROM tm_output WHERE task_id = $1 AND claim = $2 ORDER BY stream, pos', [id, claim]);
+        for (const stream of STREAMS) {
+          text[stream] = Buffer.concat(chunks.filter((chunk) => chunk.stream === STREAM_NUMBER[stream]).map((chunk) => chunk.data)).toString('utf8');
+        }
       }
       this.texts.set(task, text);
       return task;
@@ -367,7 +369,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
     let last = task;
     for (;;) {
       // Listening before reading: a change between the two still wakes this wait.
-      const next = this.nextChange(task.id, deadline, signal);
+      const next = this.nextChange(task.id, false, deadline, signal);
       try {
         last = await this.get(task.id);
       } catch (error) {
@@ -383,8 +385,11 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
     }
   }
 
-  /** Resolves 'again' when the task may have changed (or a while has passed), 'over' once the deadline passes or the signal aborts. */
-  private nextChange(id: string, deadline: number | undefined, signal: AbortSignal | undefined) {
+  /**
+   * Resolves 'again' when the task may have ended (`any`: changed, or written
+   * output), or a while has passed; 'over' once the deadline passes or the signal aborts.
+   */
+  private nextChange(id: string, any: boolean, deadline: number | undefined, signal: AbortSignal | undefined) {
     let cancel: () => void = () => undefined;
     const happened = new Promise<'again' | 'over'>((resolve) => {
       const wakers = this.wakers.get(id) ?? new Set();
@@ -393,12 +398,12 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
         clearTimeout(poll);
         clearTimeout(timer);
         forget?.();
-        wakers.delete(wake);
+        wakers.delete(waker);
         if (wakers.size === 0 && this.wakers.get(id) === wakers) this.wakers.delete(id);
         resolve(how);
       };
-      const wake = () => done('again');
-      wakers.add(wake);
+      const waker = { any, wake: () => done('again') };
+      wakers.add(waker);
       const poll = setTimeout(done, POLL_MS, 'again');
       const timer = deadline === undefined ? undefined : setTimeout(done, Math.max(0, deadline - Date.now()), 'over');
       const forget = signal && onAbort(signal, () => done('over'));
@@ -407,8 +412,9 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
     return { happened, cancel: () => cancel() };
   }
 
-  private wake(id: string): void {
-    for (const wake of [...(this.wakers.get(id) ?? [])]) wake();
+  /** Wakes who waits on the task: all (`ended`), or those that follow its every change. */
+  private wake(id: string, ended: boolean): void {
+    for (const waker of [...(this.wakers.get(id) ?? [])]) if (ended || waker.any) waker.wake();
   }
 
   async cancel(task: Task): Promise<Task> {
@@ -621,26 +627,24 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       }
       chosen.push(row);
     }
-    const claimed: { task: Task; claim: string }[] = [];
-    for (const row of chosen) {
-      const [{ claim }] = (await query<{ claim: string }>("SELECT nextval('tm_claims')::text AS claim")) as [{ claim: string }];
+    if (chosen.length === 0) return [];
+    const claims = (await query<{ claim: string }>("SELECT nextval('tm_claims')::text AS claim FROM generate_series(1, $1)", [chosen.length])).map((row) => row.claim);
+    const claimed = chosen.map((row, i) => {
       const task = taskOf(row);
       applyPatch(task.stored, {
         state: 'RUNNING',
         attempts: task.stored.attempts + 1,
         started_at: nowIso(),
-        output: claim,
+        output: claims[i]!,
         node: this.node,
         stdout_bytes: null,
         stderr_bytes: null,
         stdout_truncated: false,
         stderr_truncated: false,
       });
-      await saveTask(query, task, claim);
-      // The earlier attempt's output is no longer the task's: the new attempt's replaces it.
-      await query('DELETE FROM tm_output WHERE task_id = $1', [task.id]);
-      claimed.push({ task, claim });
-    }
+      return { task, claim: claims[i]! };
+    });
+    await claimTasks(query, this.node, claimed);
     return claimed;
   }
 
@@ -738,14 +742,14 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       const id = payload.slice(space + 1);
       if (state === 'QUEUED') this.poke();
       else if (state === 'PENDING') this.planPromotion();
-      this.wake(id);
+      this.wake(id, state === 'REMOVED' || isTerminal(state as TaskState));
       this.publishSoon(id);
     } else if (channel === 'tm_kill') {
       if (payload.slice(0, space) === this.node) this.cancelHere(payload.slice(space + 1));
     } else if (channel === 'tm_groups') {
       this.poke();
     } else if (channel === 'tm_output') {
-      this.wake(payload);
+      this.wake(payload, false);
     }
   }
 
@@ -842,7 +846,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
     };
     let last = task;
     while (!gone.aborted) {
-      const next = this.nextChange(task.id, undefined, gone);
+      const next = this.nextChange(task.id, true, undefined, gone);
       try {
         const [row] = await this.db.query<TaskRow>(`SELECT ${TASK_COLUMNS} FROM tm_tasks WHERE id = $1`, [task.id]);
         if (!row) throw requestError.NOT_FOUND(task.id);

@@ -63,3 +63,17 @@ export async function lockTask(query: Query, id: string): Promise<Task | undefin
   const [row] = await query<TaskRow>(`SELECT ${TASK_COLUMNS} FROM tm_tasks WHERE id = $1 FOR NO KEY UPDATE`, [id]);
   return row && taskOf(row);
 }
+
+/**
+ * Marks tasks RUNNING on `node` under their claims, in one statement; the
+ * output of their earlier attempts is no longer theirs.
+ */
+export async function claimTasks(query: Query, node: string, claimed: { task: Task; claim: string }[]): Promise<void> {
+  const ids = claimed.map(({ task }) => task.id);
+  await query(
+    `UPDATE tm_tasks t SET state = 'RUNNING', node = $1, claim = c.claim, cancel_requested = false, record = c.record
+     FROM unnest($2::text[], $3::bigint[], $4::jsonb[]) AS c (id, claim, record) WHERE t.id = c.id`,
+    [node, ids, claimed.map(({ claim }) => claim), claimed.map(({ task }) => JSON.stringify(recordOf(task.stored)))],
+  );
+  await query('DELETE FROM tm_output WHERE task_id = ANY ($1)', [ids]);
+}

@@ -58,20 +58,22 @@ export const handlers: { [O in StatelessOp]: Handler<O> } = {
     return { task: withOutput(task, ctx) };
   },
 
-  remove: async ({ id }, ctx) => {
-    let task = await ctx.scheduler.get(id);
-    if (!isTerminal(task.state)) {
-      task = await ctx.scheduler.cancel(task).catch(async (error: unknown) => {
+  remove: ({ id }, ctx) => {
+    // The record, with output read from files held until the answer is written, then the task is forgotten:
+    // at once for a finished task, before the next request of the same read (which may use its id again).
+    const forget = (task: Task) => {
+      const record = withOutput(task, ctx);
+      return when(ctx.scheduler.remove(task), () => ({ task: record }));
+    };
+    return when(ctx.scheduler.get(id), (task) => {
+      if (isTerminal(task.state)) return forget(task);
+      return ctx.scheduler.cancel(task).then(forget, async (error: unknown) => {
         // It finished meanwhile: it is removed all the same.
         const now = await ctx.scheduler.get(id);
         if (!isTerminal(now.state)) throw error;
-        return now;
+        return forget(now);
       });
-    }
-    // The record, with output read from files held until the answer is written, then the task is forgotten.
-    const record = withOutput(task, ctx);
-    await ctx.scheduler.remove(task);
-    return { task: record };
+    });
   },
 
   restart: ({ id }, ctx) => when(ctx.scheduler.get(id), (task) => when(ctx.scheduler.restart(task), (restarted) => ({ task: withOutput(restarted, ctx) }))),

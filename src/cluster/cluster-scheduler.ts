@@ -26,7 +26,7 @@ import {
   onAbort,
   startId,
   serviceStopHeld,
-  type Task,
+  Task,
   type TaskPatch,
   type TaskService,
 } from '../scheduler/index.js';
@@ -312,47 +312,52 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
 
   async submit(spec: TaskSpec, id?: string): Promise<{ task: Task; duplicate: boolean }> {
     if (this.stopping) throw requestError.SHUTTING_DOWN('new task');
-    const found = await this.transaction(async (query) => {
-      if (spec.group !== undefined) await this.mustExist(query, spec.group);
-      if (id !== undefined) {
-        const existing = await this.sameId(query, id, spec);
-        if (existing) return existing;
-      }
-      // Locked against a change of state until this task is in: a dependency that ends meanwhile finds it.
-      const dependencies = spec.depends_on.length === 0 ? [] : (await query<TaskRow>(`SELECT ${TASK_COLUMNS} FROM tm_tasks WHERE id = ANY ($1) FOR SHARE`, [spec.depends_on])).map(taskOf);
-      const missing = spec.depends_on.find((dep) => !dependencies.some((task) => task.id === dep));
-      if (missing !== undefined) throw requestError.UNKNOWN_DEPENDENCY(missing);
+    // Made once, outside what a lost connection makes run again: a try that committed unheard is found by its id.
+    const made = new Task(newStoredTask(id ?? newTaskId(), 0, spec, Date.now()));
+    const plain = id === undefined && spec.group === undefined && spec.depends_on.length === 0;
+    const found = plain
+      ? // A task that names nothing else is one statement, without a transaction: the common case.
+        await this.store(() => this.insert(this.db.query.bind(this.db) as Query, made, id, []))
+      : await this.transaction(async (query) => {
+          if (spec.group !== undefined) await this.mustExist(query, spec.group);
+          if (id !== undefined) {
+            const existing = await this.sameId(query, id, spec);
+            if (existing) return existing;
+          }
+          // Locked against a change of state until this task is in: a dependency that ends meanwhile finds it.
+          const dependencies =
+            spec.depends_on.length === 0 ? [] : (await query<TaskRow>(`SELECT ${TASK_COLUMNS} FROM tm_tasks WHERE id = ANY ($1) FOR SHARE`, [spec.depends_on])).map(taskOf);
+          const missing = spec.depends_on.find((dep) => !dependencies.some((task) => task.id === dep));
+          if (missing !== undefined) throw requestError.UNKNOWN_DEPENDENCY(missing);
+          return this.insert(query, made, id, dependencies);
+        });
+    if (!found.duplicate && found.task.state === 'PENDING') this.planPromotion();
+    return found;
+  }
+
+  /** Adds a new task, in the state its dependencies and start time give it. */
+  private async insert(query: Query, made: Task, id: string | undefined, dependencies: Task[]): Promise<{ task: Task; duplicate: boolean }> {
+    const task = new Task({ ...made.stored });
+    const failed = dependencies.find((dep) => isTerminal(dep.state) && dep.state !== 'COMPLETED');
+    if (failed) {
+      applyPatch(task.stored, { state: 'CANCELED', error: dependencyFailed(failed), ready_at: null, finished_at: nowIso() });
+    } else if (dependencies.every((dep) => dep.state === 'COMPLETED') && task.stored.ready_at === undefined) {
+      task.stored.state = 'QUEUED';
+    }
+    const inserted = await insertTask(query, task, this.options.maxQueue);
+    if (inserted === 'full') {
       const [{ unfinished }] = (await query<{ unfinished: number }>("SELECT count(*)::int AS unfinished FROM tm_tasks WHERE state IN ('PENDING', 'QUEUED', 'RUNNING')")) as [
         { unfinished: number },
       ];
-      if (unfinished >= this.options.maxQueue) throw requestError.QUEUE_FULL({ bound: '--max-queue', unfinished });
-      const now = Date.now();
-      const stored = newStoredTask(id ?? newTaskId(), 0, spec, now);
-      const failed = dependencies.find((dep) => isTerminal(dep.state) && dep.state !== 'COMPLETED');
-      const made = taskOf({
-        id: stored.id,
-        seq: '0',
-        state: 'PENDING',
-        ready_at: stored.ready_at === undefined ? null : String(stored.ready_at),
-        node: null,
-        claim: null,
-        cancel_requested: false,
-        record: stored,
-      });
-      if (failed) {
-        applyPatch(made.stored, { state: 'CANCELED', error: dependencyFailed(failed), ready_at: null, finished_at: nowIso() });
-      } else if (dependencies.every((dep) => dep.state === 'COMPLETED') && made.stored.ready_at === undefined) {
-        made.stored.state = 'QUEUED';
-      }
-      if (!(await insertTask(query, made))) {
-        // Submitted at the same moment through another daemon: it is that task, or a conflict.
-        const existing = await this.sameId(query, made.id, spec);
-        if (existing) return existing;
-      }
-      return { task: made, duplicate: false };
-    });
-    if (!found.duplicate && found.task.state === 'PENDING') this.planPromotion();
-    return found;
+      throw requestError.QUEUE_FULL({ bound: '--max-queue', unfinished });
+    }
+    if (inserted === 'exists') {
+      // Submitted at the same moment through another daemon (a conflict, or a duplicate), or this very
+      // submit, committed by a try whose answer was lost.
+      const existing = await this.sameId(query, task.id, task.spec);
+      if (existing) return id === undefined ? { task: existing.task, duplicate: false } : existing;
+    }
+    return { task, duplicate: false };
   }
 
   /** The task already under `id`: a duplicate if its spec is this one; ID_CONFLICT otherwise. */

@@ -36,16 +36,24 @@ function recordOf(stored: StoredTask): TaskRow['record'] {
   return record;
 }
 
-/** Adds a new task; false when a task with its id exists. Its seq is set from the store's. */
-export async function insertTask(query: Query, task: Task): Promise<boolean> {
+/**
+ * Adds a new task unless `maxUnfinished` tasks are not finished yet, in one
+ * statement; 'exists' when a task has its id. Its seq is set from the store's.
+ */
+export async function insertTask(query: Query, task: Task, maxUnfinished: number): Promise<'inserted' | 'exists' | 'full'> {
   const s = task.stored;
   const rows = await query<{ seq: string }>(
     `INSERT INTO tm_tasks (id, state, priority, grp, ready_at, depends_on, finished_at, record)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING RETURNING seq`,
-    [s.id, s.state, s.priority, groupOf(s.spec), s.ready_at ?? null, s.spec.depends_on, s.finished_at ?? null, recordOf(s)],
+     SELECT $1::text, $2::text, $3::integer, $4::text, $5::bigint, $6::text[], $7::timestamptz, $8::jsonb
+     WHERE (SELECT count(*) FROM tm_tasks WHERE state IN ('PENDING', 'QUEUED', 'RUNNING')) < $9
+     ON CONFLICT (id) DO NOTHING RETURNING seq`,
+    [s.id, s.state, s.priority, groupOf(s.spec), s.ready_at ?? null, s.spec.depends_on, s.finished_at ?? null, recordOf(s), maxUnfinished],
   );
-  if (rows[0]) s.seq = Number(rows[0].seq);
-  return rows.length > 0;
+  if (rows[0]) {
+    s.seq = Number(rows[0].seq);
+    return 'inserted';
+  }
+  return (await query('SELECT 1 FROM tm_tasks WHERE id = $1', [s.id])).length > 0 ? 'exists' : 'full';
 }
 
 /** Writes a task back whole; `claim` is the attempt that runs it (null: none does). */

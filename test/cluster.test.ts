@@ -193,6 +193,48 @@ describe('a cluster of daemons on one PostgreSQL', () => {
     expect(refused.stderr).toMatch(/another live daemon is named "twin"/);
   }, 60_000);
 
+  it('takes its name back at once when restarted on its host after a crash', async () => {
+    const store = await freshStore();
+    const first = await startNode(store, ['--node', 'phoenix']);
+    const client = await clientOf(first);
+    await client.submit({ id: 'long', cmd: 'sleep 60' });
+    await eventually(async () => (await client.status('long')).state === 'RUNNING', 30_000);
+    process.kill(-first.process.pid!, 'SIGKILL');
+    await first.exited;
+    const started = Date.now();
+    const again = await startNode(store, ['--node', 'phoenix']);
+    // No wait for the old lease: the daemon that held the name is gone from this host.
+    expect(Date.now() - started).toBeLessThan(LEASE_MS);
+    const task = (await (await clientOf(again)).wait('long', 5_000)).task;
+    expect(task).toMatchObject({ state: 'RUNNING', interrupted: 1, node: 'phoenix' });
+  }, 60_000);
+
+  it('registers the requests of one read in order, as one daemon does', async () => {
+    const { nodes } = await cluster();
+    const raw = await nodes[0]!.raw();
+    const read = async (requests: object[]) => {
+      raw.send(requests.map((request) => `${JSON.stringify(request)}\n`).join(''));
+      return new Map((await raw.take(requests.length)).map((answer) => [answer.ref, answer]));
+    };
+    const pipeline = await read([
+      { op: 'submit', ref: 1, id: 'first', cmd: 'true' },
+      { op: 'submit', ref: 2, id: 'second', cmd: 'true', depends_on: ['first'] },
+      { op: 'status', ref: 3, id: 'second' },
+      { op: 'wait', ref: 4, id: 'second' },
+    ]);
+    for (const ref of [1, 2, 3]) expect(pipeline.get(ref), `request ${ref}`).toMatchObject({ ok: true });
+    expect(pipeline.get(4).task).toMatchObject({ id: 'second', state: 'COMPLETED' });
+    // Its id used again in the same read as its remove: a new task, not a duplicate.
+    const reused = await read([
+      { op: 'remove', ref: 5, id: 'first' },
+      { op: 'submit', ref: 6, id: 'first', cmd: 'echo again' },
+    ]);
+    expect(reused.get(5)).toMatchObject({ ok: true, task: { id: 'first', state: 'COMPLETED' } });
+    expect(reused.get(6)).toMatchObject({ ok: true, task: { id: 'first', cmd: 'echo again' } });
+    expect(reused.get(6)).not.toHaveProperty('duplicate');
+    raw.close();
+  }, 60_000);
+
   it('refuses a store it cannot reach with a clear error (exit 2)', async () => {
     const refused = await serveExpectingRefusal(tempDir('tm-data-'), ['--store', 'postgres://nobody:secret@127.0.0.1:1/none']);
     expect(refused).toMatchObject({ code: 2, started: false });

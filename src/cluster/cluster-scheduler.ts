@@ -21,6 +21,7 @@ import {
   FRESH_RUN,
   interrupted,
   type ListFilter,
+  notStarted,
   newStoredTask,
   newTaskId,
   onAbort,
@@ -30,7 +31,7 @@ import {
   type TaskPatch,
   type TaskService,
 } from '../scheduler/index.js';
-import { type Database, isUnreachable, Listener, type Query } from './database.js';
+import { Database, isUnreachable, Listener, type Query } from './database.js';
 import { Lease } from './lease.js';
 import { OutputUpload, readChunks, STREAM_NUMBER, STREAMS, type Stream } from './output-chunks.js';
 import { claimTasks, insertTask, lockTask, saveTask, TASK_COLUMNS, type TaskRow, taskOf } from './task-rows.js';
@@ -67,6 +68,7 @@ interface Running {
 const POLL_MS = 1000;
 const COPY_MS = 250;
 const PROMOTE_CAP_MS = 5000;
+const FOREIGN_KEY_VIOLATION = '23503';
 
 const emptyCounts = (): Counts => Object.fromEntries(TASK_STATES.map((state) => [state, 0])) as Counts;
 const dependencyFailed = (dependency: Task) => taskError.DEPENDENCY_FAILED(dependency.id, dependency.state);
@@ -89,6 +91,7 @@ const PROMOTE = `UPDATE tm_tasks t SET state = 'QUEUED', ready_at = NULL
 export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implements TaskService {
   private readonly db: Database;
   private lease: Lease | undefined;
+  private leaseDb: Database | undefined;
   /** this daemon's name in the cluster, once registered */
   private node = '';
   private readonly listener: Listener;
@@ -102,6 +105,8 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
   private readonly texts = new WeakMap<Task, { stdout: string; stderr: string }>();
   private publishing = false;
   private dispatching = false;
+  /** the claim loop in progress: a stop waits for it, so that nothing it claims escapes the stop */
+  private dispatched: Promise<void> = Promise.resolve();
   private pokedAgain = false;
   private stopping = false;
   private ticker: NodeJS.Timeout | undefined;
@@ -127,7 +132,9 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
   /** Takes this daemon's name in the cluster (NodeNameTakenError while another live daemon has it). */
   async register(node: string, address: string): Promise<void> {
     this.node = node;
-    this.lease = new Lease(this.db, {
+    // A connection of its own: requests and results queued for the pool never hold a renewal back.
+    this.leaseDb ??= new Database(this.db.url, this.db.queryTimeoutMs, 1);
+    this.lease = new Lease(this.leaseDb, {
       node,
       address,
       concurrency: this.options.concurrency,
@@ -140,7 +147,12 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       renewed: () => this.options.leaseHolds(this.lease!.heldUntil(0.75) - performance.now()),
       log: this.options.log,
     });
-    await this.lease.register();
+    try {
+      await this.lease.register();
+    } catch (error) {
+      await this.leaseDb.close().catch(() => undefined);
+      throw error;
+    }
   }
 
   /** Starts claiming tasks, renewing the lease and listening for the cluster's notices. */
@@ -378,8 +390,10 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       try {
         last = await this.get(task.id);
       } catch (error) {
-        next.cancel();
-        if (error instanceof RequestError && error.code === 'NOT_FOUND') throw error;
+        if (error instanceof RequestError && error.code === 'NOT_FOUND') {
+          next.cancel();
+          throw error;
+        }
         // Unreachable store: the wait goes on, and looks again later.
       }
       if (isTerminal(last.state)) {
@@ -570,7 +584,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
     }
     this.dispatching = true;
     this.pokedAgain = false;
-    void this.dispatch()
+    this.dispatched = this.dispatch()
       .catch((error: unknown) => {
         if (!isUnreachable(error)) this.options.log(`claiming tasks failed: ${(error as Error).stack ?? String(error)}`);
       })
@@ -583,8 +597,14 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
   private async dispatch(): Promise<void> {
     for (;;) {
       const free = this.options.concurrency - this.running.size;
-      if (free <= 0 || this.stopping || !this.lease?.held) return;
-      const claimed = await this.db.transaction((query) => this.claim(query, free));
+      const lease = this.lease;
+      if (free <= 0 || this.stopping || !lease?.held) return;
+      const claimed = await this.db.transaction(async (query) => ((await lease.confirm(query)) ? this.claim(query, free) : []));
+      // The claim took time: a daemon that has fenced itself or begun to stop since starts none of it.
+      if (claimed.length > 0 && (this.stopping || !lease.held)) {
+        await this.handBack(claimed.map(({ task, claim }) => ({ id: task.id, claim })));
+        return;
+      }
       for (const attempt of claimed) this.startAttempt(attempt);
       if (claimed.length < free) return;
     }
@@ -693,11 +713,13 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
    * dropped (it was recorded INTERRUPTED when it was requeued).
    */
   private async recordEnd(attempt: Running, result: AttemptResult | undefined): Promise<void> {
-    for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
+    const query = this.db.query.bind(this.db) as Query;
+    for (let delay = 100, failures = 0; ; delay = Math.min(delay * 2, 2000)) {
       try {
+        // The output first, each piece committed as it goes (a second copy of a piece changes nothing):
+        // in the store before the result, and no lock held while it waits for a copy before it.
+        if (result) await attempt.upload.copy(query, { stdout: result.stdout_bytes, stderr: result.stderr_bytes });
         const ended = await this.db.transaction(async (query) => {
-          // The output first: copying it takes no lock this transaction will hold when it waits for the copies before it.
-          if (result) await attempt.upload.copy(query, { stdout: result.stdout_bytes, stderr: result.stderr_bytes });
           const [row] = await query<TaskRow>(`SELECT ${TASK_COLUMNS} FROM tm_tasks WHERE id = $1 FOR NO KEY UPDATE`, [attempt.task.id]);
           if (!row || row.claim !== attempt.claim || row.state !== 'RUNNING') return false;
           const task = taskOf(row);
@@ -715,17 +737,41 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
         if (ended) this.planPromotion();
         return;
       } catch (error) {
-        if (!isUnreachable(error)) this.options.log(`task ${attempt.task.id}: its result could not be recorded: ${(error as Error).message}`);
+        // The task is gone (removed, or forgotten once it ended elsewhere): its output has nowhere to go.
+        if ((error as { code?: string }).code === FOREIGN_KEY_VIOLATION) return;
+        if (!isUnreachable(error)) {
+          this.options.log(`task ${attempt.task.id}: its result could not be recorded: ${(error as Error).message}`);
+          // Not the store's absence: after a few tries the lease's end settles it (requeued INTERRUPTED).
+          if (++failures >= 5) return;
+        }
         if (this.stopping && this.stopGivenUp) return; // the lease runs out and the cluster runs it again
         await new Promise((resolve) => setTimeout(resolve, delay));
       }
     }
   }
 
+  /** Claimed tasks this daemon will not start after all: back to QUEUED, the claim undone. */
+  private async handBack(claimed: { id: string; claim: string }[]): Promise<void> {
+    await this.db
+      .transaction(async (query) => {
+        for (const { id, claim } of claimed) {
+          const [row] = await query<TaskRow>(`SELECT ${TASK_COLUMNS} FROM tm_tasks WHERE id = $1 FOR NO KEY UPDATE`, [id]);
+          if (!row || row.claim !== claim || row.state !== 'RUNNING') continue;
+          const now = taskOf(row);
+          applyPatch(now.stored, { ...notStarted(now), state: 'QUEUED', started_at: null });
+          await saveTask(query, now, null);
+        }
+      })
+      .catch(() => undefined); // unreachable: the lease runs out, and the cluster requeues them
+  }
+
   /** Copies what running attempts wrote since the last copy to the store. */
   private copyOutputs(): void {
     const query = this.db.query.bind(this.db) as Query;
-    for (const { upload } of this.running.values()) void upload.copy(query).catch(() => undefined);
+    for (const { upload, ended, task } of this.running.values()) {
+      const cap = task.spec.max_output_bytes;
+      if (!ended) void upload.copy(query, { stdout: cap, stderr: cap }).catch(() => undefined);
+    }
   }
 
   /** Stops every attempt here: they run again elsewhere. `now`: SIGKILL at once, as a fence must, not after the kill grace. */
@@ -782,13 +828,15 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
     if (this.stopping) return;
     void this.db
       .query<{ next: string | null }>("SELECT min(ready_at)::text AS next FROM tm_tasks WHERE state = 'PENDING'")
-      .then(([row]) => {
+      .then(
+        ([row]) => (row?.next == null ? Date.now() + PROMOTE_CAP_MS : Number(row.next)),
+        () => Date.now() + PROMOTE_CAP_MS, // the store away: looked at again a while later
+      )
+      .then((next) => {
+        if (this.stopping) return;
         clearTimeout(this.promoteTimer);
-        const next = row?.next == null ? Date.now() + PROMOTE_CAP_MS : Number(row.next);
-        const delay = Math.min(Math.max(0, next - Date.now()), PROMOTE_CAP_MS);
-        this.promoteTimer = setTimeout(() => void this.promote(), delay);
-      })
-      .catch(() => undefined);
+        this.promoteTimer = setTimeout(() => void this.promote(), Math.min(Math.max(0, next - Date.now()), PROMOTE_CAP_MS));
+      });
   }
 
   private async promote(): Promise<void> {
@@ -808,12 +856,19 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
           dead.map((row) => row.name),
         );
       });
-      if (this.running.size > 0) {
-        const canceled = await this.db.query<{ id: string }>("SELECT id FROM tm_tasks WHERE state = 'RUNNING' AND node = $1 AND cancel_requested", [this.node]);
-        for (const { id } of canceled) this.cancelHere(id);
-      }
+      const mine = await this.db.query<{ id: string; claim: string; cancel_requested: boolean }>(
+        "SELECT id, claim, cancel_requested FROM tm_tasks WHERE state = 'RUNNING' AND node = $1",
+        [this.node],
+      );
+      for (const { id, cancel_requested } of mine) if (cancel_requested) this.cancelHere(id);
+      // Claimed by a transaction whose commit went unheard (the store went away as it answered): no attempt here runs them.
+      const unheard = mine.filter(({ id, claim }) => this.running.get(id)?.claim !== claim);
+      if (unheard.length > 0) await this.handBack(unheard);
+      // Fan-in: dependencies that completed at the same moment in two transactions each saw the other running.
+      await this.db.query(PROMOTE, [Date.now()]);
       await this.db.query(
-        `DELETE FROM tm_tasks WHERE id IN (SELECT id FROM tm_tasks WHERE finished_at IS NOT NULL ORDER BY finished_at DESC OFFSET $1 LIMIT 1000)`,
+        `DELETE FROM tm_tasks WHERE finished_at IS NOT NULL
+           AND id IN (SELECT id FROM tm_tasks WHERE finished_at IS NOT NULL ORDER BY finished_at DESC OFFSET $1 LIMIT 1000)`,
         [this.options.keepFinished],
       );
     } catch (error) {
@@ -904,6 +959,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
     clearInterval(this.ticker);
     clearInterval(this.copier);
     clearTimeout(this.promoteTimer);
+    await this.dispatched;
     const all = Promise.all(this.attempts);
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
@@ -917,10 +973,11 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
     this.stopAttempts(false);
     // A store that does not come back in time: the lease runs out and the cluster runs these again.
     const patience = setTimeout(() => (this.stopGivenUp = true), this.patienceMs);
-    await all;
+    while (this.attempts.size > 0) await Promise.all(this.attempts);
     clearTimeout(patience);
     this.lease?.stop();
     await this.lease?.release().catch(() => undefined);
+    await this.leaseDb?.close().catch(() => undefined);
     await this.listener.close();
   }
 }

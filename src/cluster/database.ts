@@ -13,7 +13,7 @@ export function isUnreachable(error: unknown): boolean {
   const code = (error as { code?: unknown } | undefined)?.code;
   if (typeof code === 'string' && (UNREACHABLE_CODES.has(code) || code.startsWith('08'))) return true;
   const message = error instanceof Error ? error.message : '';
-  return /Connection terminated|connection timeout|timeout exceeded|Client has encountered a connection error|not queryable|the database system is/i.test(message);
+  return /Connection terminated|connection timeout|timeout exceeded|Query read timeout|Client has encountered a connection error|not queryable|the database system is/i.test(message);
 }
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -26,8 +26,9 @@ export class Database {
     readonly url: string,
     /** a statement that has not answered by then counts as unreachable */
     readonly queryTimeoutMs: number,
+    connections = 8,
   ) {
-    this.pool = new pg.Pool({ connectionString: url, max: 8, connectionTimeoutMillis: queryTimeoutMs, query_timeout: queryTimeoutMs, keepAlive: true });
+    this.pool = new pg.Pool({ connectionString: url, max: connections, connectionTimeoutMillis: queryTimeoutMs, query_timeout: queryTimeoutMs, keepAlive: true });
     this.pool.on('error', () => undefined); // an idle connection lost: the pool opens another when one is needed
   }
 

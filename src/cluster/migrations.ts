@@ -79,6 +79,8 @@ const MIGRATIONS: readonly string[] = [
   `,
   // Groups are listed in the order they were made, which an update must not change.
   `ALTER TABLE tm_groups ADD COLUMN made bigint GENERATED ALWAYS AS IDENTITY`,
+  // Where a daemon runs: one restarted on the same host after a crash takes its name back at once.
+  `ALTER TABLE tm_nodes ADD COLUMN host text, ADD COLUMN pid integer`,
 ];
 
 /** Any number, the same in every daemon: whoever holds this lock migrates. */

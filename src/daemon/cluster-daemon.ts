@@ -6,7 +6,7 @@ import { ClusterScheduler, Database, migrate, NodeNameTakenError, StoreVersionEr
 import { Executor } from '../executor/index.js';
 import type { AttemptRunner } from '../scheduler/index.js';
 import { ConfigError, type DaemonConfig } from './config.js';
-import type { DaemonContext } from './context.js';
+import { chained, type DaemonContext } from './context.js';
 import { GpuSampler } from './gpu.js';
 import { openPort } from './port.js';
 import { attemptRunner, checkStartup, type RunningDaemon, taskEnvironment } from './startup.js';
@@ -67,6 +67,7 @@ export async function startClusterDaemon(config: DaemonConfig, store: string): P
     outputs: { textOf: (task) => scheduler.textOf(task), follow: (task, gone, send) => scheduler.follow(task, gone, send) },
     startedAt: Date.now(),
     stopping: stopping.signal,
+    inOrder: chained(),
   };
   let port: Awaited<ReturnType<typeof openPort>>;
   try {

@@ -34,6 +34,12 @@ export interface DaemonContext {
   startedAt: number;
   /** aborted when the daemon begins to stop */
   stopping: AbortSignal;
+  /**
+   * Carries out requests one after another, in the order they came, so that
+   * each sees what the ones before it did. The embedded scheduler answers
+   * at once, so it runs each at once; a shared store's requests are chained.
+   */
+  inOrder<T>(work: () => T | Promise<T>): T | Promise<T>;
 }
 
 /** Resolves as `work` does, or rejects with SHUTTING_DOWN when the daemon stops first. */
@@ -44,4 +50,17 @@ export function unlessStopping<T>(ctx: DaemonContext, work: Promise<T>): Promise
     const forget = onAbort(ctx.stopping, () => reject(stopped()));
     work.then(resolve, reject).finally(forget);
   });
+}
+
+/** `inOrder` for requests answered at once. */
+export const atOnce = <T>(work: () => T | Promise<T>): T | Promise<T> => work();
+
+/** `inOrder` for requests answered later: each starts once the one before it has ended. */
+export function chained(): <T>(work: () => T | Promise<T>) => Promise<T> {
+  let last: Promise<unknown> = Promise.resolve();
+  return <T>(work: () => T | Promise<T>): Promise<T> => {
+    const next = last.then(work);
+    last = next.catch(() => undefined);
+    return next;
+  };
 }

@@ -11,7 +11,7 @@ import {
 import { Journal } from '../journal/index.js';
 import { Scheduler, type StoredTask, startId } from '../scheduler/index.js';
 import { type DaemonConfig, DEFAULT_CONFIG } from './config.js';
-import type { DaemonContext } from './context.js';
+import { atOnce, type DaemonContext } from './context.js';
 import { followOutput } from './follow.js';
 import { GpuSampler } from './gpu.js';
 import { OutputFiles } from './output-files.js';
@@ -93,6 +93,7 @@ export async function startDaemon(overrides: Partial<DaemonConfig> = {}): Promis
     },
     startedAt: Date.now(),
     stopping: stopping.signal,
+    inOrder: atOnce,
   };
   let port: Port;
   try {

@@ -38,7 +38,7 @@ export const handlers: { [O in StatelessOp]: Handler<O> } = {
   submit: ({ spec, id }, ctx) => when(ctx.scheduler.submit(spec, id), ({ task, duplicate }) => withDuplicate(withOutput(task, ctx), duplicate)),
 
   run: async ({ spec, id }, ctx, gone) => {
-    const { task, duplicate } = await ctx.scheduler.submit(spec, id);
+    const { task, duplicate } = await ctx.inOrder(() => ctx.scheduler.submit(spec, id));
     const { task: ended } = await unlessStopping(ctx, ctx.scheduler.wait(task, undefined, gone));
     return withDuplicate(withOutput(ended, ctx), duplicate);
   },
@@ -46,7 +46,7 @@ export const handlers: { [O in StatelessOp]: Handler<O> } = {
   status: ({ id }, ctx) => when(ctx.scheduler.get(id), (task) => ({ task: withOutput(task, ctx) })),
 
   wait: async ({ id, timeout_ms }, ctx, gone) => {
-    const { task, waitedOut } = await unlessStopping(ctx, ctx.scheduler.wait(await ctx.scheduler.get(id), timeout_ms, gone));
+    const { task, waitedOut } = await unlessStopping(ctx, ctx.scheduler.wait(await ctx.inOrder(() => ctx.scheduler.get(id)), timeout_ms, gone));
     const record = withOutput(task, ctx);
     return waitedOut ? { task: record, waited_out: true } : { task: record };
   },
@@ -54,7 +54,7 @@ export const handlers: { [O in StatelessOp]: Handler<O> } = {
   list: (filter, ctx) => when(ctx.scheduler.list(filter), ({ tasks, total }) => ({ tasks: new RecordList(tasks.map((task) => task.record())), total })),
 
   cancel: async ({ id }, ctx) => {
-    const task: Task = await ctx.scheduler.cancel(await ctx.scheduler.get(id));
+    const task: Task = await ctx.scheduler.cancel(await ctx.inOrder(() => ctx.scheduler.get(id)));
     return { task: withOutput(task, ctx) };
   },
 
@@ -104,8 +104,17 @@ export const handlers: { [O in StatelessOp]: Handler<O> } = {
   }),
 };
 
+/**
+ * The ops carried out whole in the order their requests came (the others
+ * take their turn only for their first read: a wait or a cancel goes on
+ * beside later requests). A remove of a running task holds later requests
+ * until it has ended, so that one using its id again comes after it.
+ */
+const IN_ORDER = new Set<StatelessOp>(['submit', 'status', 'list', 'count', 'remove', 'restart', 'edit', 'pause', 'resume', 'groups', 'set_group']);
+
 /** Runs the handler of the request's op: a request of op O gets a payload of op O. */
 export function handle<O extends StatelessOp>(request: ValidRequest<O>, ctx: DaemonContext, gone: AbortSignal): Promise<Payload<O>> {
   const handler: Handler<O> = handlers[request.op];
-  return Promise.resolve(handler(request, ctx, gone));
+  const run = () => handler(request, ctx, gone);
+  return Promise.resolve(IN_ORDER.has(request.op) ? ctx.inOrder(run) : run());
 }

@@ -18,6 +18,8 @@ const groups = new Map<number, number>();
 /** attempts killed because the daemon's lease was not renewed in time */
 const outlived = new Set<number>();
 let leaseTimer: NodeJS.Timeout | undefined;
+/** when (performance.now()) the daemon's lease stops holding, as last heard; nothing starts past it */
+let leaseEnds = Number.POSITIVE_INFINITY;
 
 /** Kills every task: the daemon is gone, or its lease may be. */
 function killAll(): void {
@@ -46,16 +48,20 @@ function receive(message: ToExecutor): void {
   if (message.type === 'init') {
     settings = message;
   } else if (message.type === 'close') {
+    if (settings?.killWithDaemon) killAll(); // nothing of a cluster daemon's may outlive it
     process.exit(0);
   } else if (message.type === 'abort') {
     running.get(message.attempt)?.abort();
   } else if (message.type === 'lease') {
     clearTimeout(leaseTimer);
+    leaseEnds = performance.now() + message.validMs;
     leaseTimer = setTimeout(() => {
       for (const attempt of groups.keys()) outlived.add(attempt);
       killAll();
     }, message.validMs);
     leaseTimer.unref();
+  } else if (performance.now() > leaseEnds) {
+    report({ type: 'result', attempt: message.attempt, result: interruption("the daemon's lease was not renewed in time") });
   } else {
     const abort = new AbortController();
     running.set(message.attempt, abort);

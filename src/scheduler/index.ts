@@ -5,5 +5,5 @@ export { MemoryTaskStore, type TaskStore } from './task-store.js';
 export { attemptOutcome, type AttemptOutcome } from './outcome.js';
 export { groupProblem, type StoredGroup } from './group.js';
 export { onAbort } from './abort.js';
-export { interrupted, serviceStopHeld } from './outcome.js';
+export { interrupted, notStarted, serviceStopHeld } from './outcome.js';
 export type { ListFilter, TaskService } from './task-service.js';

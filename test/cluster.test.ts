@@ -185,6 +185,14 @@ describe('a cluster of daemons on one PostgreSQL', () => {
     expect((await a!.groups()).find((group) => group.name === 'one-at-a-time')).toMatchObject({ concurrency: 1, running: 0 });
   }, 60_000);
 
+  it('a task that kills its executor every time ends FAILED (KILLED) after 3 tries, as on one daemon', async () => {
+    const { clients: [a, b] } = await cluster();
+    await a!.submit({ id: 'always', cmd: 'echo before; kill -9 $PPID; sleep 30' });
+    const { task } = await b!.wait('always', 60_000);
+    expect(task).toMatchObject({ state: 'FAILED', error: { code: 'KILLED' }, interrupted: 2, attempts: 1 });
+    expect(task.error?.message).toContain('3 attempts in a row');
+  }, 90_000);
+
   it('refuses a second live daemon with the same node name (exit 2)', async () => {
     const store = await freshStore();
     await startNode(store, ['--node', 'twin']);

@@ -126,6 +126,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       for (const id of this.wakers.keys()) this.wake(id, true);
       this.poke();
       this.planPromotion();
+      if (this.listenerCount('change') > 0) void this.republish();
     });
   }
 
@@ -151,6 +152,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       await this.lease.register();
     } catch (error) {
       await this.leaseDb.close().catch(() => undefined);
+      this.leaseDb = undefined;
       throw error;
     }
   }
@@ -194,12 +196,13 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
     return task;
   }
 
-  /** The task with its output, or undefined. */
-  private async find(id: string): Promise<Task | undefined> {
+  /** The task with its output (unless `withOutput` is false), or undefined. */
+  private async find(id: string, withOutput = true): Promise<Task | undefined> {
     return this.store(async () => {
       const [row] = await this.db.query<TaskRow>(`SELECT ${TASK_COLUMNS} FROM tm_tasks WHERE id = $1`, [id]);
       if (!row) return undefined;
       const task = taskOf(row);
+      if (!withOutput) return task;
       const claim = task.stored.output;
       const text = { stdout: '', stderr: '' };
       if (claim) {
@@ -343,7 +346,8 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
           if (missing !== undefined) throw requestError.UNKNOWN_DEPENDENCY(missing);
           return this.insert(query, made, id, dependencies);
         });
-    if (!found.duplicate && found.task.state === 'PENDING') this.planPromotion();
+    if (found.duplicate) return { task: (await this.find(found.task.id)) ?? found.task, duplicate: true }; // with its output
+    if (found.task.state === 'PENDING') this.planPromotion();
     return found;
   }
 
@@ -388,7 +392,10 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       // Listening before reading: a change between the two still wakes this wait.
       const next = this.nextChange(task.id, false, deadline, signal);
       try {
-        last = await this.get(task.id);
+        // The output is read once, with the end.
+        const now = await this.find(task.id, false);
+        if (!now) throw requestError.NOT_FOUND(task.id);
+        last = isTerminal(now.state) ? ((await this.find(task.id)) ?? now) : now;
       } catch (error) {
         if (error instanceof RequestError && error.code === 'NOT_FOUND') {
           next.cancel();
@@ -400,7 +407,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
         next.cancel();
         return { task: last, waitedOut: false };
       }
-      if ((await next.happened) === 'over') return { task: last, waitedOut: true };
+      if ((await next.happened) === 'over') return { task: (await this.find(task.id).catch(() => undefined)) ?? last, waitedOut: true };
     }
   }
 
@@ -638,7 +645,12 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
     const limited = [...new Set(candidates.map((row) => row.grp))].filter((name) => limits.has(name)).sort();
     let counts = new Map<string, number>();
     if (limited.length > 0) {
-      await query('SELECT name FROM tm_groups WHERE name = ANY ($1) ORDER BY name FOR UPDATE', [limited]);
+      // Locked, the settings are read again: a pause or a lower limit committed meanwhile holds for this claim.
+      const locked = await query<{ name: string; concurrency: number | null; paused: boolean }>(
+        'SELECT name, concurrency, paused FROM tm_groups WHERE name = ANY ($1) ORDER BY name FOR UPDATE',
+        [limited],
+      );
+      for (const group of locked) limits.set(group.name, group.paused ? 0 : (group.concurrency ?? Number.POSITIVE_INFINITY));
       counts = await runningIn();
     }
     const chosen: TaskRow[] = [];
@@ -690,7 +702,8 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
     let result: AttemptResult | undefined;
     try {
       result = await this.options.runAttempt(
-        { id: task.id, attempt: task.stored.attempts, spec: task.spec, startId: startId(task.stored), alone: false, output: claim },
+        // After an executor process was lost under it, a task runs on one of its own: its next loss takes no neighbour with it.
+        { id: task.id, attempt: task.stored.attempts, spec: task.spec, startId: startId(task.stored), alone: task.executorLosses > 0, output: claim },
         attempt.abort.signal,
         () => undefined,
       );
@@ -703,7 +716,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
     attempt.ended = true;
     await this.recordEnd(attempt, result);
     const { paths } = attempt.upload;
-    await Promise.all(STREAMS.map((stream) => rm(paths[stream], { force: true })));
+    await Promise.all(STREAMS.map((stream) => rm(paths[stream], { force: true }).catch(() => undefined)));
   }
 
   /**
@@ -726,6 +739,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
           task.stopRequested = attempt.stopRequested;
           task.cancelRequested ||= attempt.task.cancelRequested;
           const outcome = attemptOutcome(task, result, this.stopping || attempt.stopRequested, Date.now());
+          outcome.patch.executor_losses = task.executorLosses > 0 ? task.executorLosses : null;
           if (outcome.next === 'finish') {
             await this.finish(query, task, outcome.state, outcome.patch);
           } else {
@@ -810,17 +824,24 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
     this.changed.add(id);
     if (this.publishing) return;
     this.publishing = true;
-    setImmediate(() => {
+    // One read at a time: a later one never overtakes an earlier one and delivers the older state last.
+    setImmediate(async () => {
+      while (this.changed.size > 0) {
+        const ids = [...this.changed];
+        this.changed.clear();
+        const rows = await this.db.query<TaskRow>(`SELECT ${TASK_COLUMNS} FROM tm_tasks WHERE id = ANY ($1) ORDER BY seq`, [ids]).catch(() => []);
+        for (const row of rows) this.emit('change', taskOf(row));
+      }
       this.publishing = false;
-      const ids = [...this.changed];
-      this.changed.clear();
-      void this.db.query<TaskRow>(`SELECT ${TASK_COLUMNS} FROM tm_tasks WHERE id = ANY ($1) ORDER BY seq`, [ids]).then(
-        (rows) => {
-          for (const row of rows) this.emit('change', taskOf(row));
-        },
-        () => undefined,
-      );
     });
+  }
+
+  /** After notices may have been missed: every task not finished, and those finished in the last minute, to subscribers again. */
+  private async republish(): Promise<void> {
+    const rows = await this.db
+      .query<{ id: string }>("SELECT id FROM tm_tasks WHERE finished_at IS NULL OR finished_at > now() - interval '1 minute'")
+      .catch(() => []);
+    for (const { id } of rows) this.publishSoon(id);
   }
 
   /** Makes due PENDING tasks QUEUED at the next start time (looked at again at least every few seconds). */

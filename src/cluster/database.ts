@@ -16,6 +16,9 @@ export function isUnreachable(error: unknown): boolean {
   return /Connection terminated|connection timeout|timeout exceeded|Query read timeout|Client has encountered a connection error|not queryable|the database system is/i.test(message);
 }
 
+/** How often the listening connection is checked. */
+const PING_MS = 5000;
+
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** A pool of connections to the store, and transactions tried again when the server went away before they committed. */
@@ -108,7 +111,12 @@ export class Listener extends EventEmitter<ListenerEvents> {
 
   private async connect(nextDelay: number): Promise<void> {
     if (this.closed) return;
-    const client = new pg.Client({ connectionString: this.url, connectionTimeoutMillis: this.connectTimeoutMs, keepAlive: true });
+    const client = new pg.Client({
+      connectionString: this.url,
+      connectionTimeoutMillis: this.connectTimeoutMs,
+      query_timeout: this.connectTimeoutMs,
+      keepAlive: true,
+    });
     this.client = client;
     let lost = false;
     const reconnect = () => {
@@ -126,6 +134,15 @@ export class Listener extends EventEmitter<ListenerEvents> {
       for (const channel of this.channels) await client.query(`LISTEN ${channel}`);
       nextDelay = 100;
       this.emit('connected');
+      // A connection gone silent (a host cut off without a reset) tells nothing: a query now and then finds out.
+      const ping = setInterval(() => {
+        if (lost) return clearInterval(ping);
+        client.query('SELECT 1').catch(() => {
+          clearInterval(ping);
+          reconnect();
+        });
+      }, PING_MS);
+      ping.unref();
     } catch {
       reconnect();
     }

@@ -27,6 +27,7 @@ export function taskOf(row: TaskRow): Task {
   if (row.node !== null) stored.node = row.node;
   const task = new Task(stored);
   task.cancelRequested = row.cancel_requested;
+  task.executorLosses = stored.executor_losses ?? 0;
   return task;
 }
 

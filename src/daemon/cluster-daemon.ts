@@ -2,7 +2,7 @@ import { setMaxListeners } from 'node:events';
 import { mkdir, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { ClusterScheduler, Database, migrate, NodeNameTakenError, StoreVersionError } from '../cluster/index.js';
+import { ClusterScheduler, Database, isUnreachable, migrate, NodeNameTakenError, StoreVersionError } from '../cluster/index.js';
 import { Executor } from '../executor/index.js';
 import type { AttemptRunner } from '../scheduler/index.js';
 import { ConfigError, type DaemonConfig } from './config.js';
@@ -78,21 +78,31 @@ export async function startClusterDaemon(config: DaemonConfig, store: string): P
   }
   const node = config.node ?? `${hostname()}:${port.port}`;
   try {
-    await scheduler.register(node, `${config.host}:${port.port}`);
+    await db.patiently(() => scheduler.register(node, `${config.host}:${port.port}`), 10_000);
   } catch (error) {
     port.refuse();
     await port.close();
     await db.close().catch(() => undefined);
-    throw error instanceof NodeNameTakenError ? new ConfigError(error.message) : error;
+    if (error instanceof NodeNameTakenError) throw new ConfigError(error.message);
+    throw isUnreachable(error) ? new ConfigError(`the store ${shownUrl(store)} could not be reached: ${(error as Error).message}`) : error;
   }
   // This node's files on this host; what an earlier run left is of no use now (its tasks ran again elsewhere).
   const ownerDir = join(config.dataDir, 'nodes', fileName(node));
   const scriptDir = join(ownerDir, 'scripts');
   outputDir = join(ownerDir, 'output');
-  await rm(scriptDir, { recursive: true, force: true });
-  await rm(outputDir, { recursive: true, force: true });
-  await mkdir(scriptDir, { recursive: true, mode: 0o700 });
-  await mkdir(outputDir, { recursive: true, mode: 0o700 });
+  try {
+    await rm(scriptDir, { recursive: true, force: true });
+    await rm(outputDir, { recursive: true, force: true });
+    await mkdir(scriptDir, { recursive: true, mode: 0o700 });
+    await mkdir(outputDir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    // The name is given back at once rather than held until its lease runs out.
+    await scheduler.stop(0);
+    port.refuse();
+    await port.close();
+    await db.close().catch(() => undefined);
+    throw error;
+  }
   executor = new Executor(
     { baseEnv: taskEnvironment(), scriptDir, dataDir: ownerDir, killGraceMs: config.killGraceMs, syncOutput: false, killWithDaemon: true },
     config.log,

@@ -69,6 +69,7 @@ const OPTIONAL = new Map<string, FieldRule>([
   ['spec_bytes', count],
   ['restarts', count],
   ['node', string],
+  ['executor_losses', count],
 ]);
 
 /**

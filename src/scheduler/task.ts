@@ -23,6 +23,8 @@ export interface StoredTask extends Omit<TaskRecord, 'group' | 'restarts'> {
   spec_bytes?: number;
   /** in a cluster: the daemon that runs it, or ran its last attempt */
   node?: string;
+  /** in a cluster: executor processes lost in a row during its attempts (the embedded scheduler keeps them in memory) */
+  executor_losses?: number;
 }
 
 /** The fields a stored task has only at times. */

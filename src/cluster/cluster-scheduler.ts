@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { rm } from 'node:fs/promises';
+import { unlink } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { StringDecoder } from 'node:string_decoder';
 import { type AttemptResult, type OutputPaths, startFailure } from '../executor/index.js';
@@ -69,6 +69,9 @@ const POLL_MS = 1000;
 const COPY_MS = 250;
 const PROMOTE_CAP_MS = 5000;
 const FOREIGN_KEY_VIOLATION = '23503';
+/** A subquery of a task row `t`: one stream of its current (or last) attempt's output, whole. */
+const OUTPUT_OF_STREAM = (stream: number) =>
+  `SELECT string_agg(data, ''::bytea ORDER BY pos) FROM tm_output o WHERE o.task_id = t.id AND o.claim = (t.record->>'output')::bigint AND o.stream = ${stream}`;
 
 const emptyCounts = (): Counts => Object.fromEntries(TASK_STATES.map((state) => [state, 0])) as Counts;
 const dependencyFailed = (dependency: Task) => taskError.DEPENDENCY_FAILED(dependency.id, dependency.state);
@@ -196,22 +199,16 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
     return task;
   }
 
-  /** The task with its output (unless `withOutput` is false), or undefined. */
-  private async find(id: string, withOutput = true): Promise<Task | undefined> {
+  /** The task with its output, in one query, or undefined. */
+  private async find(id: string): Promise<Task | undefined> {
     return this.store(async () => {
-      const [row] = await this.db.query<TaskRow>(`SELECT ${TASK_COLUMNS} FROM tm_tasks WHERE id = $1`, [id]);
+      const [row] = await this.db.query<TaskRow & Record<Stream, Buffer | null>>(
+        `SELECT ${TASK_COLUMNS}, ${STREAMS.map((stream) => `(${OUTPUT_OF_STREAM(STREAM_NUMBER[stream])}) AS ${stream}`).join(', ')} FROM tm_tasks t WHERE id = $1`,
+        [id],
+      );
       if (!row) return undefined;
       const task = taskOf(row);
-      if (!withOutput) return task;
-      const claim = task.stored.output;
-      const text = { stdout: '', stderr: '' };
-      if (claim) {
-        const chunks = await this.db.query<{ stream: number; data: Buffer }>('SELECT stream, data FROM tm_output WHERE task_id = $1 AND claim = $2 ORDER BY stream, pos', [id, claim]);
-        for (const stream of STREAMS) {
-          text[stream] = Buffer.concat(chunks.filter((chunk) => chunk.stream === STREAM_NUMBER[stream]).map((chunk) => chunk.data)).toString('utf8');
-        }
-      }
-      this.texts.set(task, text);
+      this.texts.set(task, { stdout: row.stdout?.toString('utf8') ?? '', stderr: row.stderr?.toString('utf8') ?? '' });
       return task;
     });
   }
@@ -392,10 +389,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       // Listening before reading: a change between the two still wakes this wait.
       const next = this.nextChange(task.id, false, deadline, signal);
       try {
-        // The output is read once, with the end.
-        const now = await this.find(task.id, false);
-        if (!now) throw requestError.NOT_FOUND(task.id);
-        last = isTerminal(now.state) ? ((await this.find(task.id)) ?? now) : now;
+        last = await this.get(task.id);
       } catch (error) {
         if (error instanceof RequestError && error.code === 'NOT_FOUND') {
           next.cancel();
@@ -638,8 +632,10 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       );
     const before = await runningIn();
     const closed = [...settings.filter((g) => g.paused).map((g) => g.name), ...[...limits].filter(([name, limit]) => (before.get(name) ?? 0) >= limit).map(([name]) => name)];
-    const candidates = await query<TaskRow & { grp: string }>(
-      `SELECT ${TASK_COLUMNS}, grp FROM tm_tasks WHERE state = 'QUEUED' AND grp <> ALL ($1) ORDER BY priority DESC, seq LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED`,
+    // Each candidate gets a claim number at once (one left unused leaves a gap, which nothing minds).
+    const candidates = await query<TaskRow & { grp: string; next_claim: string }>(
+      `SELECT ${TASK_COLUMNS}, grp, nextval('tm_claims')::text AS next_claim FROM tm_tasks
+       WHERE state = 'QUEUED' AND grp <> ALL ($1) ORDER BY priority DESC, seq LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED`,
       [closed, free * 2],
     );
     const limited = [...new Set(candidates.map((row) => row.grp))].filter((name) => limits.has(name)).sort();
@@ -653,7 +649,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       for (const group of locked) limits.set(group.name, group.paused ? 0 : (group.concurrency ?? Number.POSITIVE_INFINITY));
       counts = await runningIn();
     }
-    const chosen: TaskRow[] = [];
+    const chosen: (TaskRow & { next_claim: string })[] = [];
     for (const row of candidates) {
       if (chosen.length === free) break;
       const limit = limits.get(row.grp);
@@ -665,23 +661,23 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       chosen.push(row);
     }
     if (chosen.length === 0) return [];
-    const claims = (await query<{ claim: string }>("SELECT nextval('tm_claims')::text AS claim FROM generate_series(1, $1)", [chosen.length])).map((row) => row.claim);
-    const claimed = chosen.map((row, i) => {
+    const claimed = chosen.map((row) => {
       const task = taskOf(row);
+      const claim = row.next_claim;
       applyPatch(task.stored, {
         state: 'RUNNING',
         attempts: task.stored.attempts + 1,
         started_at: nowIso(),
-        output: claims[i]!,
+        output: claim,
         node: this.node,
         stdout_bytes: null,
         stderr_bytes: null,
         stdout_truncated: false,
         stderr_truncated: false,
       });
-      return { task, claim: claims[i]! };
+      return { task, claim };
     });
-    await claimTasks(query, this.node, claimed);
+    await claimTasks(query, this.node, claimed, chosen.filter((row) => row.record.output !== undefined).map((row) => row.id));
     return claimed;
   }
 
@@ -716,7 +712,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
     attempt.ended = true;
     await this.recordEnd(attempt, result);
     const { paths } = attempt.upload;
-    await Promise.all(STREAMS.map((stream) => rm(paths[stream], { force: true }).catch(() => undefined)));
+    await Promise.all(STREAMS.map((stream) => unlink(paths[stream]).catch(() => undefined)));
   }
 
   /**
@@ -731,7 +727,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       try {
         // The output first, each piece committed as it goes (a second copy of a piece changes nothing):
         // in the store before the result, and no lock held while it waits for a copy before it.
-        if (result) await attempt.upload.copy(query, { stdout: result.stdout_bytes, stderr: result.stderr_bytes });
+        if (result && result.stdout_bytes + result.stderr_bytes > 0) await attempt.upload.copy(query, { stdout: result.stdout_bytes, stderr: result.stderr_bytes });
         const ended = await this.db.transaction(async (query) => {
           const [row] = await query<TaskRow>(`SELECT ${TASK_COLUMNS} FROM tm_tasks WHERE id = $1 FOR NO KEY UPDATE`, [attempt.task.id]);
           if (!row || row.claim !== attempt.claim || row.state !== 'RUNNING') return false;

@@ -75,14 +75,14 @@ export async function lockTask(query: Query, id: string): Promise<Task | undefin
 
 /**
  * Marks tasks RUNNING on `node` under their claims, in one statement; the
- * output of their earlier attempts is no longer theirs.
+ * output of earlier attempts (of the tasks named in `ranBefore`) is no longer theirs.
  */
-export async function claimTasks(query: Query, node: string, claimed: { task: Task; claim: string }[]): Promise<void> {
+export async function claimTasks(query: Query, node: string, claimed: { task: Task; claim: string }[], ranBefore: string[]): Promise<void> {
   const ids = claimed.map(({ task }) => task.id);
   await query(
     `UPDATE tm_tasks t SET state = 'RUNNING', node = $1, claim = c.claim, cancel_requested = false, record = c.record
      FROM unnest($2::text[], $3::bigint[], $4::jsonb[]) AS c (id, claim, record) WHERE t.id = c.id`,
     [node, ids, claimed.map(({ claim }) => claim), claimed.map(({ task }) => JSON.stringify(recordOf(task.stored)))],
   );
-  await query('DELETE FROM tm_output WHERE task_id = ANY ($1)', [ids]);
+  if (ranBefore.length > 0) await query('DELETE FROM tm_output WHERE task_id = ANY ($1)', [ranBefore]);
 }

@@ -99,7 +99,7 @@ function runsOf(dir: string, id: string): Runs {
 /**
  * What every fault test asserts: each acknowledged task COMPLETED, no two
  * runs of a task overlapped, and only tasks recorded as interrupted ran more
- * than once (as many times more as their interruptions).
+ * than once (no more times than their interruptions).
  */
 async function expectEveryTaskRanSafely(client: TaskManagerClient, dir: string, ids: string[]): Promise<{ rerun: number }> {
   let rerun = 0;
@@ -110,7 +110,9 @@ async function expectEveryTaskRanSafely(client: TaskManagerClient, dir: string, 
     expect(runs.overlaps, `${id} ran twice at once:\n${runs.log}`).toBe(0);
     // A run may end and still not count: its daemon, cut off, could not record it before its lease ran out.
     expect(runs.ends, `${id} ran to its end`).toBeGreaterThanOrEqual(1);
-    expect(runs.starts - 1, `${id} ran again only as often as it was interrupted`).toBe(task.interrupted ?? 0);
+    // Every run after the first was an interruption's doing. (An interruption may also have cut an attempt
+    // short before its process started: a daemon lost after its claim, before its start.)
+    expect(runs.starts - 1, `${id} ran again only when it was interrupted`).toBeLessThanOrEqual(task.interrupted ?? 0);
     if (runs.starts > 1) rerun++;
   }
   return { rerun };

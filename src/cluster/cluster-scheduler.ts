@@ -69,6 +69,8 @@ const POLL_MS = 1000;
 const COPY_MS = 250;
 const PROMOTE_CAP_MS = 5000;
 const FOREIGN_KEY_VIOLATION = '23503';
+/** How long the upkeep looks for a claim whose commit went unheard. */
+const IN_DOUBT_MS = 60_000;
 /** A subquery of a task row `t`: one stream of its current (or last) attempt's output, whole. */
 const OUTPUT_OF_STREAM = (stream: number) =>
   `SELECT string_agg(data, ''::bytea ORDER BY pos) FROM tm_output o WHERE o.task_id = t.id AND o.claim = (t.record->>'output')::bigint AND o.stream = ${stream}`;
@@ -108,6 +110,8 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
   private readonly texts = new WeakMap<Task, { stdout: string; stderr: string }>();
   private publishing = false;
   private dispatching = false;
+  /** claims whose transaction failed (perhaps committed, unheard; never started here), and since when */
+  private readonly inDoubt = new Map<string, number>();
   /** the claim loop in progress: a stop waits for it, so that nothing it claims escapes the stop */
   private dispatched: Promise<void> = Promise.resolve();
   private pokedAgain = false;
@@ -359,10 +363,8 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
     }
     const inserted = await insertTask(query, task, this.options.maxQueue);
     if (inserted === 'full') {
-      const [{ unfinished }] = (await query<{ unfinished: number }>("SELECT count(*)::int AS unfinished FROM tm_tasks WHERE state IN ('PENDING', 'QUEUED', 'RUNNING')")) as [
-        { unfinished: number },
-      ];
-      throw requestError.QUEUE_FULL({ bound: '--max-queue', unfinished });
+      await this.mustHaveRoom(query); // refuses, with the count
+      throw requestError.QUEUE_FULL({ bound: '--max-queue', unfinished: this.options.maxQueue }); // room made since the insert was refused
     }
     if (inserted === 'exists') {
       // Submitted at the same moment through another daemon (a conflict, or a duplicate), or this very
@@ -371,6 +373,14 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       if (existing) return id === undefined ? { task: existing.task, duplicate: false } : existing;
     }
     return { task, duplicate: false };
+  }
+
+  /** QUEUE_FULL once --max-queue tasks are not finished. */
+  private async mustHaveRoom(query: Query): Promise<void> {
+    const [{ unfinished }] = (await query<{ unfinished: number }>("SELECT count(*)::int AS unfinished FROM tm_tasks WHERE state IN ('PENDING', 'QUEUED', 'RUNNING')")) as [
+      { unfinished: number },
+    ];
+    if (unfinished >= this.options.maxQueue) throw requestError.QUEUE_FULL({ bound: '--max-queue', unfinished });
   }
 
   /** The task already under `id`: a duplicate if its spec is this one; ID_CONFLICT otherwise. */
@@ -478,6 +488,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       if (!isTerminal(now.state)) throw requestError.NOT_RESTARTABLE(now.id, { state: now.state });
       const failed = await this.failedDependency(query, now, new Set());
       if (failed) throw requestError.NOT_RESTARTABLE(now.id, { dependency: failed.id, state: failed.state });
+      await this.mustHaveRoom(query);
       const again = new Map([[now.id, now]]);
       if (now.state !== 'COMPLETED') {
         // Dependents come after their dependencies in submission order: one pass finds them all.
@@ -600,7 +611,12 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       const free = this.options.concurrency - this.running.size;
       const lease = this.lease;
       if (free <= 0 || this.stopping || !lease?.held) return;
-      const claimed = await this.db.transaction(async (query) => ((await lease.confirm(query)) ? this.claim(query, free) : []));
+      const numbers: string[] = [];
+      const claimed = await this.db.transaction(async (query) => ((await lease.confirm(query)) ? this.claim(query, free, numbers) : [])).catch((error: unknown) => {
+        // The commit may have happened unheard: the upkeep hands back whatever of these it finds committed.
+        for (const claim of numbers) this.inDoubt.set(claim, Date.now());
+        throw error;
+      });
       // The claim took time: a daemon that has fenced itself or begun to stop since starts none of it.
       if (claimed.length > 0 && (this.stopping || !lease.held)) {
         await this.handBack(claimed.map(({ task, claim }) => ({ id: task.id, claim })));
@@ -615,9 +631,11 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
    * Takes up to `free` QUEUED tasks for this daemon: the highest priority
    * first, then the oldest, skipping tasks other daemons are claiming. A
    * group with a limit has its row locked while its running tasks are
-   * counted, so the limit holds across the cluster.
+   * counted, so the limit holds across the cluster. The claims' numbers go
+   * into `numbers` before the commit, for the caller to know them if the
+   * commit fails.
    */
-  private async claim(query: Query, free: number): Promise<{ task: Task; claim: string }[]> {
+  private async claim(query: Query, free: number, numbers: string[]): Promise<{ task: Task; claim: string }[]> {
     const settings = await query<{ name: string; concurrency: number | null; paused: boolean }>('SELECT name, concurrency, paused FROM tm_groups');
     const limits = new Map(settings.filter((g) => g.concurrency !== null).map((g) => [g.name, g.concurrency!]));
     const runningIn = async () =>
@@ -677,6 +695,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       });
       return { task, claim };
     });
+    numbers.push(...claimed.map(({ claim }) => claim));
     await claimTasks(query, this.node, claimed, chosen.filter((row) => row.record.output !== undefined).map((row) => row.id));
     return claimed;
   }
@@ -879,8 +898,9 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       );
       for (const { id, cancel_requested } of mine) if (cancel_requested) this.cancelHere(id);
       // Claimed by a transaction whose commit went unheard (the store went away as it answered): no attempt here runs them.
-      const unheard = mine.filter(({ id, claim }) => this.running.get(id)?.claim !== claim);
+      const unheard = mine.filter(({ claim }) => this.inDoubt.has(claim));
       if (unheard.length > 0) await this.handBack(unheard);
+      for (const [claim, since] of this.inDoubt) if (Date.now() - since > IN_DOUBT_MS) this.inDoubt.delete(claim);
       // Fan-in: dependencies that completed at the same moment in two transactions each saw the other running.
       await this.db.query(PROMOTE, [Date.now()]);
       await this.db.query(

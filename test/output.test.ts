@@ -4,7 +4,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TaskManagerError, type TaskManagerClient } from '../src/index.js';
-import { CMD, TASK_MANAGER, eventually, removeDir, startDaemon, tempDir, within, type TestDaemon } from './helpers.js';
+import { CMD, TASK_MANAGER, eventually, removeDir, snapshotSettled, startDaemon, tempDir, within, type TestDaemon } from './helpers.js';
 
 const daemons: TestDaemon[] = [];
 const dirs: string[] = [];
@@ -115,6 +115,8 @@ describe('output in files', () => {
     const again = await second.client();
     expect(await again.status('old')).toMatchObject({ stdout: 'kept inline', stderr: '' });
     expect(outputFiles(dataDir)).toEqual(['old.1.0.stdout']);
+    // Read once the start's snapshot is written: until then it may delete the logs it replaces as they are read.
+    await snapshotSettled(dataDir);
     expect(journalText(dataDir)).toContain('"output":"old.1.0"');
     await again.close();
   });

@@ -60,14 +60,18 @@ export const handlers: { [O in StatelessOp]: Handler<O> } = {
 
   remove: ({ id }, ctx) => {
     // The record, with output read from files held until the answer is written, then the task is forgotten:
-    // at once for a finished task, before the next request of the same read (which may use its id again).
+    // a finished one at its turn among the requests (a later one may use its id again); an unfinished one once
+    // it has been canceled, which later requests do not wait for.
     const forget = (task: Task) => {
       const record = withOutput(task, ctx);
       return when(ctx.scheduler.remove(task), () => ({ task: record }));
     };
-    return when(ctx.scheduler.get(id), (task) => {
-      if (isTerminal(task.state)) return forget(task);
-      return ctx.scheduler.cancel(task).then(forget, async (error: unknown) => {
+    const atItsTurn = ctx.inOrder(() =>
+      when(ctx.scheduler.get(id), (task) => (isTerminal(task.state) ? when(forget(task), (removed) => ({ removed })) : { running: task })),
+    );
+    return when(atItsTurn, (turn) => {
+      if ('removed' in turn) return turn.removed;
+      return ctx.scheduler.cancel(turn.running).then(forget, async (error: unknown) => {
         // It finished meanwhile: it is removed all the same.
         const now = await ctx.scheduler.get(id);
         if (!isTerminal(now.state)) throw error;
@@ -105,12 +109,12 @@ export const handlers: { [O in StatelessOp]: Handler<O> } = {
 };
 
 /**
- * The ops carried out whole in the order their requests came (the others
- * take their turn only for their first read: a wait or a cancel goes on
- * beside later requests). A remove of a running task holds later requests
- * until it has ended, so that one using its id again comes after it.
+ * The ops carried out whole in the order their requests came. The others
+ * take their turn for their first step only: a run's submit, a wait's or a
+ * cancel's read, a remove of a finished task; what they wait for goes on
+ * beside later requests.
  */
-const IN_ORDER = new Set<StatelessOp>(['submit', 'status', 'list', 'count', 'remove', 'restart', 'edit', 'pause', 'resume', 'groups', 'set_group']);
+const IN_ORDER = new Set<StatelessOp>(['submit', 'status', 'list', 'count', 'restart', 'edit', 'pause', 'resume', 'groups', 'set_group']);
 
 /** Runs the handler of the request's op: a request of op O gets a payload of op O. */
 export function handle<O extends StatelessOp>(request: ValidRequest<O>, ctx: DaemonContext, gone: AbortSignal): Promise<Payload<O>> {

@@ -768,10 +768,9 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       } catch (error) {
         // The task is gone (removed, or forgotten once it ended elsewhere): its output has nowhere to go.
         if ((error as { code?: string }).code === FOREIGN_KEY_VIOLATION) return;
-        if (!isUnreachable(error)) {
-          this.options.log(`task ${attempt.task.id}: its result could not be recorded: ${(error as Error).message}`);
-          // Not the store's absence: after a few tries the lease's end settles it (requeued INTERRUPTED).
-          if (++failures >= 5) return;
+        // Tried again until it is written: while this daemon holds its lease, nobody else will settle the task.
+        if (!isUnreachable(error) && failures++ % 10 === 0) {
+          this.options.log(`task ${attempt.task.id}: its result could not be recorded (trying again): ${(error as Error).message}`);
         }
         if (this.stopping && this.stopGivenUp) return; // the lease runs out and the cluster runs it again
         await new Promise((resolve) => setTimeout(resolve, delay));
@@ -787,11 +786,18 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
           const [row] = await query<TaskRow>(`SELECT ${TASK_COLUMNS} FROM tm_tasks WHERE id = $1 FOR NO KEY UPDATE`, [id]);
           if (!row || row.claim !== claim || row.state !== 'RUNNING') continue;
           const now = taskOf(row);
+          if (now.cancelRequested) {
+            await this.finish(query, now, 'CANCELED', { ...notStarted(now), started_at: null, error: taskError.CANCELED('before it started') });
+            continue;
+          }
           applyPatch(now.stored, { ...notStarted(now), state: 'QUEUED', started_at: null });
           await saveTask(query, now, null);
         }
       })
-      .catch(() => undefined); // unreachable: the lease runs out, and the cluster requeues them
+      .catch(() => {
+        // Not handed back: the upkeep tries again (and the lease's end settles them if this daemon is lost).
+        for (const { claim } of claimed) this.inDoubt.set(claim, Date.now());
+      });
   }
 
   /** Copies what running attempts wrote since the last copy to the store. */

@@ -75,6 +75,11 @@ function receive(message: ToExecutor): void {
       signal: abort.signal,
       onSpawn: (pid, started) => {
         groups.set(message.attempt, pid);
+        // Started past the lease's end (the run waited for its script, or the host stalled): killed at once.
+        if (performance.now() > leaseEnds) {
+          outlived.add(message.attempt);
+          signalGroup(pid, 'SIGKILL');
+        }
         ledger.started(message.attempt, message.startId);
         report({ type: 'spawned', attempt: message.attempt, pid, ...(started ? { started } : {}) });
       },

@@ -9,7 +9,6 @@ import {
   RequestError,
   requestError,
   specKey,
-  TASK_STATES,
   taskError,
 } from '../protocol/index.js';
 import type { Counts, GroupInfo, NodeInfo, TaskEdit, TaskSpec, TaskState } from '../protocol/index.js';
@@ -18,6 +17,7 @@ import {
   applyPatch,
   attemptOutcome,
   editedSpec,
+  emptyCounts,
   FRESH_RUN,
   interrupted,
   type ListFilter,
@@ -75,7 +75,6 @@ const IN_DOUBT_MS = 60_000;
 const OUTPUT_OF_STREAM = (stream: number) =>
   `SELECT string_agg(data, ''::bytea ORDER BY pos) FROM tm_output o WHERE o.task_id = t.id AND o.claim = (t.record->>'output')::bigint AND o.stream = ${stream}`;
 
-const emptyCounts = (): Counts => Object.fromEntries(TASK_STATES.map((state) => [state, 0])) as Counts;
 const dependencyFailed = (dependency: Task) => taskError.DEPENDENCY_FAILED(dependency.id, dependency.state);
 const nowIso = () => new Date().toISOString();
 
@@ -1018,7 +1017,6 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
     const patience = setTimeout(() => (this.stopGivenUp = true), this.patienceMs);
     while (this.attempts.size > 0) await Promise.all(this.attempts);
     clearTimeout(patience);
-    this.lease?.stop();
     await this.lease?.release().catch(() => undefined);
     await this.leaseDb?.close().catch(() => undefined);
     await this.listener.close();

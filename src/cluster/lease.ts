@@ -194,14 +194,10 @@ export class Lease {
     this.options.fence(why);
   }
 
-  /** Gives the name back (a graceful stop, once this daemon's tasks are handed back). */
+  /** Stops renewing, and gives the name back (a graceful stop, once this daemon's tasks are handed back). */
   async release(): Promise<void> {
     clearInterval(this.timer);
     this.registered = false;
     await this.db.query('DELETE FROM tm_nodes WHERE name = $1 AND instance = $2', [this.options.node, this.instance]);
-  }
-
-  stop(): void {
-    clearInterval(this.timer);
   }
 }

@@ -76,13 +76,17 @@ export async function startClusterDaemon(config: DaemonConfig, store: string): P
     await db.close().catch(() => undefined);
     throw error;
   }
+  /** A start that fails after listening: the port and the store let go (and the name given back, once taken). */
+  const abandon = async () => {
+    port.refuse();
+    await port.close();
+    await db.close().catch(() => undefined);
+  };
   const node = config.node ?? `${hostname()}:${port.port}`;
   try {
     await db.patiently(() => scheduler.register(node, `${config.host}:${port.port}`), 10_000);
   } catch (error) {
-    port.refuse();
-    await port.close();
-    await db.close().catch(() => undefined);
+    await abandon();
     if (error instanceof NodeNameTakenError) throw new ConfigError(error.message);
     throw isUnreachable(error) ? new ConfigError(`the store ${shownUrl(store)} could not be reached: ${(error as Error).message}`) : error;
   }
@@ -98,9 +102,7 @@ export async function startClusterDaemon(config: DaemonConfig, store: string): P
   } catch (error) {
     // The name is given back at once rather than held until its lease runs out.
     await scheduler.stop(0);
-    port.refuse();
-    await port.close();
-    await db.close().catch(() => undefined);
+    await abandon();
     throw error;
   }
   executor = new Executor(

@@ -51,7 +51,8 @@ export interface TaskStore {
   flushed(): Promise<void>;
 }
 
-const emptyCounts = (): Counts => Object.fromEntries(TASK_STATES.map((s) => [s, 0])) as Counts;
+/** Every state, counted 0. */
+export const emptyCounts = (): Counts => Object.fromEntries(TASK_STATES.map((s) => [s, 0])) as Counts;
 
 /** The embedded store: tasks in memory, indexed for `list`, every change appended to the journal. */
 export class MemoryTaskStore implements TaskStore {

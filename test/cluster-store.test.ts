@@ -156,6 +156,28 @@ describe('cluster only: daemons sharing one store', () => {
     expect((await reaches(a!.scheduler, 'long', 'CANCELED')).record()).toMatchObject({ error: { code: 'CANCELED' } });
   });
 
+  it("ends a transaction its daemon left idle (frozen) past the statement timeout, so that its row locks hold no one up", async () => {
+    const url = await freshDatabase();
+    const frozen = new Database(url, 500, 1);
+    const other = new Database(url, 5000, 1);
+    open.push(frozen, other);
+    await frozen.query('CREATE TABLE t (id int PRIMARY KEY)');
+    await frozen.query('INSERT INTO t VALUES (1)');
+    let locked: () => void = () => undefined;
+    const isLocked = new Promise<void>((resolve) => (locked = resolve));
+    const stalled = frozen.transaction(async (query) => {
+      await query('SELECT id FROM t WHERE id = 1 FOR UPDATE');
+      locked();
+      await new Promise((resolve) => setTimeout(resolve, 3000)); // a daemon stopped inside its transaction
+    });
+    const outcome = stalled.then(() => 'committed', (error: Error) => error.message);
+    await isLocked;
+    expect(await other.query('SELECT id FROM t FOR UPDATE SKIP LOCKED')).toEqual([]); // held
+    const free = await until(async () => (await other.query('SELECT id FROM t FOR UPDATE SKIP LOCKED')).length === 1, () => 'the row freed', 2500);
+    expect(free).toBe(true);
+    expect(await outcome).not.toBe('committed');
+  });
+
   it('refuses a second daemon the name of a live one', async () => {
     const { url, nodes } = await cluster(1, 2);
     const second = await unregistered(url, { concurrency: 2, keepFinished: 100, maxQueue: 100, runAttempt: new FakeRunner().run });

@@ -4,7 +4,7 @@ import pg from 'pg';
 /** Runs one statement; the rows it returns. */
 export type Query = <Row extends object = Record<string, unknown>>(text: string, values?: unknown[]) => Promise<Row[]>;
 
-const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', '57P01', '57P02', '57P03', '53300']);
+const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', '57P01', '57P02', '57P03', '53300', '25P03']);
 /** Errors of a transaction that a new try may not meet: serialization failure, deadlock. */
 const RETRY_CODES = new Set(['40001', '40P01']);
 
@@ -31,7 +31,16 @@ export class Database {
     readonly queryTimeoutMs: number,
     connections = 8,
   ) {
-    this.pool = new pg.Pool({ connectionString: url, max: connections, connectionTimeoutMillis: queryTimeoutMs, query_timeout: queryTimeoutMs, keepAlive: true });
+    this.pool = new pg.Pool({
+      connectionString: url,
+      max: connections,
+      connectionTimeoutMillis: queryTimeoutMs,
+      query_timeout: queryTimeoutMs,
+      // A daemon frozen inside a transaction (SIGSTOP, a stalled event loop) would hold its row locks
+      // for as long as it stays frozen, and the others skip locked rows: the server ends it instead.
+      idle_in_transaction_session_timeout: queryTimeoutMs,
+      keepAlive: true,
+    });
     this.pool.on('error', () => undefined); // an idle connection lost: the pool opens another when one is needed
   }
 

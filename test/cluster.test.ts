@@ -1,122 +1,17 @@
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { TaskManagerClient } from '../src/client/index.js';
-import { eventually, removeDir, serveExpectingRefusal, startDaemon, type TestDaemon, tempDir, TASK_MANAGER } from './helpers.js';
-import { type PostgresServer, startPostgres } from '../bench/postgres-server.js';
-import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
+import { describe, expect, it } from 'vitest';
+import { clusterHarness, LEASE_MS } from './cluster-harness.js';
+import { eventually, serveExpectingRefusal, TASK_MANAGER, tempDir } from './helpers.js';
 
 /**
  * Daemons sharing one real PostgreSQL, as operators run them: every
- * operation through any daemon, and the faults a cluster must survive
- * (kill -9 of a daemon, a daemon cut off from the store, PostgreSQL
- * restarted), checked by tasks that log each of their runs.
+ * operation through any daemon, the CLI against a cluster, names, and the
+ * refusal of a store that cannot be reached. The faults are in
+ * cluster-faults.test.ts.
  */
 
-const LEASE_MS = 3000;
-let postgres: PostgresServer;
-let databases = 0;
-const daemons: TestDaemon[] = [];
-const clients: TaskManagerClient[] = [];
-const dirs: string[] = [];
-
-beforeAll(async () => {
-  postgres = await startPostgres();
-}, 60_000);
-
-afterAll(async () => {
-  await postgres?.stop();
-});
-
-afterEach(async ({ task }) => {
-  // What the daemons said is the first thing to read when a cluster test fails.
-  if (task.result?.state === 'fail') for (const daemon of daemons) console.error(`daemon on ${daemon.port} (exit ${daemon.process.exitCode}):\n${daemon.stderr()}`);
-  for (const client of clients.splice(0)) client.destroy();
-  await Promise.all(daemons.splice(0).map((daemon) => (daemon.process.exitCode === null ? daemon.kill() : undefined)));
-  for (const dir of dirs.splice(0)) removeDir(dir);
-});
-
-/** A fresh database on the server: each test's cluster starts empty. */
-const freshStore = (): Promise<string> => postgres.createDatabase(`cluster_${++databases}`);
-
-async function startNode(store: string, args: string[] = []): Promise<TestDaemon> {
-  const daemon = await startDaemon(['--store', store, '--lease-ms', String(LEASE_MS), '--concurrency', '4', '--kill-grace-ms', '200', ...args], {
-    // Its own process group, as under a shell or systemd: a kill can take the whole group.
-    detached: true,
-  });
-  daemons.push(daemon);
-  return daemon;
-}
-
-async function clientOf(daemon: TestDaemon): Promise<TaskManagerClient> {
-  const client = await daemon.client();
-  clients.push(client);
-  return client;
-}
-
-/** Three daemons on one store, and a client of each. */
-async function cluster() {
-  const store = await freshStore();
-  const nodes = [await startNode(store), await startNode(store), await startNode(store)];
-  return { store, nodes, clients: await Promise.all(nodes.map(clientOf)) };
-}
-
-/**
- * A task that logs each of its runs to `<dir>/<id>`: "start PID" then "end
- * PID". Before it starts it checks that no earlier run of it is alive, and
- * logs "overlap PID" if one is: two runs of one task at once.
- */
-function loggingTask(dir: string, id: string, seconds = 0.4) {
-  const log = join(dir, id);
-  const script = [
-    `for p in $(awk '$1=="start"{print $2}' '${log}' 2>/dev/null); do kill -0 "$p" 2>/dev/null && echo "overlap $p" >> '${log}'; done`,
-    `echo "start $$" >> '${log}'`,
-    `sleep ${seconds}`,
-    `echo "end $$" >> '${log}'`,
-  ].join('\n');
-  return { id, cmd: script };
-}
-
-interface Runs {
-  log: string;
-  starts: number;
-  ends: number;
-  overlaps: number;
-}
-
-function runsOf(dir: string, id: string): Runs {
-  let lines: string[] = [];
-  try {
-    lines = readFileSync(join(dir, id), 'utf8').trim().split('\n');
-  } catch {
-    // never started
-  }
-  const count = (word: string) => lines.filter((line) => line.startsWith(`${word} `)).length;
-  return { log: lines.join('\n'), starts: count('start'), ends: count('end'), overlaps: count('overlap') };
-}
-
-/**
- * What every fault test asserts: each acknowledged task COMPLETED, no two
- * runs of a task overlapped, and only tasks recorded as interrupted ran more
- * than once (no more times than their interruptions).
- */
-async function expectEveryTaskRanSafely(client: TaskManagerClient, dir: string, ids: string[]): Promise<{ rerun: number }> {
-  let rerun = 0;
-  for (const id of ids) {
-    const { task } = await client.wait(id, 120_000);
-    expect(task, id).toMatchObject({ state: 'COMPLETED', exit_code: 0 });
-    const runs = runsOf(dir, id);
-    expect(runs.overlaps, `${id} ran twice at once:\n${runs.log}`).toBe(0);
-    // A run may end and still not count: its daemon, cut off, could not record it before its lease ran out.
-    expect(runs.ends, `${id} ran to its end`).toBeGreaterThanOrEqual(1);
-    // Every run after the first was an interruption's doing. (An interruption may also have cut an attempt
-    // short before its process started: a daemon lost after its claim, before its start.)
-    expect(runs.starts - 1, `${id} ran again only when it was interrupted`).toBeLessThanOrEqual(task.interrupted ?? 0);
-    if (runs.starts > 1) rerun++;
-  }
-  return { rerun };
-}
+const { dirs, freshStore, startNode, clientOf, cluster } = clusterHarness();
 
 describe('a cluster of daemons on one PostgreSQL', () => {
   it('serves every operation for every task through every daemon', async () => {
@@ -253,119 +148,6 @@ describe('a cluster of daemons on one PostgreSQL', () => {
   }, 60_000);
 });
 
-describe('stopping a daemon of a cluster', () => {
-  it('a graceful stop hands its running tasks to the other daemons at once', async () => {
-    const store = await freshStore();
-    const leaving = await startNode(store, ['--shutdown-grace-ms', '100']);
-    const staying = await startNode(store);
-    const client = await clientOf(staying);
-    const dir = tempDir('tm-cluster-runs-');
-    dirs.push(dir);
-    const ids = Array.from({ length: 8 }, (_, i) => `s${i}`);
-    for (const id of ids) await client.submit(loggingTask(dir, id, 1.5));
-    await eventually(async () => ((await client.stats()).nodes ?? []).some((node) => node.address.endsWith(`:${leaving.port}`) && node.running > 0), 30_000);
-    const stoppedAt = Date.now();
-    expect(await leaving.stop()).toBe(0);
-    // Its name is given back as it leaves: nobody waits for its lease to run out.
-    expect((await client.stats()).nodes?.map((node) => node.address)).toEqual([`127.0.0.1:${staying.port}`]);
-    const { rerun } = await expectEveryTaskRanSafely(client, dir, ids);
-    expect(rerun).toBeGreaterThan(0);
-    expect(Date.now() - stoppedAt).toBeLessThan(LEASE_MS + 10_000);
-  }, 90_000);
-
-  it('serves HTTP for the whole cluster', async () => {
-    const { nodes, clients: [a] } = await cluster();
-    await a!.submit({ id: 'web', cmd: 'echo from the cluster' });
-    await a!.wait('web', 30_000);
-    const response = await fetch(`http://127.0.0.1:${nodes[1]!.port}/tasks/web`);
-    expect(response.status).toBe(200);
-    expect(await response.json()).toMatchObject({ ok: true, task: { id: 'web', state: 'COMPLETED', stdout: 'from the cluster\n' } });
-  }, 60_000);
-});
-
-describe('faults in a cluster', () => {
-  it('kill -9 of one daemon mid-work: its tasks run again elsewhere after its lease, none twice at once', async () => {
-    const { nodes, clients: [a, b] } = await cluster();
-    const dir = tempDir('tm-cluster-runs-');
-    dirs.push(dir);
-    const ids = Array.from({ length: 48 }, (_, i) => `k${i}`);
-    for (const id of ids) await a!.submit(loggingTask(dir, id));
-    // Once the victim runs tasks, kill its whole process group as an operator or the OOM killer would.
-    const victim = nodes[2]!;
-    await eventually(async () => ((await b!.stats()).nodes ?? []).some((node) => node.address.endsWith(`:${victim.port}`) && node.running > 0), 30_000);
-    process.kill(-victim.process.pid!, 'SIGKILL');
-    await victim.exited;
-    const { rerun } = await expectEveryTaskRanSafely(b!, dir, ids);
-    expect(rerun).toBeGreaterThan(0);
-    // The dead daemon left the cluster's view once its lease was taken over.
-    await eventually(async () => (await a!.stats()).nodes?.length === 2, 30_000);
-  }, 120_000);
-
-  it('a daemon cut off from PostgreSQL kills its tasks before its lease ends, and serves again when the store is back', async () => {
-    const store = await freshStore();
-    const proxy: TcpProxy = await startTcpProxy(postgres.port);
-    try {
-      const a = await startNode(store);
-      const b = await startNode(store);
-      const cut = await startNode(store.replace(`:${postgres.port}/`, `:${proxy.port}/`));
-      const [ca, cb] = [await clientOf(a), await clientOf(b)];
-      const dir = tempDir('tm-cluster-runs-');
-      dirs.push(dir);
-      const ids = Array.from({ length: 36 }, (_, i) => `c${i}`);
-      for (const id of ids) await ca.submit(loggingTask(dir, id, 0.6));
-      await eventually(async () => ((await cb.stats()).nodes ?? []).some((node) => node.address.endsWith(`:${cut.port}`) && node.running > 0), 30_000);
-      proxy.cut();
-      await eventually(() => cut.stderr().includes("killing this daemon's running tasks"), 30_000);
-      const { rerun } = await expectEveryTaskRanSafely(cb, dir, ids);
-      expect(rerun).toBeGreaterThan(0);
-      proxy.restore();
-      // Back in the cluster: it renews or registers again and takes work.
-      const after = Array.from({ length: 12 }, (_, i) => `after${i}`);
-      await eventually(async () => ((await cb.stats()).nodes ?? []).some((node) => node.address.endsWith(`:${cut.port}`)), 30_000);
-      for (const id of after) await ca.submit(loggingTask(dir, id, 0.3));
-      await expectEveryTaskRanSafely(cb, dir, after);
-      const nodesThatRan = new Set(await Promise.all(after.map(async (id) => (await ca.status(id)).node)));
-      expect(nodesThatRan.size).toBeGreaterThan(0);
-    } finally {
-      await proxy.close();
-    }
-  }, 150_000);
-
-  it('a frozen daemon (SIGSTOP): its executor processes kill its tasks before its lease can move', async () => {
-    const { nodes, clients: [a, b] } = await cluster();
-    const dir = tempDir('tm-cluster-runs-');
-    dirs.push(dir);
-    // Longer than the lease: a task its daemon left running would still run when it starts elsewhere.
-    const ids = Array.from({ length: 12 }, (_, i) => `f${i}`);
-    for (const id of ids) await a!.submit(loggingTask(dir, id, (LEASE_MS + 2000) / 1000));
-    const frozen = nodes[2]!;
-    await eventually(async () => ((await b!.stats()).nodes ?? []).some((node) => node.address.endsWith(`:${frozen.port}`) && node.running > 0), 30_000);
-    // The daemon alone stops (a debugger, a stalled VM page-in): its timers cannot fence it.
-    process.kill(frozen.process.pid!, 'SIGSTOP');
-    try {
-      const { rerun } = await expectEveryTaskRanSafely(b!, dir, ids);
-      expect(rerun).toBeGreaterThan(0);
-    } finally {
-      process.kill(frozen.process.pid!, 'SIGCONT');
-    }
-    // Woken, it finds its lease taken over, and joins again under a new one.
-    await eventually(() => frozen.stderr().includes('registered again under a new lease'), 30_000);
-  }, 150_000);
-
-  it('PostgreSQL restarted under load: the daemons reconnect and lose nothing', async () => {
-    const { clients: [a, b, c] } = await cluster();
-    const dir = tempDir('tm-cluster-runs-');
-    dirs.push(dir);
-    const ids = Array.from({ length: 48 }, (_, i) => `r${i}`);
-    for (const id of ids.slice(0, 24)) await a!.submit(loggingTask(dir, id, 0.3));
-    await eventually(async () => (await b!.count()).counts.COMPLETED >= 4, 30_000);
-    await postgres.restart();
-    // Submits right after the restart are acknowledged once committed, or refused: never lost.
-    for (const id of ids.slice(24)) await c!.submit(loggingTask(dir, id, 0.3));
-    await expectEveryTaskRanSafely(b!, dir, ids);
-  }, 150_000);
-});
-
 describe('the task-manager CLI against a cluster', () => {
   it('lists the nodes', async () => {
     const { nodes } = await cluster();
@@ -373,3 +155,4 @@ describe('the task-manager CLI against a cluster', () => {
     for (const node of nodes) expect(out).toContain(`127.0.0.1:${node.port}`);
   }, 60_000);
 });
+

@@ -71,9 +71,11 @@ const ENTRY = fileURLToPath(new URL('./executor-process.js', import.meta.url));
 const WATCH_EVERY_MS = 500;
 
 /**
- * Runs attempts in executor processes (see executor-process.ts): one per
- * core, since a process blocks while each child it forks execs, each started
- * on first use and again if it ever dies. An attempt goes to the least busy.
+ * Runs attempts in executor processes (see executor-process.ts): up to one
+ * per core, since a process blocks while each child it forks execs. The
+ * first starts with the daemon, the others when every running one is busy
+ * (a daemon that runs one task at a time keeps one), and any again if it
+ * dies. An attempt goes to an idle one, else to the least busy.
  *
  * The daemon itself enforces timeouts and kills, by signalling the attempt's
  * process group: an executor process that is stopped, or killed (by a task
@@ -136,9 +138,9 @@ export class Executor {
     });
   }
 
-  /** Starts every executor process now, so that the first tasks do not wait for them. */
+  /** Starts the first executor process now, so that the first task does not wait for one; the others start as the load needs them. */
   warm(): void {
-    for (let i = 0; i < this.workers.length; i++) if (!this.workers[i]?.child.connected) this.workers[i] = this.startWorker();
+    if (!this.workers[0]?.child.connected) this.workers[0] = this.startWorker();
   }
 
   /** In a cluster: the lease holds for `validMs` more; the executor processes kill every task if no new word comes by then. */
@@ -182,9 +184,14 @@ export class Executor {
     }
   }
 
+  /** An idle executor process; else a new one while there are fewer than one per core (or one replaces a dead one); else the least busy. */
   private leastBusy(): Worker {
-    this.warm(); // replaces any that died
-    return this.workers.reduce((best, worker) => (worker!.running < best!.running ? worker : best))!;
+    const live = this.workers.filter((worker): worker is Worker => worker?.child.connected === true);
+    const idle = live.find((worker) => worker.running === 0);
+    if (idle) return idle;
+    const free = this.workers.findIndex((worker) => !worker?.child.connected);
+    if (free >= 0) return (this.workers[free] = this.startWorker());
+    return live.reduce((best, worker) => (worker.running < best.running ? worker : best));
   }
 
   private startWorker(): Worker {

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { startDaemon, tempDir } from './helpers.js';
 
-const CYCLES = 20;
+const CYCLES = 14;
 const TASKS_PER_CYCLE = 12;
 
 interface Execution {

@@ -16,7 +16,7 @@ import { CMD, startDaemon, type TestDaemon } from './helpers.js';
  */
 
 const MAX_LINE = 64 * 1024;
-const CONNECTIONS = 20;
+const CONNECTIONS = 12;
 const RSS_LIMIT = 300 * 1024 * 1024;
 const SEED = process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) : Date.now() % 2_147_483_647;
 

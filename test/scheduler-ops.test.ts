@@ -15,8 +15,11 @@ import { CMD, EventLog, eventually, isAlive, isGone, readPid, removeDir, startDa
 
 const STATES: TaskState[] = ['PENDING', 'QUEUED', 'RUNNING', 'COMPLETED', 'FAILED', 'CANCELED'];
 
+/** Starts recorded in `file`; a line still being written (no newline yet) is not read. */
 const recordedStarts = (file: string): number =>
-  existsSync(file) ? readFileSync(file, 'utf8').trim().split('\n').filter((line) => JSON.parse(line).event === 'start').length : 0;
+  existsSync(file)
+    ? readFileSync(file, 'utf8').split('\n').slice(0, -1).filter((line) => JSON.parse(line).event === 'start').length
+    : 0;
 
 /** The error code a rejected client call carries. */
 async function codeOf(promise: Promise<unknown>): Promise<string> {

@@ -190,7 +190,11 @@ export class Executor {
     const idle = live.find((worker) => worker.running === 0);
     if (idle) return idle;
     const free = this.workers.findIndex((worker) => !worker?.child.connected);
-    if (free >= 0) return (this.workers[free] = this.startWorker());
+    if (free >= 0) {
+      const started = this.startWorker();
+      this.workers[free] = started;
+      return started;
+    }
     return live.reduce((best, worker) => (worker.running < best.running ? worker : best));
   }
 

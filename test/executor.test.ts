@@ -323,8 +323,11 @@ describe.each(['native', 'node'])('executor through a real daemon (%s spawn)', (
       expect(response.task).toMatchObject({ state: 'COMPLETED', exit_code: 0, stdout: 'hi\n', timed_out: false });
       expect(Date.now() - started).toBeLessThan(10_000);
     } finally {
-      const pid = readPid(pidFile);
-      if (pid !== undefined && !isGone(pid)) process.kill(pid, 'SIGKILL');
+      // The detached program may not have written its pid yet on a loaded machine: wait for it, so that
+      // it neither outlives the suite nor writes into a directory being removed.
+      const pid = await eventually(() => readPid(pidFile), 15_000);
+      if (!isGone(pid)) process.kill(pid, 'SIGKILL');
+      await eventually(() => isGone(pid), 5_000);
     }
   });
 });

@@ -4,15 +4,18 @@
  * it execs, so a start costs the same whatever the size of the process that
  * starts it, where fork (Node's child_process.spawn) copies its page tables.
  *
- * spawn(file, argv, env, cwd, stdin, stdout, stderr, onExit)
+ * spawn(file, argv, env, cwd, stdin, stdoutPath, stderrPath, limit, sync, onExit)
  *   file    program; without a slash it is looked up in the PATH of `env`
  *   argv    its argv, argv[0] included
  *   env     "NAME=value" strings: its whole environment
  *   cwd     its working directory, or null for this process's own
  *   stdin   a file descriptor for its stdin, -1 for /dev/null, -2 for a new pipe
- *   stdout, stderr  file descriptors for its stdout and stderr
- *   onExit  called once with (exitCode, signalNumber) when it has exited
- *           (and been reaped); one of them is null
+ *   stdoutPath, stderrPath  the files its stdout and stderr are kept in
+ *   limit   the bytes kept of each stream; the rest is read and discarded
+ *   sync    the files are fdatasync'ed (off the event loop) before onExit
+ *   onExit  called once with (exitCode, signalNumber, stdoutBytes,
+ *           stdoutTruncated, stderrBytes, stderrTruncated) when it has exited
+ *           (and been reaped); one of exitCode and signalNumber is null
  * returns [pid, stdinWriteFd or -1, start time (field 22 of /proc/PID/stat)]
  * and throws an Error with `code` ("ENOENT", "EACCES", "ETXTBSY", ...) when
  * it could not start.
@@ -22,6 +25,18 @@
  * a pidfd watched by libuv (uv_poll), so nothing blocks the event loop and no
  * SIGCHLD handler is involved; libuv itself only reaps the processes it
  * spawned.
+ *
+ * Its stdout and stderr are pipes, moved into their files by splice (no copy
+ * through this process) as they become readable; a file is created on its
+ * stream's first byte. A task that prints nothing costs no file: creating and
+ * removing two inodes per task was the largest part of a start's CPU here.
+ * Past the limit the pipe is still drained, into /dev/null, so the task never
+ * blocks on a full pipe. Once the process has exited, what is left in its
+ * group is killed and the pipes are drained once more; what a process that
+ * left the group writes after that is discarded, never added to a file whose
+ * result is reported. Output still in a pipe when this process is killed is
+ * lost: the executor drains a pipe as soon as it is readable, so that is at
+ * most what the task wrote in the same instant.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -43,16 +58,43 @@
     if ((call) != napi_ok) return NULL;                                                                                \
   } while (0)
 
+typedef struct child_s child_t;
+
+/* One output stream: the read end of its pipe, and the file it goes to. */
 typedef struct {
   uv_poll_t poll;
+  child_t *child;
+  int pipe_fd;
+  int file_fd; /* -1 until its first byte */
+  char *path;
+  int64_t kept;
+  int truncated; /* bytes were discarded: past the limit, or the file could not take them */
+  int ended;     /* the pipe reached its end (or failed): nothing more comes */
+  int lingering; /* its task has ended, but a process that left the group still holds the pipe */
+} stream_t;
+
+struct child_s {
+  uv_poll_t exit_poll;
+  stream_t streams[2];
+  uv_work_t sync_work;
   napi_env env;
   napi_ref on_exit;
   pid_t pid;
   int pidfd;
-} child_t;
+  int64_t limit;
+  int sync;
+  int wstatus;
+  int reaped; /* 1 with wstatus; -1 when another process reaped it and its status is lost */
+  int open_handles;
+};
 
 static napi_async_context async_context;
 static napi_ref async_resource;
+static int dev_null = -1;
+/* Pipes still drained for processes that outlived their task; past this many, such processes get
+   EPIPE (and SIGPIPE) instead, so that they cannot hold this process's descriptors without bound. */
+#define MAX_LINGERING 256
+static int lingering = 0;
 
 static int pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
@@ -180,45 +222,137 @@ static int spawn_searching(pid_t *pid, const char *file, const posix_spawn_file_
   return seen;
 }
 
-static void on_closed(uv_handle_t *handle) {
-  child_t *child = (child_t *)handle;
-  close(child->pidfd);
+static void free_child(child_t *child) {
+  for (int i = 0; i < 2; i++) free(child->streams[i].path);
   free(child);
 }
 
-static void on_readable(uv_poll_t *poll, int status, int events) {
+/* Each handle's fd is closed once libuv has let go of it; the child goes with the last. */
+static void on_closed(uv_handle_t *handle) {
+  child_t *child = handle->data;
+  if (handle == (uv_handle_t *)&child->exit_poll) {
+    close(child->pidfd);
+  } else {
+    stream_t *stream = (stream_t *)handle;
+    close(stream->pipe_fd);
+  }
+  if (--child->open_handles == 0) free_child(child);
+}
+
+/* Discards what the pipe holds: into /dev/null without a copy, or through a buffer where that fails. */
+static ssize_t discard(int pipe_fd) {
+  ssize_t n = splice(pipe_fd, NULL, dev_null, NULL, 1 << 20, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+  if (n >= 0 || errno != EINVAL) return n;
+  static char sink[65536];
+  return read(pipe_fd, sink, sizeof sink);
+}
+
+static void end_stream(stream_t *stream) {
+  stream->ended = 1;
+  uv_poll_stop(&stream->poll);
+  if (stream->lingering) {
+    lingering--;
+    uv_close((uv_handle_t *)&stream->poll, on_closed);
+  }
+}
+
+/* Moves what the pipe holds into the stream's file, up to the limit; past it, or when the file fails, discards it. */
+static void drain(stream_t *stream) {
+  child_t *child = stream->child;
+  while (!stream->ended) {
+    ssize_t n;
+    if (stream->kept < child->limit && stream->file_fd != -2 && !stream->lingering) {
+      if (stream->file_fd < 0) {
+        /* The file is made for a first byte, not for the end of a stream that stays empty. */
+        char first;
+        n = read(stream->pipe_fd, &first, 1);
+        if (n == 1) {
+          stream->file_fd = open(stream->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+          if (stream->file_fd < 0 || write(stream->file_fd, &first, 1) != 1) {
+            if (stream->file_fd >= 0) close(stream->file_fd);
+            stream->file_fd = -2; /* the output is lost, and said to be cut */
+            stream->truncated = 1;
+          } else {
+            stream->kept = 1;
+          }
+          continue;
+        }
+        if (n < 0 && errno != EAGAIN && errno != EINTR) n = 0;
+        if (n == 0) end_stream(stream);
+        else if (errno == EAGAIN) return;
+        continue;
+      }
+      loff_t offset = stream->kept;
+      size_t room = (size_t)(child->limit - stream->kept);
+      n = splice(stream->pipe_fd, NULL, stream->file_fd, &offset, room < (1 << 20) ? room : (1 << 20),
+                 SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+      if (n > 0) {
+        stream->kept += n;
+        continue;
+      }
+      if (n < 0 && errno != EAGAIN && errno != EINTR) {
+        /* The file takes no more (a full disk): what it holds stands, the rest is discarded. */
+        stream->truncated = 1;
+        close(stream->file_fd);
+        stream->file_fd = -2;
+        continue;
+      }
+    } else {
+      n = discard(stream->pipe_fd);
+      if (n > 0) {
+        stream->truncated |= !stream->lingering;
+        continue;
+      }
+      if (n < 0 && errno != EAGAIN && errno != EINTR) n = 0;
+    }
+    if (n == 0) end_stream(stream);
+    else if (errno == EAGAIN) return;
+  }
+}
+
+static void on_output(uv_poll_t *poll, int status, int events) {
   (void)status;
   (void)events;
-  child_t *child = (child_t *)poll;
-  /* Whatever it left running in its group dies with it; while it is a zombie its pid, and so the
-     group's id, cannot be taken by another process. */
-  kill(-child->pid, SIGKILL);
-  int wstatus;
-  pid_t done = waitpid(child->pid, &wstatus, WNOHANG);
-  if (done == 0) return; /* not yet: the pidfd stays readable until it is */
-  uv_poll_stop(poll);
+  drain((stream_t *)poll);
+}
+
+static void sync_files(uv_work_t *work) {
+  child_t *child = work->data;
+  for (int i = 0; i < 2; i++)
+    if (child->streams[i].file_fd >= 0) fdatasync(child->streams[i].file_fd);
+}
+
+/* Reports the exit to JavaScript, once the output is where it belongs, and lets go of the handles. */
+static void report(uv_work_t *work, int status) {
+  (void)status;
+  child_t *child = work->data;
   napi_env env = child->env;
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
-  napi_value code, sig, callback, global, result;
-  if (done < 0) {
-    /* Reaped by someone else: its status is lost. */
-    napi_get_null(env, &code);
-    napi_get_null(env, &sig);
-  } else if (WIFSIGNALED(wstatus)) {
-    napi_get_null(env, &code);
-    napi_create_int32(env, WTERMSIG(wstatus), &sig);
+  napi_value argv[6], callback, global, result;
+  if (child->reaped < 0) {
+    napi_get_null(env, &argv[0]);
+    napi_get_null(env, &argv[1]);
+  } else if (WIFSIGNALED(child->wstatus)) {
+    napi_get_null(env, &argv[0]);
+    napi_create_int32(env, WTERMSIG(child->wstatus), &argv[1]);
   } else {
-    napi_create_int32(env, WEXITSTATUS(wstatus), &code);
-    napi_get_null(env, &sig);
+    napi_create_int32(env, WEXITSTATUS(child->wstatus), &argv[0]);
+    napi_get_null(env, &argv[1]);
+  }
+  for (int i = 0; i < 2; i++) {
+    stream_t *stream = &child->streams[i];
+    if (stream->file_fd >= 0) close(stream->file_fd);
+    napi_create_int64(env, stream->kept, &argv[2 + 2 * i]);
+    napi_get_boolean(env, stream->truncated, &argv[3 + 2 * i]);
+    if (!stream->lingering) uv_close((uv_handle_t *)&stream->poll, on_closed); /* a lingering one closes at its end */
   }
   napi_get_reference_value(env, child->on_exit, &callback);
   napi_delete_reference(env, child->on_exit);
   napi_get_global(env, &global);
-  napi_value argv[2] = {code, sig};
-  uv_close((uv_handle_t *)poll, on_closed);
+  uv_close((uv_handle_t *)&child->exit_poll, on_closed);
   /* make_callback: microtasks and nextTicks queued by the callback run after it, as for any I/O callback. */
-  if (napi_make_callback(env, async_context, global, callback, 2, argv, &result) == napi_pending_exception) {
+  if (napi_make_callback(env, async_context, global, callback, 6, argv, &result) == napi_pending_exception) {
     napi_value exception;
     napi_get_and_clear_last_exception(env, &exception);
     napi_fatal_exception(env, exception); /* an uncaught exception, as from any other callback */
@@ -226,12 +360,45 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
   napi_close_handle_scope(env, scope);
 }
 
+static void on_process_exit(uv_poll_t *poll, int status, int events) {
+  (void)status;
+  (void)events;
+  child_t *child = poll->data;
+  /* Whatever it left running in its group dies with it; while it is a zombie its pid, and so the
+     group's id, cannot be taken by another process. */
+  kill(-child->pid, SIGKILL);
+  pid_t done = waitpid(child->pid, &child->wstatus, WNOHANG);
+  if (done == 0) return; /* not yet: the pidfd stays readable until it is */
+  child->reaped = done < 0 ? -1 : 1;
+  uv_poll_stop(poll);
+  /* All it wrote before it exited is in the pipes now. A process that left its group may still hold
+     a pipe open: the end of the output is not waited for, and what that process writes later is
+     discarded (as a task's output file would have stopped counting), so it neither blocks on a full
+     pipe nor dies of SIGPIPE, nor writes into a file whose result is reported. */
+  for (int i = 0; i < 2; i++) {
+    stream_t *stream = &child->streams[i];
+    drain(stream);
+    if (stream->ended) continue;
+    if (lingering < MAX_LINGERING) {
+      stream->lingering = 1;
+      lingering++;
+    } else {
+      uv_poll_stop(&stream->poll);
+    }
+  }
+  child->sync_work.data = child;
+  uv_loop_t *loop = uv_handle_get_loop((uv_handle_t *)poll);
+  int written = child->streams[0].file_fd >= 0 || child->streams[1].file_fd >= 0;
+  if (child->sync && written && uv_queue_work(loop, &child->sync_work, sync_files, report) == 0) return;
+  report(&child->sync_work, 0);
+}
+
 static napi_value spawn_process(napi_env env, napi_callback_info info) {
-  size_t argc = 8;
-  napi_value args[8];
+  size_t argc = 10;
+  napi_value args[10];
   CHECK(napi_get_cb_info(env, info, &argc, args, NULL, NULL));
-  if (argc < 8) {
-    napi_throw_type_error(env, NULL, "spawn takes 8 arguments");
+  if (argc < 10) {
+    napi_throw_type_error(env, NULL, "spawn takes 10 arguments");
     return NULL;
   }
   uint32_t argv_count = 0, env_count = 0;
@@ -241,35 +408,50 @@ static napi_value spawn_process(napi_env env, napi_callback_info info) {
   napi_valuetype cwd_type;
   napi_typeof(env, args[3], &cwd_type);
   char *cwd = cwd_type == napi_string ? get_string(env, args[3]) : NULL;
-  int32_t stdin_fd, stdout_fd, stderr_fd;
+  int32_t stdin_fd;
   napi_get_value_int32(env, args[4], &stdin_fd);
-  napi_get_value_int32(env, args[5], &stdout_fd);
-  napi_get_value_int32(env, args[6], &stderr_fd);
+  char *paths[2] = {get_string(env, args[5]), get_string(env, args[6])};
+  int64_t limit;
+  napi_get_value_int64(env, args[7], &limit);
+  bool sync;
+  napi_get_value_bool(env, args[8], &sync);
 
   napi_value result = NULL;
-  int pipe_fds[2] = {-1, -1};
+  child_t *child = NULL;
+  int stdin_pipe[2] = {-1, -1};
+  int output_pipes[2][2] = {{-1, -1}, {-1, -1}};
   int error = 0;
   posix_spawn_file_actions_t actions;
   posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&actions);
   posix_spawnattr_init(&attr);
-  if (!file || !argv || !envp || (cwd_type == napi_string && !cwd)) {
+  if (!file || !argv || !envp || (cwd_type == napi_string && !cwd) || !paths[0] || !paths[1]) {
     error = ENOMEM;
     goto done;
   }
   if (stdin_fd == -2) {
-    if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
+    if (pipe2(stdin_pipe, O_CLOEXEC) != 0) {
       error = errno;
       goto done;
     }
-    posix_spawn_file_actions_adddup2(&actions, pipe_fds[0], 0);
+    posix_spawn_file_actions_adddup2(&actions, stdin_pipe[0], 0);
   } else if (stdin_fd == -1) {
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   } else {
     posix_spawn_file_actions_adddup2(&actions, stdin_fd, 0);
   }
-  posix_spawn_file_actions_adddup2(&actions, stdout_fd, 1);
-  posix_spawn_file_actions_adddup2(&actions, stderr_fd, 2);
+  for (int i = 0; i < 2; i++) {
+    if (pipe2(output_pipes[i], O_CLOEXEC) != 0) {
+      error = errno;
+      goto done;
+    }
+    /* Only this end: the task's end stays blocking, as programs expect of their stdout. */
+    fcntl(output_pipes[i][0], F_SETFL, O_NONBLOCK);
+    posix_spawn_file_actions_adddup2(&actions, output_pipes[i][1], i + 1);
+    /* An earlier attempt under the same name (a task id used again) may have left files: a stream
+       that stays empty must not show them. */
+    unlink(paths[i]);
+  }
   if (cwd) posix_spawn_file_actions_addchdir_np(&actions, cwd);
   sigset_t none, all;
   sigemptyset(&none);
@@ -282,40 +464,63 @@ static napi_value spawn_process(napi_env env, napi_callback_info info) {
   error = spawn_searching(&pid, file, &actions, &attr, argv, envp);
   if (error != 0) goto done;
 
-  child_t *child = calloc(1, sizeof(child_t));
+  child = calloc(1, sizeof(child_t));
   int pidfd = pidfd_open(pid);
   if (!child || pidfd < 0) {
     /* It runs, but its exit could not be watched: end it rather than lose it. */
     error = child ? errno : ENOMEM;
     free(child);
+    child = NULL;
     if (pidfd >= 0) close(pidfd);
     kill(-pid, SIGKILL);
     waitpid(pid, NULL, 0);
     goto done;
   }
   fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+  uv_loop_t *loop;
+  napi_get_uv_event_loop(env, &loop);
   child->env = env;
   child->pid = pid;
   child->pidfd = pidfd;
-  uv_loop_t *loop;
-  napi_get_uv_event_loop(env, &loop);
-  napi_create_reference(env, args[7], 1, &child->on_exit);
-  uv_poll_init(loop, &child->poll, pidfd);
-  uv_poll_start(&child->poll, UV_READABLE, on_readable);
+  child->limit = limit;
+  child->sync = sync;
+  child->open_handles = 3;
+  napi_create_reference(env, args[9], 1, &child->on_exit);
+  uv_poll_init(loop, &child->exit_poll, pidfd);
+  child->exit_poll.data = child;
+  for (int i = 0; i < 2; i++) {
+    stream_t *stream = &child->streams[i];
+    stream->child = child;
+    stream->pipe_fd = output_pipes[i][0];
+    stream->file_fd = -1;
+    stream->path = paths[i];
+    paths[i] = NULL; /* the stream's now */
+    output_pipes[i][0] = -1;
+    uv_poll_init(loop, &stream->poll, stream->pipe_fd);
+    stream->poll.data = child;
+    uv_poll_start(&stream->poll, UV_READABLE, on_output);
+  }
+  uv_poll_start(&child->exit_poll, UV_READABLE, on_process_exit);
 
   char started[32];
   start_time(pid, started, sizeof started);
   napi_value items[3];
   napi_create_array_with_length(env, 3, &result);
   napi_create_int32(env, pid, &items[0]);
-  napi_create_int32(env, pipe_fds[1], &items[1]);
+  napi_create_int32(env, stdin_pipe[1], &items[1]);
   napi_create_string_utf8(env, started, NAPI_AUTO_LENGTH, &items[2]);
   for (uint32_t i = 0; i < 3; i++) napi_set_element(env, result, i, items[i]);
-  pipe_fds[1] = -1; /* the caller's now */
+  stdin_pipe[1] = -1; /* the caller's now */
 
 done:
-  if (pipe_fds[0] >= 0) close(pipe_fds[0]);
-  if (pipe_fds[1] >= 0) close(pipe_fds[1]);
+  if (stdin_pipe[0] >= 0) close(stdin_pipe[0]);
+  if (stdin_pipe[1] >= 0) close(stdin_pipe[1]);
+  for (int i = 0; i < 2; i++) {
+    /* The task holds its ends; this process keeps only the read ends, in their streams. */
+    if (output_pipes[i][0] >= 0) close(output_pipes[i][0]);
+    if (output_pipes[i][1] >= 0) close(output_pipes[i][1]);
+    free(paths[i]);
+  }
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (error != 0) throw_errno(env, error, file ? file : "?");
@@ -334,6 +539,11 @@ static napi_value init(napi_env env, napi_value exports) {
     return NULL;
   }
   close(probe);
+  dev_null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  if (dev_null < 0) {
+    napi_throw_error(env, "ENOENT", "/dev/null could not be opened");
+    return NULL;
+  }
   napi_value resource, name, fn;
   CHECK(napi_create_object(env, &resource));
   CHECK(napi_create_string_utf8(env, "task-manager:spawn", NAPI_AUTO_LENGTH, &name));

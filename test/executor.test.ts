@@ -315,6 +315,28 @@ describe.each(['native', 'node'])('executor through a real daemon (%s spawn)', (
     });
   });
 
+  it('a process that outlives its task may go on writing: it is not killed for it, and the task reported keeps its output', async () => {
+    const pidFile = join(dir, 'late-writer.pid');
+    const task = await runTask({ id: `late-writer-${spawnPath}`, cmd: `setsid sh -c 'echo $$ > ${pidFile}; sleep 0.5; while :; do echo late; sleep 0.05; done' & while [ ! -s ${pidFile} ]; do sleep 0.01; done; echo hi` });
+    expect(task).toMatchObject({ state: 'COMPLETED', stdout: 'hi\n' });
+    const pid = await eventually(() => readPid(pidFile), 15_000);
+    try {
+      const raw = await daemon.raw();
+      try {
+        // well past its first late lines: still alive, and the task still says what it said when it ended
+        await new Promise((resolve) => setTimeout(resolve, 1500));
+        expect(isGone(pid)).toBe(false);
+        raw.send(`${JSON.stringify({ op: 'status', id: task.id })}\n`);
+        expect((await within(raw.next(), 10_000, 'status')).task).toMatchObject({ stdout: 'hi\n' });
+      } finally {
+        raw.close();
+      }
+    } finally {
+      process.kill(pid, 'SIGKILL');
+      await eventually(() => isGone(pid), 5_000);
+    }
+  });
+
   it('ends a task when its main process exits, even if a process it detached still holds its output', async () => {
     const pidFile = join(dir, 'detached-pid');
     const started = Date.now();

@@ -197,9 +197,9 @@ describe('a task that kills or stops the process supervising it', () => {
   it('a task that kills its executor every time ends FAILED (KILLED) after 3 tries instead of looping', async () => {
     work = tempDir('tm-faults-');
     const { client } = await serve([]);
-    const { task } = await within(client.run({ id: 'always', cmd: 'echo before; kill -9 $PPID; sleep 30' }), 60_000, 'the run to end');
+    const { task } = await within(client.run({ id: 'always', cmd: 'echo before; sleep 1; kill -9 $PPID; sleep 30' }), 60_000, 'the run to end');
     expect(task.state).toBe('FAILED');
-    expect(task.stdout).toBe('before\n'); // what it wrote counts, though its executor never reported
+    expect(task.stdout).toBe('before\n'); // what it wrote (and its executor took in) counts, though its executor never reported
     expect(task.error?.code).toBe('KILLED');
     expect(task.error?.message).toContain('3 attempts in a row');
     expect(task.interrupted).toBe(2);

@@ -71,9 +71,13 @@ export class OutputFile {
     }
   }
 
-  /** The task never started: its file goes. */
+  /** The task never started: its file goes (or, failing that, at the daemon's next start, which removes unreferenced files). */
   discard(): void {
-    closeSync(this.fd);
-    unlinkSync(this.path);
+    try {
+      closeSync(this.fd);
+      unlinkSync(this.path);
+    } catch {
+      // left for the next start
+    }
   }
 }

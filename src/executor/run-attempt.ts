@@ -3,7 +3,6 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { taskError, type TaskError, type TaskSpec } from '../protocol/index.js';
 import type { OutputPaths } from './messages.js';
-import { OutputFile } from './output-file.js';
 import { writeScript } from './script-file.js';
 import type { Exit, Spawner } from './spawner.js';
 
@@ -18,7 +17,7 @@ export interface AttemptOptions {
   spawner: Spawner;
   /** called once the process exists, with its pid (= its process group id) and start time */
   onSpawn?: (pid: number, startTime: string | undefined) => void;
-  /** the files the attempt's stdout and stderr are written to (created on their first byte) */
+  /** the files the attempt's stdout and stderr are kept in (created on their first byte) */
   output: OutputPaths;
   /** output files are synced to disk before the result is reported */
   syncOutput: boolean;
@@ -51,18 +50,12 @@ async function program(spec: TaskSpec, scriptDir: string): Promise<Program> {
   return { file: file!, argv: [...argv, ...args] };
 }
 
-/**
- * How often a running task's output files are cut back to max_output_bytes:
- * a task printing past the cap uses at most what it writes in this time of
- * disk beyond it.
- */
-const CAP_CHECK_MS = 100;
 const SPAWN_RETRIES = 5; // a freshly written executable can be briefly busy (ETXTBSY) while another spawn forks
 
 /**
  * Starts one attempt of a task in its own process group and collects what
- * it leaves: exit status, and output written to files as it comes (beyond
- * the cap, counted, not kept).
+ * it leaves: exit status, and output kept in files as it comes (beyond the
+ * cap, discarded, and the cut marked).
  * The spawner is posix_spawn through the addon in native/ where it is
  * built, Node's own spawn otherwise (docs/performance.md). When the main process exits,
  * whatever it left running in its group is killed too, so nothing outlives
@@ -118,15 +111,6 @@ function failedWithout(error: TaskError | null): AttemptResult {
 }
 
 async function spawnOnce(prog: Program, spec: TaskSpec, options: AttemptOptions): Promise<AttemptResult | 'busy'> {
-  let stdout: OutputFile | undefined;
-  let stderr: OutputFile;
-  try {
-    stdout = new OutputFile(options.output.stdout, spec.max_output_bytes);
-    stderr = new OutputFile(options.output.stderr, spec.max_output_bytes);
-  } catch (error) {
-    stdout?.discard();
-    return startFailure(`its output file could not be created: ${(error as Error).message}`);
-  }
   const started = performance.now();
   const child = options.spawner.start({
     file: prog.file,
@@ -134,29 +118,19 @@ async function spawnOnce(prog: Program, spec: TaskSpec, options: AttemptOptions)
     env: options.env,
     cwd: spec.cwd,
     stdinPipe: spec.stdin !== undefined,
-    stdout: stdout.fd,
-    stderr: stderr.fd,
+    output: options.output,
+    limit: spec.max_output_bytes,
+    sync: options.syncOutput,
   });
-
-  let capTimer: NodeJS.Timeout | undefined;
-  if (child.pid !== undefined) {
-    options.onSpawn?.(child.pid, child.startTime);
-    capTimer = setInterval(() => {
-      stdout.keepWithinLimit();
-      stderr.keepWithinLimit();
-    }, CAP_CHECK_MS);
-    if (child.stdin) {
-      child.stdin.on('error', () => undefined); // the program may exit without reading its input
-      child.stdin.end(spec.stdin);
-    }
+  if (child.pid !== undefined) options.onSpawn?.(child.pid, child.startTime);
+  if (child.stdin) {
+    child.stdin.on('error', () => undefined); // the program may exit without reading its input
+    child.stdin.end(spec.stdin);
   }
 
   const exit: Exit = await child.ended;
   child.stdin?.destroy();
   const duration = performance.now() - started;
-  clearInterval(capTimer);
-  // The output is on disk before the result that refers to it is reported.
-  const [stdoutBytes, stderrBytes] = await Promise.all([stdout.finish(options.syncOutput), stderr.finish(options.syncOutput)]);
 
   if ('error' in exit) {
     if (exit.error.code === 'ETXTBSY') return 'busy';
@@ -170,10 +144,10 @@ async function spawnOnce(prog: Program, spec: TaskSpec, options: AttemptOptions)
     exit_code: exit.code,
     signal: exit.signal,
     timed_out: false,
-    stdout_bytes: stdoutBytes,
-    stderr_bytes: stderrBytes,
-    stdout_truncated: stdout.truncated,
-    stderr_truncated: stderr.truncated,
+    stdout_bytes: exit.stdout.bytes,
+    stderr_bytes: exit.stderr.bytes,
+    stdout_truncated: exit.stdout.truncated,
+    stderr_truncated: exit.stderr.truncated,
     duration_ms: Math.round(duration * 1000) / 1000,
     error,
   };

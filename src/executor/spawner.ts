@@ -1,15 +1,23 @@
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { Socket } from 'node:net';
-import { constants } from 'node:os';
 import type { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { signalGroup } from './process-group.js';
-import { processStartTime } from './process-info.js';
+import type { OutputPaths } from './messages.js';
+import { type Addon, nativeSpawner } from './native-spawner.js';
+import { nodeSpawner } from './node-spawner.js';
 
-/** How a task's process ended, or why it never started. */
-export type Exit = { code: number | null; signal: NodeJS.Signals | null } | { error: NodeJS.ErrnoException };
+/** What is kept of one output stream of a process. */
+export interface StreamOutcome {
+  /** bytes in its file (no file when 0) */
+  bytes: number;
+  /** more was written than was kept: past the cap, or the file could not take it */
+  truncated: boolean;
+}
+
+/** How a task's process ended and what it left in its files, or why it never started. */
+export type Exit =
+  | { code: number | null; signal: NodeJS.Signals | null; stdout: StreamOutcome; stderr: StreamOutcome }
+  | { error: NodeJS.ErrnoException };
 
 export interface SpawnRequest {
   file: string;
@@ -18,8 +26,12 @@ export interface SpawnRequest {
   cwd: string | undefined;
   /** a pipe for its stdin; otherwise /dev/null */
   stdinPipe: boolean;
-  stdout: number;
-  stderr: number;
+  /** the files its stdout and stderr are kept in, each created on its first byte */
+  output: OutputPaths;
+  /** the bytes kept of each stream; the rest is discarded */
+  limit: number;
+  /** the files are synced to disk before `ended` resolves */
+  sync: boolean;
 }
 
 /**
@@ -35,8 +47,8 @@ export interface Spawned {
 }
 
 /**
- * Starts a task's process: its own session and process group, stdout and
- * stderr the given files, stdin a pipe or /dev/null.
+ * Starts a task's process: its own session and process group, stdin a pipe
+ * or /dev/null, stdout and stderr kept in files under a cap.
  */
 export interface Spawner {
   readonly kind: SpawnPath;
@@ -44,68 +56,6 @@ export interface Spawner {
 }
 
 export type SpawnPath = 'native' | 'node';
-
-/** Node's child_process.spawn: libuv forks (a cost that grows with this process's memory), then execs. */
-const nodeSpawner: Spawner = {
-  kind: 'node',
-  start({ file, argv, env, cwd, stdinPipe, stdout, stderr }) {
-    const child = spawn(file, argv, {
-      cwd,
-      env,
-      stdio: [stdinPipe ? 'pipe' : 'ignore', stdout, stderr],
-      detached: true, // setsid: its own session and process group, so the whole group can be signalled
-    });
-    const ended = new Promise<Exit>((resolve) => {
-      child.once('error', (error) => child.pid === undefined && resolve({ error }));
-      child.once('close', (code, signal) => resolve({ code, signal }));
-    });
-    if (child.pid === undefined) return { ended };
-    // 'close' waits for the stdin pipe too, which a process left in the group could hold open.
-    child.once('exit', () => signalGroup(child.pid!, 'SIGKILL'));
-    const startTime = processStartTime(child.pid);
-    return { pid: child.pid, ended, ...(startTime ? { startTime } : {}), ...(child.stdin ? { stdin: child.stdin } : {}) };
-  },
-};
-
-interface Addon {
-  spawn(
-    file: string,
-    argv: string[],
-    env: string[],
-    cwd: string | null,
-    stdin: number,
-    stdout: number,
-    stderr: number,
-    onExit: (code: number | null, signal: number | null) => void,
-  ): [pid: number, stdinFd: number, startTime: string];
-}
-
-const STDIN_NULL = -1;
-const STDIN_PIPE = -2;
-const SIGNAL_NAMES = new Map(Object.entries(constants.signals).map(([name, number]) => [number, name as NodeJS.Signals]));
-
-/** posix_spawn through the addon in native/ (clone with CLONE_VM | CLONE_VFORK: no copy of this process's memory). */
-function nativeSpawner(addon: Addon): Spawner {
-  return {
-    kind: 'native',
-    start({ file, argv, env, cwd, stdinPipe, stdout, stderr }) {
-      const environment = Object.entries(env).map(([name, value]) => `${name}=${value}`);
-      let resolveEnded: (exit: Exit) => void = () => undefined;
-      const ended = new Promise<Exit>((resolve) => (resolveEnded = resolve));
-      let started: [number, number, string];
-      try {
-        started = addon.spawn(file, [file, ...argv], environment, cwd ?? null, stdinPipe ? STDIN_PIPE : STDIN_NULL, stdout, stderr, (code, signal) =>
-          resolveEnded({ code, signal: signal === null ? null : (SIGNAL_NAMES.get(signal) ?? null) }),
-        );
-      } catch (error) {
-        return { ended: Promise.resolve({ error: error as NodeJS.ErrnoException }) };
-      }
-      const [pid, stdinFd, startTime] = started;
-      const stdin = stdinFd >= 0 ? new Socket({ fd: stdinFd, readable: false, writable: true }) : undefined;
-      return { pid, ended, ...(startTime ? { startTime } : {}), ...(stdin ? { stdin } : {}) };
-    },
-  };
-}
 
 /** The addon as node-gyp builds it, relative to dist/executor/ (and src/executor/). */
 const ADDON = fileURLToPath(new URL('../../build/Release/task_manager_spawn.node', import.meta.url));

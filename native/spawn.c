@@ -448,9 +448,6 @@ static napi_value spawn_process(napi_env env, napi_callback_info info) {
     /* Only this end: the task's end stays blocking, as programs expect of their stdout. */
     fcntl(output_pipes[i][0], F_SETFL, O_NONBLOCK);
     posix_spawn_file_actions_adddup2(&actions, output_pipes[i][1], i + 1);
-    /* An earlier attempt under the same name (a task id used again) may have left files: a stream
-       that stays empty must not show them. */
-    unlink(paths[i]);
   }
   if (cwd) posix_spawn_file_actions_addchdir_np(&actions, cwd);
   sigset_t none, all;

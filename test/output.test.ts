@@ -101,6 +101,17 @@ describe('output in files', () => {
     await client.close();
   });
 
+  it('leaves nothing of a removed task\'s output to a new task under the same id that prints nothing', async () => {
+    const d = await daemon();
+    const client = await d.client();
+    await client.run({ id: 'again', cmd: 'echo old; echo old-err >&2' });
+    // Sent together: the new task starts before the old files' removal, which waits for the journal.
+    const [, { task }] = await Promise.all([client.remove('again'), client.run({ id: 'again', cmd: ['true'] })]);
+    expect(task).toMatchObject({ state: 'COMPLETED', stdout: '', stderr: '' });
+    expect(outputFiles(d.dataDir)).toEqual([]);
+    await client.close();
+  });
+
   it('moves output kept in the journal by an earlier version into files at start', async () => {
     const first = await daemon();
     const dataDir = first.dataDir;

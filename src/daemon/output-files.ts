@@ -1,4 +1,4 @@
-import { type FSWatcher, watch } from 'node:fs';
+import { type FSWatcher, rmSync, watch } from 'node:fs';
 import { mkdir, open, readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { OutputPaths } from '../executor/index.js';
@@ -67,12 +67,16 @@ export class OutputFiles {
   /**
    * Where an attempt starting now writes. A name can come back: the id of a
    * removed task used again. Its discard is then called off, so that it
-   * cannot delete the new files (the attempt empties them when it opens them).
+   * cannot delete the new files, and the old files go now: an attempt
+   * creates a file only for a stream it writes to, and one that stays empty
+   * must not show what the old task wrote.
    */
   paths(name: string): OutputPaths {
-    this.discarding.delete(name);
-    this.discarded.delete(name);
-    return { stdout: this.path(name, 'stdout'), stderr: this.path(name, 'stderr') };
+    const paths = { stdout: this.path(name, 'stdout'), stderr: this.path(name, 'stderr') };
+    if (this.discarding.delete(name) || this.discarded.delete(name)) {
+      for (const path of Object.values(paths)) rmSync(path, { force: true });
+    }
+    return paths;
   }
 
   path(name: string, stream: OutputStream): string {

@@ -24,7 +24,7 @@ const env = Object.fromEntries(Object.entries(process.env).filter((entry): entry
 const startOne = async () => {
   const name = join(outputDir, String(++started));
   const output = { stdout: `${name}.stdout`, stderr: `${name}.stderr` };
-  const child = spawner.start({ file: 'true', argv: [], env, cwd: undefined, stdinPipe: false, output, limit: 1 << 20, sync: false });
+  const child = spawner.start({ file: 'true', argv: [], env: { base: env, own: {} }, cwd: undefined, stdinPipe: false, output, limit: 1 << 20, sync: false });
   await child.ended;
 };
 // warm up

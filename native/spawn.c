@@ -1,13 +1,18 @@
 /*
- * Starts task processes with posix_spawn, which glibc implements with
- * clone(CLONE_VM | CLONE_VFORK): the child shares the parent's memory until
- * it execs, so a start costs the same whatever the size of the process that
- * starts it, where fork (Node's child_process.spawn) copies its page tables.
+ * Starts task processes with vfork and exec: the child shares the parent's
+ * memory until it execs, so a start costs the same whatever the size of the
+ * process that starts it, where fork (Node's child_process.spawn) copies its
+ * page tables. This is what glibc's posix_spawn does (clone with CLONE_VM |
+ * CLONE_VFORK), without the stack it maps and unmaps for every child.
+ *
+ * setBaseEnvironment(env)
+ *   env     "NAME=value" strings every later start begins from
  *
  * spawn(file, argv, env, cwd, stdin, stdoutPath, stderrPath, limit, sync, onExit)
  *   file    program; without a slash it is looked up in the PATH of `env`
  *   argv    its argv, argv[0] included
- *   env     "NAME=value" strings: its whole environment
+ *   env     "NAME=value" strings laid over the base environment (a name here
+ *           replaces the same name there)
  *   cwd     its working directory, or null for this process's own
  *   stdin   a file descriptor for its stdin, -1 for /dev/null, -2 for a new pipe
  *   stdoutPath, stderrPath  the files its stdout and stderr are kept in
@@ -43,7 +48,7 @@
 #include <fcntl.h>
 #include <node_api.h>
 #include <signal.h>
-#include <spawn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,6 +167,50 @@ static void start_time(pid_t pid, char *out, size_t size) {
   out[length] = '\0';
 }
 
+/* The environment every start begins from: "NAME=value" strings, set by setBaseEnvironment. */
+static char **base_env = NULL;
+static uint32_t base_count = 0;
+
+/* Whether two "NAME=value" strings have the same name. */
+static int same_name(const char *a, const char *b) {
+  while (*a && *a == *b && *a != '=') {
+    a++;
+    b++;
+  }
+  return *a == '=' && *b == '=';
+}
+
+/* The base environment with `own` laid over it: NULL-terminated, pointing into both. */
+static char **environment(char **own, uint32_t own_count) {
+  char **envp = malloc((base_count + own_count + 1) * sizeof(char *));
+  if (!envp) return NULL;
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < base_count; i++) {
+    int replaced = 0;
+    for (uint32_t j = 0; j < own_count && !replaced; j++) replaced = same_name(base_env[i], own[j]);
+    if (!replaced) envp[n++] = base_env[i];
+  }
+  for (uint32_t j = 0; j < own_count; j++) envp[n++] = own[j];
+  envp[n] = NULL;
+  return envp;
+}
+
+static napi_value set_base_environment(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value args[1];
+  CHECK(napi_get_cb_info(env, info, &argc, args, NULL, NULL));
+  uint32_t count = 0;
+  char **strings = argc < 1 ? NULL : get_strings(env, args[0], &count);
+  if (!strings) {
+    napi_throw_error(env, "ENOMEM", "setBaseEnvironment takes an array of strings");
+    return NULL;
+  }
+  free_strings(base_env, base_count);
+  base_env = strings;
+  base_count = count;
+  return NULL;
+}
+
 /* The PATH of the process's own environment, as execvp would take it. */
 static const char *path_of(char **env) {
   for (char **entry = env; *entry; entry++)
@@ -169,9 +218,64 @@ static const char *path_of(char **env) {
   return "/usr/bin:/bin";
 }
 
-static int spawn_file(pid_t *pid, const char *file, const posix_spawn_file_actions_t *actions,
-                      const posix_spawnattr_t *attr, char **argv, char **env) {
-  int error = posix_spawn(pid, file, actions, attr, argv, env);
+/* What the child is given between vfork and exec; `error` is how it tells why it could not exec. */
+typedef struct {
+  int stdin_fd; /* -1 for /dev/null */
+  int stdout_fd;
+  int stderr_fd;
+  const char *cwd;
+  volatile int error; /* written by the child, read by the parent once vfork returns */
+} launch_t;
+
+/*
+ * The child, in the memory of this process until it execs: only async-signal-safe calls. Every
+ * signal goes to its default action before any is unblocked, so that no handler of this process
+ * runs in it (signals were blocked by the parent around vfork).
+ */
+static void __attribute__((noreturn)) exec_child(launch_t *launch, const char *file, char **argv, char **env) {
+  struct sigaction default_action;
+  memset(&default_action, 0, sizeof default_action);
+  default_action.sa_handler = SIG_DFL;
+  for (int signal_number = 1; signal_number < NSIG; signal_number++) sigaction(signal_number, &default_action, NULL);
+  int input = launch->stdin_fd;
+  if (setsid() < 0) goto failed;
+  if (input < 0 && (input = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) goto failed;
+  if (dup2(input, 0) < 0 || dup2(launch->stdout_fd, 1) < 0 || dup2(launch->stderr_fd, 2) < 0) goto failed;
+  if (launch->cwd && chdir(launch->cwd) < 0) goto failed;
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  execve(file, argv, env);
+failed:
+  launch->error = errno;
+  _exit(127);
+}
+
+/*
+ * vfork and exec, as glibc's posix_spawn does with clone(CLONE_VM | CLONE_VFORK), but on this
+ * thread's stack: posix_spawn maps a stack for each child and unmaps it after, and the unmap
+ * flushes the TLB of every CPU running a thread of this process (about a tenth of a start's CPU).
+ */
+static int launch_file(pid_t *pid, const char *file, launch_t *launch, char **argv, char **env) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  launch->error = 0;
+  pid_t child = vfork();
+  if (child == 0) exec_child(launch, file, argv, env);
+  int error = child < 0 ? errno : launch->error;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (child < 0) return error;
+  if (error != 0) {
+    waitpid(child, NULL, 0); /* it exited (127) without exec */
+    return error;
+  }
+  *pid = child;
+  return 0;
+}
+
+static int spawn_file(pid_t *pid, const char *file, launch_t *launch, char **argv, char **env) {
+  int error = launch_file(pid, file, launch, argv, env);
   if (error != ENOEXEC) return error;
   /* A script without "#!": run it with the shell, as execvp does. */
   uint32_t count = 0;
@@ -181,15 +285,14 @@ static int spawn_file(pid_t *pid, const char *file, const posix_spawn_file_actio
   shell_argv[0] = "/bin/sh";
   shell_argv[1] = (char *)file;
   for (uint32_t i = 1; i < count; i++) shell_argv[i + 1] = argv[i];
-  error = posix_spawn(pid, "/bin/sh", actions, attr, shell_argv, env);
+  error = launch_file(pid, "/bin/sh", launch, shell_argv, env);
   free(shell_argv);
   return error;
 }
 
-/* posix_spawn, looking `file` up in the PATH of `env` (not this process's) when it has no slash. */
-static int spawn_searching(pid_t *pid, const char *file, const posix_spawn_file_actions_t *actions,
-                           const posix_spawnattr_t *attr, char **argv, char **env) {
-  if (strchr(file, '/')) return spawn_file(pid, file, actions, attr, argv, env);
+/* Starts `file`, looking it up in the PATH of `env` (not this process's) when it has no slash. */
+static int spawn_searching(pid_t *pid, const char *file, launch_t *launch, char **argv, char **env) {
+  if (strchr(file, '/')) return spawn_file(pid, file, launch, argv, env);
   if (file[0] == '\0') return ENOENT;
   const char *path = path_of(env);
   int seen = ENOENT;
@@ -208,7 +311,7 @@ static int spawn_searching(pid_t *pid, const char *file, const posix_spawn_file_
       }
       struct stat info;
       if (stat(candidate, &info) == 0 && S_ISREG(info.st_mode)) {
-        int error = spawn_file(pid, candidate, actions, attr, argv, env);
+        int error = spawn_file(pid, candidate, launch, argv, env);
         if (error == 0) return 0;
         if (error == EACCES) seen = EACCES;
         else if (error != ENOENT && error != ENOTDIR) return error;
@@ -404,7 +507,8 @@ static napi_value spawn_process(napi_env env, napi_callback_info info) {
   uint32_t argv_count = 0, env_count = 0;
   char *file = get_string(env, args[0]);
   char **argv = get_strings(env, args[1], &argv_count);
-  char **envp = get_strings(env, args[2], &env_count);
+  char **own_env = get_strings(env, args[2], &env_count);
+  char **envp = own_env ? environment(own_env, env_count) : NULL;
   napi_valuetype cwd_type;
   napi_typeof(env, args[3], &cwd_type);
   char *cwd = cwd_type == napi_string ? get_string(env, args[3]) : NULL;
@@ -421,10 +525,7 @@ static napi_value spawn_process(napi_env env, napi_callback_info info) {
   int stdin_pipe[2] = {-1, -1};
   int output_pipes[2][2] = {{-1, -1}, {-1, -1}};
   int error = 0;
-  posix_spawn_file_actions_t actions;
-  posix_spawnattr_t attr;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawnattr_init(&attr);
+  launch_t launch = {.stdin_fd = stdin_fd >= 0 ? stdin_fd : -1, .cwd = cwd};
   if (!file || !argv || !envp || (cwd_type == napi_string && !cwd) || !paths[0] || !paths[1]) {
     error = ENOMEM;
     goto done;
@@ -434,11 +535,7 @@ static napi_value spawn_process(napi_env env, napi_callback_info info) {
       error = errno;
       goto done;
     }
-    posix_spawn_file_actions_adddup2(&actions, stdin_pipe[0], 0);
-  } else if (stdin_fd == -1) {
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  } else {
-    posix_spawn_file_actions_adddup2(&actions, stdin_fd, 0);
+    launch.stdin_fd = stdin_pipe[0];
   }
   for (int i = 0; i < 2; i++) {
     if (pipe2(output_pipes[i], O_CLOEXEC) != 0) {
@@ -447,18 +544,12 @@ static napi_value spawn_process(napi_env env, napi_callback_info info) {
     }
     /* Only this end: the task's end stays blocking, as programs expect of their stdout. */
     fcntl(output_pipes[i][0], F_SETFL, O_NONBLOCK);
-    posix_spawn_file_actions_adddup2(&actions, output_pipes[i][1], i + 1);
   }
-  if (cwd) posix_spawn_file_actions_addchdir_np(&actions, cwd);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  launch.stdout_fd = output_pipes[0][1];
+  launch.stderr_fd = output_pipes[1][1];
 
   pid_t pid;
-  error = spawn_searching(&pid, file, &actions, &attr, argv, envp);
+  error = spawn_searching(&pid, file, &launch, argv, envp);
   if (error != 0) goto done;
 
   child = calloc(1, sizeof(child_t));
@@ -518,13 +609,12 @@ done:
     if (output_pipes[i][1] >= 0) close(output_pipes[i][1]);
     free(paths[i]);
   }
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
   if (error != 0) throw_errno(env, error, file ? file : "?");
   free(file);
   free(cwd);
   free_strings(argv, argv_count);
-  free_strings(envp, env_count);
+  free(envp);
+  free_strings(own_env, env_count);
   return result;
 }
 
@@ -548,6 +638,8 @@ static napi_value init(napi_env env, napi_value exports) {
   CHECK(napi_async_init(env, resource, name, &async_context));
   CHECK(napi_create_function(env, "spawn", NAPI_AUTO_LENGTH, spawn_process, NULL, &fn));
   CHECK(napi_set_named_property(env, exports, "spawn", fn));
+  CHECK(napi_create_function(env, "setBaseEnvironment", NAPI_AUTO_LENGTH, set_base_environment, NULL, &fn));
+  CHECK(napi_set_named_property(env, exports, "setBaseEnvironment", fn));
   return exports;
 }
 

@@ -6,7 +6,7 @@ import { CMD, eventually, isAlive, isGone, readPid, removeDir, startDaemon, temp
 const KILL_GRACE_MS = 300;
 
 
-// Both ways of starting a task pass the same tests: posix_spawn through the addon, and Node's spawn.
+// Both ways of starting a task pass the same tests: vfork and exec through the addon, and Node's spawn.
 describe.each(['native', 'node'])('executor through a real daemon (%s spawn)', (spawnPath) => {
   let daemon: TestDaemon;
   let dir: string;

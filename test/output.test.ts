@@ -144,9 +144,12 @@ describe('follow', () => {
     const seen: string[] = [];
     let firstSeen: () => void = () => undefined;
     const first = new Promise<void>((resolve) => (firstSeen = resolve));
+    let stdout = '';
     const done = client.follow('followed', (stream, data) => {
       seen.push(`${stream}:${data}`);
-      if (data.includes('first')) firstSeen();
+      // Text comes in pieces as it is written, not line by line.
+      if (stream === 'stdout') stdout += data;
+      if (stdout.includes('first')) firstSeen();
     });
     await within(first, 10_000, 'the first line');
     expect((await client.status('followed')).state).toBe('RUNNING');

@@ -67,7 +67,7 @@ function receive(message: ToExecutor): void {
     running.set(message.attempt, abort);
     const { baseEnv, scriptDir, syncOutput } = settings!;
     void runAttempt(message.spec, {
-      env: { ...baseEnv, ...message.env },
+      env: { base: baseEnv, own: message.env },
       scriptDir,
       output: message.output,
       syncOutput,

@@ -2,11 +2,14 @@ import { Socket } from 'node:net';
 import { constants } from 'node:os';
 import type { Exit, Spawner } from './spawner.js';
 
-/** native/spawn.c: posix_spawn, output pipes spliced into files, exit from a pidfd. */
+/** native/spawn.c: vfork and exec, output pipes spliced into files, exit from a pidfd. */
 export interface Addon {
+  /** the environment every later start begins from */
+  setBaseEnvironment(env: string[]): void;
   spawn(
     file: string,
     argv: string[],
+    /** laid over the base environment, a name here replacing the same name there */
     env: string[],
     cwd: string | null,
     stdin: number,
@@ -18,21 +21,28 @@ export interface Addon {
   ): [pid: number, stdinFd: number, startTime: string];
 }
 
+const entries = (env: Record<string, string>) => Object.entries(env).map(([name, value]) => `${name}=${value}`);
+
 const STDIN_NULL = -1;
 const STDIN_PIPE = -2;
 const SIGNAL_NAMES = new Map(Object.entries(constants.signals).map(([name, number]) => [number, name as NodeJS.Signals]));
 
 /**
- * posix_spawn through the addon in native/ (clone with CLONE_VM |
- * CLONE_VFORK: no copy of this process's memory). The addon keeps the
+ * vfork and exec through the addon in native/ (the child shares this
+ * process's memory until it execs: nothing is copied). The addon keeps the
  * output too, so a task costs this process no JavaScript between its start
  * and its end.
  */
 export function nativeSpawner(addon: Addon): Spawner {
+  // Handed to the addon once, not with every start: it held most of the strings a start converted.
+  let base: Record<string, string> | undefined;
   return {
     kind: 'native',
     start({ file, argv, env, cwd, stdinPipe, output, limit, sync }) {
-      const environment = Object.entries(env).map(([name, value]) => `${name}=${value}`);
+      if (env.base !== base) {
+        addon.setBaseEnvironment(entries(env.base));
+        base = env.base;
+      }
       let resolveEnded: (exit: Exit) => void = () => undefined;
       const ended = new Promise<Exit>((resolve) => (resolveEnded = resolve));
       let started: [number, number, string];
@@ -40,7 +50,7 @@ export function nativeSpawner(addon: Addon): Spawner {
         started = addon.spawn(
           file,
           [file, ...argv],
-          environment,
+          entries(env.own),
           cwd ?? null,
           stdinPipe ? STDIN_PIPE : STDIN_NULL,
           output.stdout,

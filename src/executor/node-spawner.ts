@@ -29,7 +29,7 @@ export const nodeSpawner: Spawner = {
     }
     const child = spawn(file, argv, {
       cwd,
-      env,
+      env: { ...env.base, ...env.own },
       stdio: [stdinPipe ? 'pipe' : 'ignore', stdout.fd, stderr.fd],
       detached: true, // setsid: its own session and process group, so the whole group can be signalled
     });

@@ -4,16 +4,16 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { taskError, type TaskError, type TaskSpec } from '../protocol/index.js';
 import type { OutputPaths } from './messages.js';
 import { writeScript } from './script-file.js';
-import type { Exit, Spawner } from './spawner.js';
+import type { Exit, SpawnRequest, Spawner } from './spawner.js';
 
 export interface AttemptOptions {
-  /** the complete environment of the process */
-  env: Record<string, string>;
+  /** the environment of the process: `own` laid over `base` (the same for every attempt of this process) */
+  env: SpawnRequest['env'];
   /** where script payloads are written */
   scriptDir: string;
   /** aborted before the process exists: it is not started */
   signal?: AbortSignal;
-  /** starts the process: posix_spawn through the addon, or Node's spawn */
+  /** starts the process: vfork and exec through the addon, or Node's spawn */
   spawner: Spawner;
   /** called once the process exists, with its pid (= its process group id) and start time */
   onSpawn?: (pid: number, startTime: string | undefined) => void;
@@ -56,7 +56,7 @@ const SPAWN_RETRIES = 5; // a freshly written executable can be briefly busy (ET
  * Starts one attempt of a task in its own process group and collects what
  * it leaves: exit status, and output kept in files as it comes (beyond the
  * cap, discarded, and the cut marked).
- * The spawner is posix_spawn through the addon in native/ where it is
+ * The spawner is vfork and exec through the addon in native/ where it is
  * built, Node's own spawn otherwise (docs/performance.md). When the main process exits,
  * whatever it left running in its group is killed too, so nothing outlives
  * its task. Timeouts and kills are the daemon's business (executor.ts), so

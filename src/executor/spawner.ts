@@ -22,7 +22,8 @@ export type Exit =
 export interface SpawnRequest {
   file: string;
   argv: string[];
-  env: Record<string, string>;
+  /** its environment: `own` laid over `base`, which is the same object for every start of this process */
+  env: { base: Record<string, string>; own: Record<string, string> };
   cwd: string | undefined;
   /** a pipe for its stdin; otherwise /dev/null */
   stdinPipe: boolean;

@@ -40,8 +40,8 @@
  * group is killed and the pipes are drained once more; what a process that
  * left the group writes after that is discarded, never added to a file whose
  * result is reported. Output still in a pipe when this process is killed is
- * lost: the executor drains a pipe as soon as it is readable, so that is at
- * most what the task wrote in the same instant.
+ * lost: the executor drains a pipe as soon as it is readable, so that is
+ * what the task wrote since (at most the pipe's 64 KiB), usually nothing.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -76,6 +76,7 @@ typedef struct {
   int truncated; /* bytes were discarded: past the limit, or the file could not take them */
   int ended;     /* the pipe reached its end (or failed): nothing more comes */
   int lingering; /* its task has ended, but a process that left the group still holds the pipe */
+  int copying;   /* the file system takes no splice: the output goes through a buffer */
 } stream_t;
 
 struct child_s {
@@ -232,7 +233,7 @@ typedef struct {
  * signal goes to its default action before any is unblocked, so that no handler of this process
  * runs in it (signals were blocked by the parent around vfork).
  */
-static void __attribute__((noreturn)) exec_child(launch_t *launch, const char *file, char **argv, char **env) {
+static void __attribute__((noreturn, noinline)) exec_child(launch_t *launch, const char *file, char **argv, char **env) {
   struct sigaction default_action;
   memset(&default_action, 0, sizeof default_action);
   default_action.sa_handler = SIG_DFL;
@@ -267,7 +268,7 @@ static int launch_file(pid_t *pid, const char *file, launch_t *launch, char **ar
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (child < 0) return error;
   if (error != 0) {
-    waitpid(child, NULL, 0); /* it exited (127) without exec */
+    while (waitpid(child, NULL, 0) < 0 && errno == EINTR) continue; /* it exited (127) without exec */
     return error;
   }
   *pid = child;
@@ -359,6 +360,34 @@ static void end_stream(stream_t *stream) {
   }
 }
 
+/*
+ * Moves up to `room` bytes from the pipe to the end of the stream's file, counting them in `kept`:
+ * with splice, or through a buffer on a file system that takes no splice (EINVAL). Returns the
+ * bytes taken from the pipe, 0 at its end, or -1 with errno (EAGAIN: nothing there for now).
+ */
+static ssize_t move_to_file(stream_t *stream, size_t room) {
+  if (!stream->copying) {
+    loff_t offset = stream->kept;
+    ssize_t n = splice(stream->pipe_fd, NULL, stream->file_fd, &offset, room, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    if (n > 0) stream->kept += n;
+    if (n >= 0 || errno != EINVAL) return n;
+    stream->copying = 1;
+  }
+  static char buffer[65536];
+  ssize_t n = read(stream->pipe_fd, buffer, room < sizeof buffer ? room : sizeof buffer);
+  for (ssize_t done = 0; done < n;) {
+    ssize_t written = pwrite(stream->file_fd, buffer + done, (size_t)(n - done), stream->kept);
+    if (written <= 0) {
+      if (written < 0 && errno == EINTR) continue;
+      if (written == 0) errno = ENOSPC;
+      return -1;
+    }
+    done += written;
+    stream->kept += written;
+  }
+  return n;
+}
+
 /* Moves what the pipe holds into the stream's file, up to the limit; past it, or when the file fails, discards it. */
 static void drain(stream_t *stream) {
   child_t *child = stream->child;
@@ -372,7 +401,10 @@ static void drain(stream_t *stream) {
         if (n == 1) {
           stream->file_fd = open(stream->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
           if (stream->file_fd < 0 || write(stream->file_fd, &first, 1) != 1) {
-            if (stream->file_fd >= 0) close(stream->file_fd);
+            if (stream->file_fd >= 0) {
+              close(stream->file_fd);
+              unlink(stream->path); /* no file for a stream said to hold nothing */
+            }
             stream->file_fd = -2; /* the output is lost, and said to be cut */
             stream->truncated = 1;
           } else {
@@ -385,14 +417,9 @@ static void drain(stream_t *stream) {
         else if (errno == EAGAIN) return;
         continue;
       }
-      loff_t offset = stream->kept;
       size_t room = (size_t)(child->limit - stream->kept);
-      n = splice(stream->pipe_fd, NULL, stream->file_fd, &offset, room < (1 << 20) ? room : (1 << 20),
-                 SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
-      if (n > 0) {
-        stream->kept += n;
-        continue;
-      }
+      n = move_to_file(stream, room < (1 << 20) ? room : (1 << 20));
+      if (n > 0) continue;
       if (n < 0 && errno != EAGAIN && errno != EINTR) {
         /* The file takes no more (a full disk): what it holds stands, the rest is discarded. */
         stream->truncated = 1;
@@ -414,9 +441,10 @@ static void drain(stream_t *stream) {
 }
 
 static void on_output(uv_poll_t *poll, int status, int events) {
-  (void)status;
   (void)events;
-  drain((stream_t *)poll);
+  stream_t *stream = (stream_t *)poll;
+  if (status < 0) end_stream(stream); /* libuv has stopped watching it: nothing more can be read */
+  else drain(stream);
 }
 
 static void sync_files(uv_work_t *work) {
@@ -561,7 +589,7 @@ static napi_value spawn_process(napi_env env, napi_callback_info info) {
     child = NULL;
     if (pidfd >= 0) close(pidfd);
     kill(-pid, SIGKILL);
-    waitpid(pid, NULL, 0);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) continue;
     goto done;
   }
   fcntl(pidfd, F_SETFD, FD_CLOEXEC);

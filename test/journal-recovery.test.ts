@@ -34,6 +34,7 @@ import {
   snapshotSettled,
   startDaemon,
   tempDir,
+  within,
   type ServeOptions,
   type TestDaemon,
 } from './helpers.js';
@@ -703,6 +704,22 @@ describe.runIf(canMountTmpfs())('a full disk', () => {
     expect((await client.list()).total).toBe(submitted);
     await client.close();
     expect(await running.stop()).toBe(0);
+  });
+
+  it('a task whose output meets the full disk runs to its end, marked truncated, and the daemon serves on', async () => {
+    const disk = await Tmpfs.mount(1024 * 1024);
+    const dataDir = disk.inside('data');
+    const running = await daemon([], dataDir, disk.serve);
+    const client = await running.client();
+    await client.run({ id: 'before', cmd: ['true'] }); // the log has its page: its next lines fit in it
+    disk.fill(0);
+    const { task } = await within(client.run({ id: 'printer', cmd: [CMD, '--stdout-bytes', '20000'] }), 20_000, 'the run on the full disk');
+    expect(task).toMatchObject({ state: 'COMPLETED', exit_code: 0, stdout_truncated: true });
+    expect(task.stdout?.length).toBeLessThan(20_000);
+    disk.free();
+    const again = await client.run({ id: 'after', cmd: [CMD, '--stdout-bytes', '20000'] });
+    expect(again.task).toMatchObject({ state: 'COMPLETED', stdout: 'x'.repeat(20_000), stdout_truncated: false });
+    await client.close();
   });
 });
 

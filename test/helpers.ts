@@ -7,13 +7,15 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { TaskManagerClient, type TaskRecord, type TaskState } from '../src/index.js';
 import type { StoredTask } from '../src/scheduler/index.js';
+import { TEST_ROOT_VARIABLE } from './temp-root.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const CMD = join(ROOT, 'bin/cmd');
 export const TASK_MANAGER = join(ROOT, 'bin/task-manager');
 
+/** A new directory, in the run's own temp dir (removed when the run ends) or the system's. */
 export function tempDir(prefix = 'tm-test-'): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  return mkdtempSync(join(process.env[TEST_ROOT_VARIABLE] ?? tmpdir(), prefix));
 }
 
 export interface TestDaemon {

@@ -343,12 +343,14 @@ static void on_closed(uv_handle_t *handle) {
   if (--child->open_handles == 0) free_child(child);
 }
 
+/* Where output that is not kept is read into, when it cannot be spliced: one for the whole process. */
+static char scratch[65536];
+
 /* Discards what the pipe holds: into /dev/null without a copy, or through a buffer where that fails. */
 static ssize_t discard(int pipe_fd) {
   ssize_t n = splice(pipe_fd, NULL, dev_null, NULL, 1 << 20, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
   if (n >= 0 || errno != EINVAL) return n;
-  static char sink[65536];
-  return read(pipe_fd, sink, sizeof sink);
+  return read(pipe_fd, scratch, sizeof scratch);
 }
 
 static void end_stream(stream_t *stream) {
@@ -373,10 +375,9 @@ static ssize_t move_to_file(stream_t *stream, size_t room) {
     if (n >= 0 || errno != EINVAL) return n;
     stream->copying = 1;
   }
-  static char buffer[65536];
-  ssize_t n = read(stream->pipe_fd, buffer, room < sizeof buffer ? room : sizeof buffer);
+  ssize_t n = read(stream->pipe_fd, scratch, room < sizeof scratch ? room : sizeof scratch);
   for (ssize_t done = 0; done < n;) {
-    ssize_t written = pwrite(stream->file_fd, buffer + done, (size_t)(n - done), stream->kept);
+    ssize_t written = pwrite(stream->file_fd, scratch + done, (size_t)(n - done), stream->kept);
     if (written <= 0) {
       if (written < 0 && errno == EINTR) continue;
       if (written == 0) errno = ENOSPC;
@@ -412,20 +413,17 @@ static void drain(stream_t *stream) {
           }
           continue;
         }
-        if (n < 0 && errno != EAGAIN && errno != EINTR) n = 0;
-        if (n == 0) end_stream(stream);
-        else if (errno == EAGAIN) return;
-        continue;
-      }
-      size_t room = (size_t)(child->limit - stream->kept);
-      n = move_to_file(stream, room < (1 << 20) ? room : (1 << 20));
-      if (n > 0) continue;
-      if (n < 0 && errno != EAGAIN && errno != EINTR) {
-        /* The file takes no more (a full disk): what it holds stands, the rest is discarded. */
-        stream->truncated = 1;
-        close(stream->file_fd);
-        stream->file_fd = -2;
-        continue;
+      } else {
+        size_t room = (size_t)(child->limit - stream->kept);
+        n = move_to_file(stream, room < (1 << 20) ? room : (1 << 20));
+        if (n > 0) continue;
+        if (n < 0 && errno != EAGAIN && errno != EINTR) {
+          /* The file takes no more (a full disk): what it holds stands, the rest is discarded. */
+          stream->truncated = 1;
+          close(stream->file_fd);
+          stream->file_fd = -2;
+          continue;
+        }
       }
     } else {
       n = discard(stream->pipe_fd);
@@ -433,10 +431,11 @@ static void drain(stream_t *stream) {
         stream->truncated |= !stream->lingering;
         continue;
       }
-      if (n < 0 && errno != EAGAIN && errno != EINTR) n = 0;
     }
-    if (n == 0) end_stream(stream);
-    else if (errno == EAGAIN) return;
+    /* Nothing was moved: nothing there for now, or the pipe's end (an error of the pipe ends it too). */
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return;
+    end_stream(stream);
   }
 }
 

@@ -141,7 +141,8 @@ describe('a cluster of daemons on one PostgreSQL', () => {
   }, 60_000);
 
   it('refuses a store it cannot reach with a clear error (exit 2)', async () => {
-    const refused = await serveExpectingRefusal(tempDir('tm-data-'), ['--store', 'postgres://nobody:secret@127.0.0.1:1/none']);
+    // The start waits for the store as a request would: 10 s, or the lease if shorter.
+    const refused = await serveExpectingRefusal(tempDir('tm-data-'), ['--store', 'postgres://nobody:secret@127.0.0.1:1/none', '--lease-ms', '1000']);
     expect(refused).toMatchObject({ code: 2, started: false });
     expect(refused.stderr).toMatch(/the store postgres:\/\/nobody:\*\*\*@127\.0\.0\.1:1\/none could not be opened/);
     expect(refused.stderr).not.toContain('secret');

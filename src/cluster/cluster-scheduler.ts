@@ -31,7 +31,7 @@ import {
   type TaskPatch,
   type TaskService,
 } from '../scheduler/index.js';
-import { Database, isUnreachable, Listener, type Query } from './database.js';
+import { Database, isUnreachable, Listener, type Query, storePatienceMs } from './database.js';
 import { Lease } from './lease.js';
 import { OutputUpload, readChunks, STREAM_NUMBER, STREAMS, type Stream } from './output-chunks.js';
 import { claimTasks, insertTask, lockTask, saveTask, TASK_COLUMNS, type TaskRow, taskOf } from './task-rows.js';
@@ -124,7 +124,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
   constructor(private readonly options: ClusterOptions) {
     super();
     this.db = options.db;
-    this.patienceMs = Math.min(10_000, options.leaseMs);
+    this.patienceMs = storePatienceMs(options.leaseMs);
     this.listener = new Listener(this.db.url, ['tm_change', 'tm_kill', 'tm_groups', 'tm_output'], this.db.queryTimeoutMs);
     this.listener.on('notification', (channel, payload) => this.notified(channel, payload));
     this.listener.on('connected', () => {

@@ -19,6 +19,9 @@ export function isUnreachable(error: unknown): boolean {
 /** How often the listening connection is checked. */
 const PING_MS = 5000;
 
+/** How long a start or a request waits for a store that cannot be reached: 10 s, or the lease if shorter, since a fence comes at half of it. */
+export const storePatienceMs = (leaseMs: number): number => Math.min(10_000, leaseMs);
+
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** A pool of connections to the store, and transactions tried again when the server went away before they committed. */

@@ -2,7 +2,7 @@ import { setMaxListeners } from 'node:events';
 import { mkdir, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { ClusterScheduler, Database, isUnreachable, migrate, NodeNameTakenError, StoreVersionError } from '../cluster/index.js';
+import { ClusterScheduler, Database, isUnreachable, migrate, NodeNameTakenError, StoreVersionError, storePatienceMs } from '../cluster/index.js';
 import { Executor } from '../executor/index.js';
 import type { AttemptRunner } from '../scheduler/index.js';
 import { ConfigError, type DaemonConfig } from './config.js';
@@ -29,7 +29,7 @@ export async function startClusterDaemon(config: DaemonConfig, store: string): P
   // A statement that hangs counts as a store gone well before a fence would be needed.
   const db = new Database(store, Math.max(500, Math.min(10_000, Math.floor(config.leaseMs / 4))));
   try {
-    await db.patiently(() => migrate(db), 10_000);
+    await db.patiently(() => migrate(db), storePatienceMs(config.leaseMs));
   } catch (error) {
     await db.close().catch(() => undefined);
     const why = error instanceof StoreVersionError ? error.message : `could not be opened: ${(error as Error).message}`;
@@ -84,7 +84,7 @@ export async function startClusterDaemon(config: DaemonConfig, store: string): P
   };
   const node = config.node ?? `${hostname()}:${port.port}`;
   try {
-    await db.patiently(() => scheduler.register(node, `${config.host}:${port.port}`), 10_000);
+    await db.patiently(() => scheduler.register(node, `${config.host}:${port.port}`), storePatienceMs(config.leaseMs));
   } catch (error) {
     await abandon();
     if (error instanceof NodeNameTakenError) throw new ConfigError(error.message);

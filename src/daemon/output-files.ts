@@ -60,7 +60,11 @@ export class OutputFiles {
   textOf({ stored, spec }: Task): { stdout: OutputText | ''; stderr: OutputText | '' } {
     const name = stored.output;
     if (!name) return { stdout: '', stderr: '' };
-    const text = (stream: OutputStream) => new OutputText(this.path(name, stream), stored[`${stream}_bytes`], spec.max_output_bytes, this.hold(name));
+    // A stream known to be empty has no file to open (most tasks' stderr, and both streams of many).
+    const text = (stream: OutputStream) => {
+      const bytes = stored[`${stream}_bytes`];
+      return bytes === 0 ? '' : new OutputText(this.path(name, stream), bytes, spec.max_output_bytes, this.hold(name));
+    };
     return { stdout: text('stdout'), stderr: text('stderr') };
   }
 

@@ -53,6 +53,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -389,6 +390,23 @@ static ssize_t move_to_file(stream_t *stream, size_t room) {
   return n;
 }
 
+/* The stream's file takes nothing more (it could not be made, or the disk is full): what it holds stands, the rest is discarded. */
+static void give_up_file(stream_t *stream) {
+  if (stream->file_fd >= 0) {
+    close(stream->file_fd);
+    if (stream->kept == 0) unlink(stream->path); /* no file for a stream said to hold nothing */
+  }
+  stream->file_fd = -2;
+  stream->truncated = 1;
+}
+
+/* Makes the stream's file, starting with `length` bytes already read from the pipe. */
+static void make_file(stream_t *stream, const char *start, size_t length) {
+  stream->file_fd = open(stream->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (stream->file_fd >= 0 && (length == 0 || write(stream->file_fd, start, length) == (ssize_t)length)) stream->kept = (int64_t)length;
+  else give_up_file(stream);
+}
+
 /* Moves what the pipe holds into the stream's file, up to the limit; past it, or when the file fails, discards it. */
 static void drain(stream_t *stream) {
   child_t *child = stream->child;
@@ -396,21 +414,17 @@ static void drain(stream_t *stream) {
     ssize_t n;
     if (stream->kept < child->limit && stream->file_fd != -2 && !stream->lingering) {
       if (stream->file_fd < 0) {
-        /* The file is made for a first byte, not for the end of a stream that stays empty. */
-        char first;
+        /* The file is made once the pipe holds a byte, not for the end of a stream that stays empty; the
+           first chunk goes in whole, so that a follower never sees it cut after its first byte. */
+        int available = 0;
+        if (ioctl(stream->pipe_fd, FIONREAD, &available) == 0 && available > 0) {
+          make_file(stream, NULL, 0);
+          continue;
+        }
+        char first; /* nothing there: the pipe's end, or a byte that has just come */
         n = read(stream->pipe_fd, &first, 1);
         if (n == 1) {
-          stream->file_fd = open(stream->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-          if (stream->file_fd < 0 || write(stream->file_fd, &first, 1) != 1) {
-            if (stream->file_fd >= 0) {
-              close(stream->file_fd);
-              unlink(stream->path); /* no file for a stream said to hold nothing */
-            }
-            stream->file_fd = -2; /* the output is lost, and said to be cut */
-            stream->truncated = 1;
-          } else {
-            stream->kept = 1;
-          }
+          make_file(stream, &first, 1);
           continue;
         }
       } else {
@@ -418,10 +432,7 @@ static void drain(stream_t *stream) {
         n = move_to_file(stream, room < (1 << 20) ? room : (1 << 20));
         if (n > 0) continue;
         if (n < 0 && errno != EAGAIN && errno != EINTR) {
-          /* The file takes no more (a full disk): what it holds stands, the rest is discarded. */
-          stream->truncated = 1;
-          close(stream->file_fd);
-          stream->file_fd = -2;
+          give_up_file(stream);
           continue;
         }
       }

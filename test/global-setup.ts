@@ -6,9 +6,10 @@ import { fileURLToPath } from 'node:url';
 import { TEST_ROOT_VARIABLE } from './temp-root.js';
 
 /**
- * The tests run the daemon, the CLIs and `bin/cmd` as real processes, from
- * what `npm run build` makes: it is made here, once before any test, so that
- * `npx vitest` never tests code older than the source.
+ * The tests run the daemon and the CLIs as real processes, from what
+ * `npm run build` makes: it is made here, once before any test (`tsc -b`
+ * skips it when nothing changed), so that `npx vitest` never tests code
+ * older than the source.
  */
 export default function setup(): () => void {
   execFileSync('npm', ['run', '--silent', 'build'], { cwd: fileURLToPath(new URL('..', import.meta.url)), stdio: 'inherit' });

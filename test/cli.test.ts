@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CMD, TASK_MANAGER, removeDir, startDaemon, tempDir, type TestDaemon } from './helpers.js';
+import { CMD, untilExists, TASK_MANAGER, removeDir, startDaemon, tempDir, type TestDaemon } from './helpers.js';
 
 /** Runs `bin/task-manager` as a real process against the daemon on `port` (given through the environment, as a user might). */
 function cli(port: number, args: string[], env: NodeJS.ProcessEnv = {}) {
@@ -215,7 +215,7 @@ describe('task-manager watch across a daemon restart', () => {
     const gate = join(first.dataDir, 'gate');
     const client = await first.client();
     // A task that is still running after the restart (run again, as interrupted), for the watch to list afresh.
-    await client.submit({ id: 'across', cmd: `while [ ! -e '${gate}' ]; do sleep 0.05; done` });
+    await client.submit({ id: 'across', cmd: untilExists(gate) });
     await client.close();
     const watch = spawn(process.execPath, [TASK_MANAGER, 'watch', '--port', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
     const exited = new Promise<number | null>((resolve) => watch.once('exit', resolve));

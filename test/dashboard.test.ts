@@ -3,7 +3,7 @@ import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CMD, startDaemon, tempDir, type TestDaemon } from './helpers.js';
+import { CMD, untilExists, startDaemon, tempDir, type TestDaemon } from './helpers.js';
 
 /** Debian's chromium, which .ci/run installs. */
 const CHROMIUM = '/usr/bin/chromium';
@@ -87,7 +87,7 @@ describe('the dashboard in a browser', () => {
     const gate = join(dir, 'gate');
     const client = await daemon.client();
     const submitted = Date.now();
-    await client.submit({ id: 'from-the-line', cmd: `echo first; while [ ! -e ${gate} ]; do sleep 0.02; done; echo second` });
+    await client.submit({ id: 'from-the-line', cmd: `echo first; ${untilExists(gate)}; echo second` });
     await row(page, 'from-the-line').waitFor({ timeout: 10_000 });
     expect(Date.now() - submitted).toBeLessThan(1_000);
     await expect.poll(() => row(page, 'from-the-line').locator('.state').textContent()).toBe('RUNNING');

@@ -5,7 +5,7 @@ import { execa } from 'execa';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { TaskManagerClient, TaskManagerError } from '../src/index.js';
 import { http } from './http-client.js';
-import { CMD, EventLog, TASK_MANAGER, eventually, isGone, removeDir, startDaemon, tempDir, within, type TestDaemon } from './helpers.js';
+import { CMD, untilExists, EventLog, TASK_MANAGER, eventually, isGone, removeDir, startDaemon, tempDir, within, type TestDaemon } from './helpers.js';
 
 /**
  * Protocol 1.1 over real daemons: groups and their limits, pause and
@@ -51,7 +51,6 @@ function workDir(prefix: string): { work: string; dataDir: string } {
 }
 
 /** A task that runs until the file `gate` exists. */
-const gated = (gate: string) => `while [ ! -e '${gate}' ]; do sleep 0.05; done`;
 
 const refusal = (promise: Promise<unknown>) => promise.then(
   () => {
@@ -67,8 +66,8 @@ describe('groups', () => {
     const gate = join(work, 'gate');
     expect(await refusal(client.submit({ id: 'early', cmd: 'true', group: 'gpu' }))).toMatchObject({ code: 'UNKNOWN_GROUP', message: expect.stringContaining('"gpu"') });
     expect(await client.setGroup('gpu', 1)).toEqual({ name: 'gpu', concurrency: 1, running: 0, queued: 0, paused: false });
-    for (const id of ['g1', 'g2', 'g3']) await client.submit({ id, cmd: gated(gate), group: 'gpu' });
-    for (const id of ['d1', 'd2']) await client.submit({ id, cmd: gated(gate) });
+    for (const id of ['g1', 'g2', 'g3']) await client.submit({ id, cmd: untilExists(gate), group: 'gpu' });
+    for (const id of ['d1', 'd2']) await client.submit({ id, cmd: untilExists(gate) });
     await Promise.all(['g1', 'd1', 'd2'].map((id) => events.state(id, 'RUNNING')));
     expect(await client.groups()).toEqual([
       { name: 'default', concurrency: 2, running: 2, queued: 0, paused: false },
@@ -87,7 +86,7 @@ describe('groups', () => {
     const first = await daemonAt(dataDir);
     const gate = join(work, 'gate');
     await first.client.setGroup('batch', 2);
-    await first.client.submit({ id: 'running', cmd: gated(gate), group: 'batch' });
+    await first.client.submit({ id: 'running', cmd: untilExists(gate), group: 'batch' });
     await first.events.state('running', 'RUNNING');
     expect(await first.client.pause('batch')).toEqual([{ name: 'batch', concurrency: 2, running: 1, queued: 0, paused: true }]);
     await first.client.submit({ id: 'held', cmd: 'echo held', group: 'batch' });
@@ -128,7 +127,7 @@ describe('restart, remove and edit', () => {
     expect(['QUEUED', 'RUNNING']).toContain(restarted.state);
     expect((await client.wait('build')).task).toMatchObject({ state: 'COMPLETED', stdout: 'built\n', attempts: 1, restarts: 1 });
     expect((await client.wait('test')).task).toMatchObject({ state: 'COMPLETED', stdout: 'tested\n', restarts: 1 });
-    await client.submit({ id: 'long', cmd: gated(join(work, 'never')) });
+    await client.submit({ id: 'long', cmd: untilExists(join(work, 'never')) });
     await first.events.state('long', 'RUNNING');
     expect(await refusal(client.restart('long'))).toMatchObject({ code: 'NOT_RESTARTABLE', message: expect.stringContaining('RUNNING') });
     await client.cancel('long');
@@ -234,13 +233,13 @@ describe('task-manager wait', () => {
     await client.submit({ id: 'ok', cmd: 'true' });
     await client.submit({ id: 'seven', cmd: 'exit 7' });
     await client.submit({ id: 'slow', cmd: 'sleep 30', timeout_ms: 200 });
-    await client.submit({ id: 'doomed', cmd: gated(join(work, 'never')) });
+    await client.submit({ id: 'doomed', cmd: untilExists(join(work, 'never')) });
     await client.cancel('doomed');
     expect((await wait('ok')).exitCode).toBe(0);
     expect((await wait('seven')).exitCode).toBe(7);
     expect((await wait('slow')).exitCode).toBe(124);
     expect((await wait('doomed')).exitCode).toBe(125);
-    await client.submit({ id: 'forever', cmd: gated(join(work, 'never')) });
+    await client.submit({ id: 'forever', cmd: untilExists(join(work, 'never')) });
     const out = await wait('forever', '--timeout-ms', '200');
     expect(out.exitCode).toBe(75);
     expect(out.stdout).toContain('still');
@@ -304,7 +303,7 @@ describe('groups, restart, edit and remove over HTTP', () => {
     expect((await call('GET', '/tasks/held/wait')).json.task).toMatchObject({ state: 'COMPLETED', restarts: 1 });
     expect(await call('DELETE', '/tasks/held')).toMatchObject({ status: 200, json: { task: { id: 'held', stdout: 'edited\n' } } });
     expect((await call('GET', '/tasks/held')).status).toBe(404);
-    expect((await call('POST', '/tasks', { id: 'running', cmd: gated(join(dir('tm-http-gate-'), 'never')) })).status).toBe(201);
+    expect((await call('POST', '/tasks', { id: 'running', cmd: untilExists(join(dir('tm-http-gate-'), 'never')) })).status).toBe(201);
     expect(await call('POST', '/tasks/running/restart')).toMatchObject({ status: 409, json: { error: { code: 'NOT_RESTARTABLE' } } });
     expect((await call('DELETE', '/tasks/running')).json.task).toMatchObject({ state: 'CANCELED' });
   });

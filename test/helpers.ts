@@ -11,6 +11,9 @@ import { TEST_ROOT_VARIABLE } from './temp-root.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const CMD = join(ROOT, 'bin/cmd');
+
+/** Shell text that waits until `path` exists: a task held until the test opens its gate. */
+export const untilExists = (path: string) => `while [ ! -e '${path}' ]; do sleep 0.02; done`;
 export const TASK_MANAGER = join(ROOT, 'bin/task-manager');
 
 /** A new directory, in the run's own temp dir (removed when the run ends) or the system's. */

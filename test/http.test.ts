@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { shellWords } from '../src/daemon/http/shell-words.js';
 import { TaskManagerClient } from '../src/index.js';
-import { CMD, startDaemon, tasksAfterARun, tempDir, within, type TestDaemon } from './helpers.js';
+import { CMD, untilExists, startDaemon, tasksAfterARun, tempDir, within, type TestDaemon } from './helpers.js';
 import { EventStreamReader, http } from './http-client.js';
 
 const dir = tempDir('tm-http-');
@@ -122,7 +122,7 @@ describe('HTTP on the daemon port', () => {
 
   it('follows output live as Server-Sent Events, then sends the record and ends the stream', async () => {
     const gate = join(dir, 'follow-gate');
-    const script = `echo first; while [ ! -e ${gate} ]; do sleep 0.02; done; echo second; echo late >&2`;
+    const script = `echo first; ${untilExists(gate)}; echo second; echo late >&2`;
     await call('POST', '/tasks', { body: { id: 'followed', cmd: script } });
     const stream = new EventStreamReader(daemon.port, '/tasks/followed/output?follow=1');
     const first = await within(stream.until((event) => event.event === 'output'), 10_000, 'the first output');

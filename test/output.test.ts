@@ -4,7 +4,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TaskManagerError, type TaskManagerClient } from '../src/index.js';
-import { CMD, TASK_MANAGER, eventually, removeDir, snapshotSettled, startDaemon, tempDir, within, type TestDaemon } from './helpers.js';
+import { CMD, untilExists, TASK_MANAGER, eventually, removeDir, snapshotSettled, startDaemon, tempDir, within, type TestDaemon } from './helpers.js';
 
 const daemons: TestDaemon[] = [];
 const dirs: string[] = [];
@@ -31,7 +31,7 @@ const outputFiles = (dataDir: string) => readdirSync(join(dataDir, 'output')).so
 /** A shell task that prints `first`, then waits until `gate` exists, then prints `second`. */
 function gated(dir: string): { cmd: string; gate: string } {
   const gate = join(dir, 'gate');
-  return { cmd: `echo first; while [ ! -e ${gate} ]; do sleep 0.02; done; echo second; echo done >&2`, gate };
+  return { cmd: `echo first; ${untilExists(gate)}; echo second; echo done >&2`, gate };
 }
 
 describe('output in files', () => {
@@ -188,7 +188,7 @@ describe('follow', () => {
     const d = await daemon();
     const client = await d.client();
     const gate = join(dir, 'gate');
-    await client.submit({ id: 'cli-followed', cmd: `echo first; echo oops >&2; while [ ! -e ${gate} ]; do sleep 0.02; done; echo second; exit 7` });
+    await client.submit({ id: 'cli-followed', cmd: `echo first; echo oops >&2; ${untilExists(gate)}; echo second; exit 7` });
     const child = spawn(process.execPath, [TASK_MANAGER, 'follow', 'cli-followed', '--port', String(d.port)], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';

@@ -1,10 +1,10 @@
-import { existsSync, readFileSync, readdirSync, realpathSync, statfsSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, realpathSync, statfsSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TaskManagerError, type TaskManagerClient } from '../src/index.js';
 import type { TaskState } from '../src/protocol/index.js';
-import { CMD, EventLog, eventually, isAlive, isGone, readPid, removeDir, startDaemon, tempDir, type TestDaemon } from './helpers.js';
+import { CMD, untilExists, EventLog, eventually, isAlive, isGone, readPid, removeDir, startDaemon, tempDir, type TestDaemon } from './helpers.js';
 
 /**
  * The query and control ops around the scheduler: cancel, wait, list, count,
@@ -393,8 +393,11 @@ describe('idempotent ids, scripts and subscribe', () => {
   it('subscribe with ids delivers only those ids, as records without output', async () => {
     const only = await EventLog.open(daemon, ['sub-1']);
     const everyone = await EventLog.open(daemon);
-    await client.submit({ id: 'sub-2', cmd: [CMD, '--stdout', 'two'] });
+    // sub-2 is held until sub-1 is in: sub-1 waits for it (PENDING) whatever the machine's speed.
+    const gate = join(tempDir('tm-gate-'), 'open');
+    await client.submit({ id: 'sub-2', cmd: `${untilExists(gate)}; printf two` });
     await client.submit({ id: 'sub-1', cmd: [CMD, '--stdout', 'one'], depends_on: ['sub-2'] });
+    writeFileSync(gate, '');
     // sub-1 starts only after sub-2 completed, so on this connection any sub-2 event would have come first.
     const done = await only.state('sub-1', 'COMPLETED');
     await everyone.state('sub-1', 'COMPLETED');

@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { shellWords } from '../src/daemon/http/shell-words.js';
 import { TaskManagerClient } from '../src/index.js';
-import { CMD, untilExists, startDaemon, tasksAfterARun, tempDir, within, type TestDaemon } from './helpers.js';
+import { CMD, eventually, untilExists, startDaemon, tasksAfterARun, tempDir, within, type TestDaemon } from './helpers.js';
 import { EventStreamReader, http } from './http-client.js';
 
 const dir = tempDir('tm-http-');
@@ -21,7 +21,7 @@ describe('HTTP on the daemon port', () => {
   const call = (method: string, path: string, options?: Parameters<typeof http>[3]) => http(daemon.port, method, path, options);
 
   it('runs a task and its dependent in order, as the curl examples do', async () => {
-    const a = await call('POST', '/tasks', { body: { id: 'task-a', cmd: [CMD, '--sleep', '300', '--stdout', 'a'] } });
+    const a = await call('POST', '/tasks', { body: { id: 'task-a', cmd: [CMD, '--sleep', '1000', '--stdout', 'a'] } });
     expect(a.status).toBe(201);
     expect(a.headers.location).toBe('/tasks/task-a');
     expect(a.headers['content-type']).toBe('application/json; charset=utf-8');
@@ -118,6 +118,9 @@ describe('HTTP on the daemon port', () => {
     expect((await call('GET', '/tasks/printer/output')).json).toEqual({ ok: true, stdout: 'out\n', stderr: 'err\n' });
     expect((await call('GET', '/tasks/printer/output?stream=stderr')).json).toEqual({ ok: true, stderr: 'err\n' });
     expect((await call('GET', '/tasks/printer/output?stream=both')).json.error).toMatchObject({ code: 'BAD_REQUEST', message: expect.stringContaining('stream') });
+    // The stream not asked for is not held: once the task is removed, both of its files go.
+    expect((await call('DELETE', '/tasks/printer')).status).toBe(200);
+    await eventually(() => !readdirSync(join(daemon.dataDir, 'output')).some((file) => file.startsWith('printer.')));
   });
 
   it('follows output live as Server-Sent Events, then sends the record and ends the stream', async () => {

@@ -17,6 +17,11 @@ export abstract class Streamed {
   release(): void {}
 }
 
+/** Lets go of a value an answer will not hold after all (a stream not asked for): held, its files could never go. */
+export function letGo(value: unknown): void {
+  if (value instanceof Streamed) value.release();
+}
+
 /**
  * A wire value as an answer holds it before it is written: any text or list
  * in it may be a Streamed that writes that text or list when its turn comes.

@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { isObject, parseRequest, requestError, type TaskState, type ValidRequest } from '../../protocol/index.js';
 import type { Task } from '../../scheduler/index.js';
 import type { DaemonContext } from '../context.js';
+import { letGo } from '../answer.js';
 import { handle } from '../handlers.js';
 import { decodeBody } from './body.js';
 import { sendJson } from './reply.js';
@@ -62,7 +63,9 @@ function compatibleStatus(task: Task, ctx: DaemonContext) {
     ...(record.started_at && { started_at: compatibleTime(record.started_at) }),
     ...(record.finished_at && { finished_at: compatibleTime(record.finished_at) }),
   };
-  return { status, meta, result: status === 'ERROR' ? { stdout: output.stdout, stderr: output.stderr } : { stdout: output.stdout } };
+  if (status === 'ERROR') return { status, meta, result: { stdout: output.stdout, stderr: output.stderr } };
+  letGo(output.stderr);
+  return { status, meta, result: { stdout: output.stdout } };
 }
 
 /** The id of `GET /get_status`: `?id=`, or `{"id"}` as the body of the GET, as such clients send it. */

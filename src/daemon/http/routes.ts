@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { isObject, parseRequest, requestError, type ValidRequest } from '../../protocol/index.js';
 import type { DaemonContext } from '../context.js';
 import { handle, type StatelessOp } from '../handlers.js';
+import { letGo } from '../answer.js';
 import { OUTPUT_STREAMS } from '../output-files.js';
 import { openEventStream, sendJson } from './reply.js';
 
@@ -91,6 +92,7 @@ export function registerRoutes(app: FastifyInstance, ctx: DaemonContext): void {
     const task = await ctx.scheduler.get(idOf(request));
     if (follow !== undefined && follow !== '0' && follow !== 'false') return followEvents(ctx, reply, task.id);
     const output = ctx.outputs.textOf(task);
+    for (const name of OUTPUT_STREAMS) if (!streams.includes(name)) letGo(output[name]);
     return sendJson(reply, 200, { ok: true, ...Object.fromEntries(streams.map((name) => [name, output[name]])) });
   });
 

@@ -50,8 +50,6 @@ function workDir(prefix: string): { work: string; dataDir: string } {
   return { work, dataDir: join(work, 'data') };
 }
 
-/** A task that runs until the file `gate` exists. */
-
 const refusal = (promise: Promise<unknown>) => promise.then(
   () => {
     throw new Error('accepted');

@@ -155,7 +155,8 @@ describe('dependencies, retries and delayed start', () => {
 
   it('runs a 3-step pipeline in order', async () => {
     const client = await daemon.client();
-    const a = await client.submit({ id: 'pipe-a', cmd: [CMD, '--sleep', '150', '--stdout', 'a'] });
+    // pipe-a runs long enough for pipe-b to be submitted while it runs (PENDING), on a loaded machine too.
+    const a = await client.submit({ id: 'pipe-a', cmd: [CMD, '--sleep', '1000', '--stdout', 'a'] });
     const b = await client.submit({ id: 'pipe-b', cmd: [CMD, '--sleep', '150', '--stdout', 'b'], depends_on: ['pipe-a'] });
     const c = await client.submit({ id: 'pipe-c', cmd: [CMD, '--stdout', 'c'], depends_on: ['pipe-b'] });
     expect(a.task.state).toBe('QUEUED');

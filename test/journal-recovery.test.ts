@@ -459,12 +459,17 @@ function breakLine(text: string, broken: Breakage): string {
   if ('text' in broken) return `${broken.text}\n`;
   if ('cut' in broken) return `${text.slice(0, broken.cut % text.length)}\n`;
   const entry = JSON.parse(text) as Record<string, unknown>;
+  // Keys are own properties, defined, never assigned: fast-check's strings include "__proto__", which
+  // an assignment would take as the prototype (Object.prototype itself, of everything in this process).
+  const set = (target: Record<string, unknown>, key: string, value: unknown) =>
+    Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true });
   let target: Record<string, unknown> = entry;
   for (const key of broken.path.slice(0, -1)) {
-    if (typeof target[key] !== 'object' || target[key] === null) target[key] = {};
-    target = target[key] as Record<string, unknown>;
+    const next = Object.hasOwn(target, key) ? target[key] : undefined;
+    if (typeof next !== 'object' || next === null) set(target, key, {});
+    target = Object.getOwnPropertyDescriptor(target, key)!.value as Record<string, unknown>;
   }
-  target[broken.path.at(-1)!] = broken.value;
+  set(target, broken.path.at(-1)!, broken.value);
   return line(entry);
 }
 

@@ -523,7 +523,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> implements TaskServ
     this.update(task, 'RUNNING', {
       attempts: attempt,
       started_at: new Date().toISOString(),
-      output: outputName({ ...task.stored, attempts: attempt }, this.removedIds.has(task.id)),
+      output: outputName(task.stored, this.removedIds.has(task.id), attempt),
       stdout_bytes: null,
       stderr_bytes: null,
       stdout_truncated: false,
@@ -590,8 +590,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> implements TaskServ
     if (task.state === 'QUEUED' || (task.state === 'PENDING' && task.stored.ready_at !== undefined)) this.dropStaleEntries();
     this.update(task, state, { ...patch, ready_at: null, finished_at: new Date().toISOString() });
     task.markSettled();
-    const dependents = task.dependents;
-    task.dependents = new Set();
+    const dependents = task.takeDependents() ?? [];
     for (const dep of task.spec.depends_on) this.store.get(dep)?.dependents.delete(task);
     for (const dependent of dependents) {
       if (isTerminal(dependent.state)) continue;

@@ -82,7 +82,8 @@ export const clearedBy = (name: string, value: unknown): boolean => value === nu
 /** Applies a patch to a stored task, clearing what it sets to null by the rule above. */
 export function applyPatch(stored: StoredTask, patch: TaskPatch): void {
   const fields = stored as unknown as Record<string, unknown>;
-  for (const [name, value] of Object.entries(patch)) {
+  for (const name in patch) {
+    const value = (patch as Record<string, unknown>)[name];
     if (clearedBy(name, value)) delete fields[name];
     else fields[name] = value;
   }

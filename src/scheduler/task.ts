@@ -65,8 +65,11 @@ export class Task {
     return this.dependentSet;
   }
 
-  set dependents(tasks: Set<Task>) {
-    this.dependentSet = tasks;
+  /** The tasks that wait for this one, which no longer do: it has finished. */
+  takeDependents(): Set<Task> | undefined {
+    const tasks = this.dependentSet;
+    this.dependentSet = undefined;
+    return tasks;
   }
 
   get id(): string {
@@ -220,7 +223,7 @@ export const startId = (stored: StoredTask): string =>
   `${stored.id} ${stored.attempts} ${stored.interrupted ?? 0}${stored.restarts ? ` r${stored.restarts}` : ''}`;
 
 /** Names the output files of one start: unique per start, and the id is read back from the right (ids may hold dots). */
-export const outputName = (stored: StoredTask, idReused = false): string =>
+export const outputName = (stored: StoredTask, idReused = false, attempt = stored.attempts): string =>
   // After a restart the attempts count again from 1, and a removed task's id may be used again: the
   // restarts, or the submission number, after a "~" (which no id holds), keep the names apart.
-  `${stored.id}${idReused ? `~s${stored.seq}` : ''}${stored.restarts ? `~${stored.restarts}` : ''}.${stored.attempts}.${stored.interrupted ?? 0}`;
+  `${stored.id}${idReused ? `~s${stored.seq}` : ''}${stored.restarts ? `~${stored.restarts}` : ''}.${attempt}.${stored.interrupted ?? 0}`;

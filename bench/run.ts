@@ -9,7 +9,7 @@
  * bench/cluster.ts have the settings of their cases.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -90,12 +90,18 @@ function shellThroughput(script: string, env: NodeJS.ProcessEnv = {}): Sample {
  * shell's CPU is counted (not the server's, nor the tasks').
  */
 function taskSpoolerThroughput(): Sample {
-  const socket = join(mkdtempSync(join(tmpdir(), 'tm-bench-tsp-')), 'socket');
-  const env = { TS_SOCKET: socket, TS_MAXFINISHED: String(TASKS + 10) };
-  spawnSync('tsp', ['-S', String(CONCURRENCY)], { env: { ...process.env, ...env } });
-  const { rate } = shellThroughput(`for i in $(seq ${TASKS}); do tsp true >/dev/null; done; while tsp -l | grep -qE 'running|queued'; do sleep 0.01; done`, env);
-  spawnSync('tsp', ['-K'], { env: { ...process.env, ...env } });
-  return { rate };
+  // Its socket and each job's output file (ts-out.*, in TMPDIR) in a dir of its own, removed after:
+  // left in /tmp, they were ten thousand files a run.
+  const dir = mkdtempSync(join(tmpdir(), 'tm-bench-tsp-'));
+  const env = { TS_SOCKET: join(dir, 'socket'), TS_MAXFINISHED: String(TASKS + 10), TMPDIR: dir };
+  try {
+    spawnSync('tsp', ['-S', String(CONCURRENCY)], { env: { ...process.env, ...env } });
+    const { rate } = shellThroughput(`for i in $(seq ${TASKS}); do tsp true >/dev/null; done; while tsp -l | grep -qE 'running|queued'; do sleep 0.01; done`, env);
+    spawnSync('tsp', ['-K'], { env: { ...process.env, ...env } });
+    return { rate };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 async function latency(port: number): Promise<{ daemon: number[]; spawn: number[] }> {

@@ -20,17 +20,20 @@ afterEach(async () => {
   await Promise.all(clients.splice(0).map((client) => client.close()));
   for (const daemon of daemons.splice(0)) {
     if (daemon.process.exitCode === null && daemon.process.signalCode === null) await daemon.kill();
-    for (const pid of taskProcesses(daemon.dataDir)) {
-      try {
-        process.kill(pid, 'SIGKILL'); // what the kill left running
-      } catch {
-        // gone meanwhile
-      }
-    }
+    for (const pid of taskProcesses(daemon.dataDir)) signalIfThere(pid, 'SIGKILL'); // what the kill left running
     removeDir(daemon.dataDir);
   }
   if (work) removeDir(work);
 });
+
+/** Signals a process listed a moment ago, which may have ended since (a task's short-lived `date`, say). */
+function signalIfThere(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
+  }
+}
 
 async function serve(args: string[], dataDir?: string): Promise<{ daemon: TestDaemon; client: TaskManagerClient }> {
   const daemon = await startDaemon(args, { detached: true, ...(dataDir ? { dataDir } : {}) });
@@ -163,7 +166,7 @@ describe('stop signals to the whole process group', () => {
 
     const everyone = [daemon.process.pid!, ...childrenOf(daemon.process.pid!), ...taskProcesses(daemon.dataDir)];
     expect(everyone.length).toBeGreaterThanOrEqual(1 + 1 + 3);
-    for (const pid of everyone) process.kill(pid, 'SIGTERM');
+    for (const pid of everyone) signalIfThere(pid, 'SIGTERM');
     expect(await within(daemon.exited, 20_000, 'the daemon to stop')).toBe(0);
 
     await expectRanAgainAfterRestart(daemon.dataDir, ids);

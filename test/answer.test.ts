@@ -77,4 +77,12 @@ describe('Answer', () => {
     expect(pieces.length).toBeGreaterThan(5);
     expect(JSON.parse((await written(new Answer({ tasks: new RecordList([]) }))).line)).toEqual({ tasks: [] });
   });
+
+  it('is one whole line when nothing in it is read from a file, and a Streamed value is serialized by an Answer only', () => {
+    const message = { ok: true, op: 'status', task: { id: 'a', stdout: '', stderr: '', exit_code: 0 } };
+    expect(new Answer(message).whole()).toBe(`${JSON.stringify(message)}\n`);
+    expect(new Answer({ a: text('x').value }).whole()).toBeUndefined();
+    // Outside an Answer there is no place to put its text: an error, not a silent "{}" or a mark.
+    expect(() => JSON.stringify({ a: text('x').value })).toThrow('serialized only by an Answer');
+  });
 });

@@ -15,6 +15,12 @@ export abstract class Streamed {
   abstract pieces(): AsyncIterable<string>;
   /** Lets go of what it holds, whether or not it was written. */
   release(): void {}
+
+  /** While an Answer serializes its message: the mark of its place. */
+  toJSON(): string {
+    if (!serializing) throw new Error('a Streamed value is serialized only by an Answer');
+    return `${MARK}${serializing.push(this) - 1}\u0000`;
+  }
 }
 
 /** Lets go of a value an answer will not hold after all (a stream not asked for): held, its files could never go. */
@@ -131,15 +137,26 @@ function* slices(text: string): Iterable<string> {
 const MARK = `\u0000${randomUUID()}:`;
 const MARKED = new RegExp(`${JSON.stringify(MARK).slice(1, -1).replaceAll('\\', '\\\\')}(\\d+)\\\\u0000`, 'g');
 
+/** The Streamed values met by the serialization under way (toJSON, not a replacer: a replacer is called for every value). */
+let serializing: Streamed[] | undefined;
+
 /** One line to a client, serialized as it is written; its Streamed values are read then. */
 export class Answer {
   private readonly parts: (string | Streamed)[] = [];
   private readonly streamed: Streamed[] = [];
 
   constructor(message: object) {
-    const text = JSON.stringify(message, (_key, value: unknown) =>
-      value instanceof Streamed ? `${MARK}${this.streamed.push(value) - 1}\u0000` : value,
-    );
+    serializing = this.streamed;
+    let text: string;
+    try {
+      text = JSON.stringify(message);
+    } finally {
+      serializing = undefined;
+    }
+    if (this.streamed.length === 0) {
+      this.parts.push(`${text}\n`);
+      return;
+    }
     let at = 0;
     for (const match of text.matchAll(MARKED)) {
       // The mark stands inside quotes of its own, which the Streamed value brings if it wants them.

@@ -15,7 +15,7 @@ import {
   requestError,
   type ValidRequest,
 } from '../protocol/index.js';
-import { Answer } from './answer.js';
+import { Answer, PIECE_BYTES } from './answer.js';
 import type { DaemonContext } from './context.js';
 import { handle, type Payload, type StatelessOp } from './handlers.js';
 import { HTTP_REFUSAL, type HttpLine, looksLikeHttp } from './http-guard.js';
@@ -196,13 +196,16 @@ export class Connection {
   /** Counts a request in flight until `work` is done; what it throws is answered as an error. */
   private track(ref: Ref | undefined, work: (ref: Ref | undefined) => Promise<void> | void): void {
     this.inFlight++;
-    Promise.resolve()
-      .then(() => work(ref))
-      .catch((error: unknown) => this.fail(ref, error))
-      .finally(() => {
+    void (async () => {
+      try {
+        await work(ref);
+      } catch (error) {
+        this.fail(ref, error);
+      } finally {
         this.inFlight--;
         this.admit();
-      });
+      }
+    })();
   }
 
   /** The output of a task as it is written, then its record once it is terminal. */
@@ -270,20 +273,19 @@ export class Connection {
   private send(message: object): void {
     this.unsent++;
     const answer = new Answer(message);
-    this.ctx.journal
-      .flushed()
-      .then(
-        () => this.enqueue(answer),
-        (error: Error) => {
-          answer.release();
-          this.ctx.config.log(error.message);
-          return this.enqueue(encodeLine(errorResponse(undefined, requestError.INTERNAL('journal'))));
-        },
-      )
-      .finally(() => {
+    // Out of `unsent` and into the outbox in one step: a writeOut that runs at once must see it there, not in both.
+    this.ctx.journal.flushed().then(
+      () => {
         this.unsent--;
-        this.endIfIdle();
-      });
+        void this.enqueue(answer);
+      },
+      (error: Error) => {
+        this.unsent--;
+        answer.release();
+        this.ctx.config.log(error.message);
+        void this.enqueue(encodeLine(errorResponse(undefined, requestError.INTERNAL('journal'))));
+      },
+    );
   }
 
   /** Queues a line to write; resolves once it is written (true) or the connection is gone (false). */
@@ -308,10 +310,17 @@ export class Connection {
     while (this.outbox.length > 0) {
       const { line, done } = this.outbox[0]!;
       let written = true;
+      const whole = typeof line === 'string' ? line : line.whole();
       try {
-        for await (const piece of typeof line === 'string' ? [line] : line.pieces()) {
-          written = await this.write(piece);
-          if (!written) break;
+        if (whole !== undefined && whole.length <= PIECE_BYTES) {
+          // Most answers: one short line, written without a turn of async iteration.
+          const taken = this.write(whole);
+          written = typeof taken === 'boolean' ? taken : await taken;
+        } else {
+          for await (const piece of typeof line === 'string' ? [line] : line.pieces()) {
+            written = await this.write(piece);
+            if (!written) break;
+          }
         }
       } catch (error) {
         // Never a half line: a client could not tell where the next one starts.
@@ -332,10 +341,10 @@ export class Connection {
     this.admit(); // and ends the connection if that was all
   }
 
-  /** Resolves once the socket can take more (true), or is gone (false). */
-  private write(piece: string): Promise<boolean> {
-    if (this.socket.destroyed || !this.socket.writable) return Promise.resolve(false);
-    if (this.socket.write(piece) || this.socket.writableLength <= UNSENT_BYTES_LIMIT) return Promise.resolve(true);
+  /** Whether the socket can take more (true) or is gone (false): at once, or once it has drained. */
+  private write(piece: string): boolean | Promise<boolean> {
+    if (this.socket.destroyed || !this.socket.writable) return false;
+    if (this.socket.write(piece) || this.socket.writableLength <= UNSENT_BYTES_LIMIT) return true;
     return new Promise((resolve) => {
       const settle = (drained: boolean) => {
         this.socket.off('drain', onDrain).off('close', onClose);

@@ -84,7 +84,8 @@ export class OutputFiles {
   }
 
   path(name: string, stream: OutputStream): string {
-    return join(this.dir, `${name}.${stream}`);
+    // Joined by hand, not with path.join: an output name holds no "/" (see outputName), and this runs for every start.
+    return `${this.dir}/${name}.${stream}`;
   }
 
   /** Keeps the files of `name` on disk until the returned function is called. */

@@ -18,7 +18,7 @@ export type { TaskJournal } from './task-store.js';
 export type AttemptRunner = (
   task: { id: string; attempt: number; spec: TaskSpec; startId: string; alone: boolean; output: string },
   signal: AbortSignal,
-  /** the process exists: its pid, and its start time (to recognise it after a restart) when known */
+  /** the process exists: its pid, and its start time (to recognise it after a restart) when known; may be left out for an attempt that ended at once */
   onSpawn: (pid: number, started?: string) => void,
 ) => Promise<AttemptResult | undefined>;
 
@@ -580,15 +580,18 @@ export class Scheduler extends EventEmitter<SchedulerEvents> implements TaskServ
     if (!this.stopping && !this.restoring) this.enqueue(task);
   }
 
-  /** A task changes state: in the store, and to listeners. */
+  /** A task changes state: in the store, and to listeners. `patch` is the caller's own, and is written to. */
   private update(task: Task, state: TaskState, patch: TaskPatch): void {
-    this.store.change(task, { state, ...patch });
+    patch.state = state;
+    this.store.change(task, patch);
     this.emit('change', task);
   }
 
   private finish(task: Task, state: 'COMPLETED' | 'FAILED' | 'CANCELED', patch: TaskPatch): void {
     if (task.state === 'QUEUED' || (task.state === 'PENDING' && task.stored.ready_at !== undefined)) this.dropStaleEntries();
-    this.update(task, state, { ...patch, ready_at: null, finished_at: new Date().toISOString() });
+    patch.ready_at = null;
+    patch.finished_at = new Date().toISOString();
+    this.update(task, state, patch);
     task.markSettled();
     const dependents = task.takeDependents() ?? [];
     for (const dep of task.spec.depends_on) this.store.get(dep)?.dependents.delete(task);

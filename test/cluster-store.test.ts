@@ -117,10 +117,10 @@ describe('cluster only: daemons sharing one store', () => {
     let running = 0;
     let most = 0;
     // Counted by the runners themselves: an attempt ends (and is counted out) before its daemon records it.
-    const counted = (runner: FakeRunner): AttemptRunner => async (task, signal, onSpawn) => {
+    const counted = (runner: FakeRunner): AttemptRunner => async (task, stop, onSpawn) => {
       most = Math.max(most, ++running);
       try {
-        return await runner.run(task, signal, onSpawn);
+        return await runner.run(task, stop, onSpawn);
       } finally {
         running--;
       }

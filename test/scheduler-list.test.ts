@@ -26,10 +26,10 @@ class TestScheduler {
       maxQueue: 1000,
       maxSpecBytes: 1 << 30,
       journal: { put: () => undefined, drop: () => undefined, putGroup: () => undefined, flushed: () => Promise.resolve() },
-      runAttempt: (task, signal) =>
+      runAttempt: (task, stop) =>
         new Promise((resolve) => {
           this.attempts.set(task.id, resolve);
-          signal.addEventListener('abort', () => resolve(failed()), { once: true });
+          stop.listen(() => resolve(failed()));
         }),
     });
     schedulers.push(this.scheduler);

@@ -54,9 +54,9 @@ const specOf = (bytes: number): TaskSpec => {
 class ControlledRunner {
   private readonly pending = new Map<string, (result: AttemptResult) => void>();
 
-  readonly run: AttemptRunner = ({ id }, signal, onSpawn) =>
+  readonly run: AttemptRunner = ({ id }, stop, onSpawn) =>
     new Promise((resolve) => {
-      signal.addEventListener('abort', () => resolve(undefined));
+      stop.listen(() => resolve(undefined));
       this.pending.set(id, (outcome) => {
         onSpawn(4000 + this.pending.size);
         resolve(outcome);

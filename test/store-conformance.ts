@@ -34,13 +34,13 @@ export class FakeRunner {
   readonly started: string[] = [];
   private readonly running = new Map<string, (result: AttemptResult | undefined) => void>();
 
-  readonly run: AttemptRunner = (task, signal) =>
+  readonly run: AttemptRunner = (task, stop) =>
     new Promise((resolve) => {
       this.started.push(task.id);
       this.running.set(task.id, resolve);
       // An abort after the attempt ended (the cluster records an end in its own time) kills nothing.
       const killed = () => this.running.get(task.id) === resolve && this.end(task.id, result({ exit_code: null, signal: 'SIGTERM', error: { code: 'KILLED', message: 'ended by SIGTERM' } }));
-      signal.addEventListener('abort', killed, { once: true });
+      stop.listen(killed);
     });
 
   end(id: string, outcome: AttemptResult = result()): void {

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { unlink } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { StringDecoder } from 'node:string_decoder';
-import { type AttemptResult, type OutputPaths, startFailure } from '../executor/index.js';
+import { type AttemptResult, type OutputPaths, StopRequest, startFailure } from '../executor/index.js';
 import {
   DEFAULT_GROUP,
   isTerminal,
@@ -56,7 +56,7 @@ export interface ClusterOptions {
 interface Running {
   task: Task;
   claim: string;
-  abort: AbortController;
+  stop: StopRequest;
   upload: OutputUpload;
   /** killed by a stop or a fence, not by the task: it runs again */
   stopRequested: boolean;
@@ -467,7 +467,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
     const attempt = this.running.get(id);
     if (!attempt) return;
     attempt.task.cancelRequested = true;
-    attempt.abort.abort();
+    attempt.stop.request();
   }
 
   async remove(task: Task): Promise<void> {
@@ -701,7 +701,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
 
   private startAttempt({ task, claim }: { task: Task; claim: string }): void {
     const paths = this.options.outputPaths(claim);
-    const attempt: Running = { task, claim, abort: new AbortController(), upload: new OutputUpload(task.id, claim, paths), stopRequested: false, ended: false };
+    const attempt: Running = { task, claim, stop: new StopRequest(), upload: new OutputUpload(task.id, claim, paths), stopRequested: false, ended: false };
     this.running.set(task.id, attempt);
     const run = this.runAttempt(attempt).finally(() => {
       this.attempts.delete(run);
@@ -718,11 +718,11 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       result = await this.options.runAttempt(
         // After an executor process was lost under it, a task runs on one of its own: its next loss takes no neighbour with it.
         { id: task.id, attempt: task.stored.attempts, spec: task.spec, startId: startId(task.stored), alone: task.executorLosses > 0, output: claim },
-        attempt.abort.signal,
+        attempt.stop,
         () => undefined,
       );
       // Not for a kill of the daemon's own (cancel, fence, stop): only a signal from outside is in doubt.
-      const fromOutside = !attempt.abort.signal.aborted && !task.cancelRequested;
+      const fromOutside = !attempt.stop.requested && !task.cancelRequested;
       if (fromOutside && !this.stopping && result) await serviceStopHeld(result, this.stopBegun.signal);
     } catch (error) {
       result = startFailure(`the attempt could not be run: ${(error as Error).message}`);
@@ -813,7 +813,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
     for (const attempt of this.running.values()) {
       if (attempt.ended) continue;
       attempt.stopRequested = true;
-      attempt.abort.abort();
+      attempt.stop.request();
     }
     if (now) this.options.killAll();
   }

@@ -53,7 +53,7 @@ export function taskEnvironment(): Record<string, string> {
  * processes; `paths` tells where an attempt's output goes.
  */
 export function attemptRunner(executor: () => Executor, ownerDir: string, paths: (output: string) => OutputPaths): AttemptRunner {
-  return ({ id, attempt, spec, startId, alone, output }, signal, onSpawn) => {
+  return ({ id, attempt, spec, startId, alone, output }, stop, onSpawn) => {
     const marks = { [TASK_VARIABLE]: id, [ATTEMPT_VARIABLE]: String(attempt), [OWNER_VARIABLE]: ownerDir };
     return executor().run(spec, {
       // Set after the task's own env, which must not move the marks that recovery relies on.
@@ -62,7 +62,7 @@ export function attemptRunner(executor: () => Executor, ownerDir: string, paths:
       startId,
       alone,
       output: paths(output),
-      signal,
+      stop,
       onSpawn,
     });
   };

@@ -7,6 +7,7 @@ import { killGroups, markedProcesses } from './leftovers.js';
 import type { FromExecutor, OutputPaths, ToExecutor } from './messages.js';
 import { Outbox } from './outbox.js';
 import { signalGroup } from './process-group.js';
+import type { StopRequest } from './stop-request.js';
 import { processState } from './process-info.js';
 import { interruption, timedOut, type AttemptResult } from './run-attempt.js';
 
@@ -28,8 +29,8 @@ export interface ExecutorSettings {
 export interface RunOptions {
   /** added to the base environment */
   env: Record<string, string>;
-  /** aborting it kills the attempt's process group (cancel, stop); before the process exists, it is not started */
-  signal?: AbortSignal;
+  /** a request to stop kills the attempt's process group (cancel, stop); before the process exists, it is not started */
+  stop?: StopRequest;
   /**
    * the process exists: its pid (= its process group id) and its start time,
    * as the spawner read it; not called for an attempt that ends within a few
@@ -124,7 +125,7 @@ export class Executor {
         resolve: (result) => {
           worker.running--;
           attempt.timers.forEach(clearTimeout);
-          options.signal?.removeEventListener('abort', abort);
+          options.stop?.listen(undefined);
           this.attempts.delete(id);
           if (options.alone) worker.outbox.push({ type: 'close' });
           resolve(result);
@@ -137,8 +138,7 @@ export class Executor {
       };
       this.attempts.set(id, attempt);
       worker.outbox.push({ type: 'run', attempt: id, spec, env: options.env, startId: options.startId, output: options.output });
-      options.signal?.addEventListener('abort', abort, { once: true });
-      if (options.signal?.aborted) abort();
+      options.stop?.listen(abort);
     });
   }
 

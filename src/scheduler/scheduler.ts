@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { DEFAULT_GROUP, groupOf, isTerminal, requestError, specKey, taskError } from '../protocol/index.js';
 import type { Counts, GroupInfo, TaskEdit, TaskSpec, TaskState } from '../protocol/index.js';
-import { startFailure, type AttemptResult } from '../executor/index.js';
+import { startFailure, StopRequest, type AttemptResult } from '../executor/index.js';
 import type { StoredGroup } from './group.js';
 import { Heap } from './heap.js';
 import { attemptOutcome, interrupted, notStarted, serviceStopHeld } from './outcome.js';
@@ -17,7 +17,7 @@ export type { TaskJournal } from './task-store.js';
 /** Runs one attempt; resolves with undefined when it was aborted before its process started. */
 export type AttemptRunner = (
   task: { id: string; attempt: number; spec: TaskSpec; startId: string; alone: boolean; output: string },
-  signal: AbortSignal,
+  stop: StopRequest,
   /** the process exists: its pid, and its start time (to recognise it after a restart) when known; may be left out for an attempt that ended at once */
   onSpawn: (pid: number, started?: string) => void,
 ) => Promise<AttemptResult | undefined>;
@@ -46,7 +46,7 @@ interface GroupState {
 
 /** Higher priority first; equal priority, first in first out. */
 const startsBefore = (a: Task, b: Task): boolean =>
-  a.spec.priority !== b.spec.priority ? a.spec.priority > b.spec.priority : a.stored.seq < b.stored.seq;
+  a.spec.priority !== b.spec.priority ? a.spec.priority > b.spec.priority : a.seq < b.seq;
 
 
 /**
@@ -292,7 +292,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> implements TaskServ
     }
     if (task.state === 'RUNNING') {
       task.cancelRequested = true;
-      task.abort?.abort();
+      task.stop?.request();
       await this.wait(task);
     } else {
       this.finish(task, 'CANCELED', { error: taskError.CANCELED('before it started') });
@@ -426,7 +426,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> implements TaskServ
     for (const task of this.store.all()) {
       if (task.state !== 'RUNNING') continue;
       task.stopRequested = true;
-      task.abort?.abort();
+      task.stop?.request();
     }
     await all;
     await this.store.flushed().catch(() => undefined); // a failed journal is the daemon's to report
@@ -516,8 +516,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> implements TaskServ
     const group = this.groupState(groupOf(task.spec));
     this.running++;
     group.running++;
-    const abort = new AbortController();
-    task.abort = abort;
+    const stop = new StopRequest();
+    task.stop = stop;
     const attempt = task.stored.attempts + 1;
     const earlierOutput = task.stored.output;
     this.update(task, 'RUNNING', {
@@ -541,13 +541,13 @@ export class Scheduler extends EventEmitter<SchedulerEvents> implements TaskServ
         () => true,
         () => false,
       );
-      if (durable && !abort.signal.aborted) {
+      if (durable && !stop.requested) {
         const alone = task.executorLosses > 0;
-        result = await this.options.runAttempt({ id: task.id, attempt, spec: task.spec, startId: startId(task.stored), alone, output }, abort.signal, (pid, started) => {
+        result = await this.options.runAttempt({ id: task.id, attempt, spec: task.spec, startId: startId(task.stored), alone, output }, stop, (pid, started) => {
           this.store.change(task, started ? { pgid: pid, pgid_started: started } : { pgid: pid });
         });
         // Not for a kill of the daemon's own (cancel, timeout): only a signal from outside is in doubt.
-        const fromOutside = !abort.signal.aborted && !task.cancelRequested;
+        const fromOutside = !stop.requested && !task.cancelRequested;
         if (fromOutside && !this.stopping && result) await serviceStopHeld(result, this.stopBegun.signal);
       }
     } catch (error) {
@@ -555,7 +555,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> implements TaskServ
     } finally {
       this.running--;
       group.running--;
-      task.abort = undefined;
+      task.stop = undefined;
     }
     this.attemptEnded(task, result);
     this.pump();

@@ -32,7 +32,10 @@ export class SortedList<T> {
       const { chunk: found, index } = this.locate((k) => k < key);
       const c = Math.min(found, this.chunks.length - 1);
       const chunk = this.chunks[c]!;
-      chunk.splice(found === c ? index : chunk.length, 0, item);
+      const at = found === c ? index : chunk.length;
+      // Most items go at the end (submission order): push, not a splice that makes an array of what it removed.
+      if (at === chunk.length) chunk.push(item);
+      else chunk.splice(at, 0, item);
       this.lastKeys[c] = this.keyOf(chunk.at(-1)!);
       if (chunk.length > 2 * this.load) this.split(c);
     }
@@ -45,7 +48,9 @@ export class SortedList<T> {
     const { chunk: c, index: i } = this.locate((k) => k < key);
     const chunk = this.chunks[c];
     if (!chunk || this.keyOf(chunk[i]!) !== key) return false;
-    chunk.splice(i, 1);
+    // Most deletes take the first item (the oldest queued task starts): shift moves the array's start, splice its items.
+    if (i === 0) chunk.shift();
+    else chunk.splice(i, 1);
     this.count--;
     if (chunk.length === 0) {
       this.chunks.splice(c, 1);

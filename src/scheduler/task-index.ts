@@ -2,7 +2,7 @@ import { TASK_STATES, type TaskState } from '../protocol/index.js';
 import { SortedList } from './sorted-list.js';
 import type { Task } from './task.js';
 
-const bySeq = (task: Task) => task.stored.seq;
+const bySeq = (task: Task) => task.seq;
 
 /**
  * Tasks in submission order, all of them and those of each state, so that a

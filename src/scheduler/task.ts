@@ -1,3 +1,4 @@
+import type { StopRequest } from '../executor/index.js';
 import { DEFAULT_GROUP, groupOf, type TaskEdit, type TaskRecord, type TaskSpec } from '../protocol/index.js';
 
 /** What the journal keeps of a task: its wire record (its group is in its spec) plus what the scheduler needs to resume it. */
@@ -42,8 +43,8 @@ export class Task {
   private dependentSet: Set<Task> | undefined;
   /** dependencies not yet COMPLETED */
   unmet = 0;
-  /** aborts the running attempt */
-  abort: AbortController | undefined;
+  /** stops the running attempt */
+  stop: StopRequest | undefined;
   cancelRequested = false;
   /** executor processes lost in a row during its attempts */
   executorLosses = 0;
@@ -54,9 +55,17 @@ export class Task {
 
   /** the size of its spec, counted against the bound of what specs may hold */
   specBytes: number;
+  /**
+   * its submission number, which never changes: kept here too, since the
+   * ready queue and the indexes compare it all the time, and stored records
+   * come in many shapes (fields they have only at times), which makes
+   * reading it from them slow
+   */
+  readonly seq: number;
 
   constructor(readonly stored: StoredTask) {
     this.specBytes = stored.spec_bytes ?? specSize(stored.spec);
+    this.seq = stored.seq;
   }
 
   /** tasks that wait for this one (the set is made on first use: most tasks have none) */

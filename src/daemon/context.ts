@@ -48,7 +48,16 @@ export function unlessStopping<T>(ctx: DaemonContext, work: Promise<T>): Promise
   if (ctx.stopping.aborted) return Promise.reject(stopped());
   return new Promise<T>((resolve, reject) => {
     const forget = onAbort(ctx.stopping, () => reject(stopped()));
-    work.then(resolve, reject).finally(forget);
+    work.then(
+      (value) => {
+        forget();
+        resolve(value);
+      },
+      (error: unknown) => {
+        forget();
+        reject(error);
+      },
+    );
   });
 }
 

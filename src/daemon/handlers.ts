@@ -1,4 +1,4 @@
-import { isTerminal, type GroupInfo, type Op, type ResponsePayloads, type ValidRequest } from '../protocol/index.js';
+import { isTerminal, type GroupInfo, type Op, type ResponsePayloads, type TaskRecord, type ValidRequest } from '../protocol/index.js';
 import type { Task } from '../scheduler/index.js';
 import { type Deferred, RecordList } from './answer.js';
 import { type DaemonContext, unlessStopping } from './context.js';
@@ -13,8 +13,8 @@ export type Payload<O extends Op> = Deferred<ResponsePayloads[O]>;
 /** The record with its output, read from the files as the answer is written. */
 function withOutput(task: Task, ctx: DaemonContext) {
   const output = ctx.outputs.textOf(task);
-  // record() puts the output at its place in the record; spreading it again keeps that place and types it as what it is.
-  return { ...task.record(output), ...output };
+  // record() puts the output at its place in the record; the type says what stands there.
+  return task.record(output) as Omit<TaskRecord, 'stdout' | 'stderr'> & typeof output;
 }
 
 /**

@@ -105,17 +105,20 @@ export class Task {
     if (s.script) record.script = s.script;
     if (s.args) record.args = s.args;
     record.group = groupOf(s.spec);
-    Object.assign(record, { exit_code: s.exit_code, signal: s.signal, timed_out: s.timed_out });
-    if (output) Object.assign(record, output);
-    Object.assign(record, {
-      stdout_truncated: s.stdout_truncated,
-      stderr_truncated: s.stderr_truncated,
-      duration_ms: s.duration_ms,
-      attempts: s.attempts,
-      max_attempts: s.max_attempts,
-      priority: s.priority,
-      created_at: s.created_at,
-    });
+    record.exit_code = s.exit_code;
+    record.signal = s.signal;
+    record.timed_out = s.timed_out;
+    if (output) {
+      record.stdout = output.stdout as string;
+      record.stderr = output.stderr as string;
+    }
+    record.stdout_truncated = s.stdout_truncated;
+    record.stderr_truncated = s.stderr_truncated;
+    record.duration_ms = s.duration_ms;
+    record.attempts = s.attempts;
+    record.max_attempts = s.max_attempts;
+    record.priority = s.priority;
+    record.created_at = s.created_at;
     if (s.ready_at !== undefined && s.state === 'PENDING') record.run_at = new Date(s.ready_at).toISOString();
     if (s.started_at) record.started_at = s.started_at;
     if (s.finished_at) record.finished_at = s.finished_at;

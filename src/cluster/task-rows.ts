@@ -52,6 +52,7 @@ export async function insertTask(query: Query, task: Task, maxUnfinished: number
   );
   if (rows[0]) {
     s.seq = Number(rows[0].seq);
+    task.seq = s.seq;
     return 'inserted';
   }
   return (await query('SELECT 1 FROM tm_tasks WHERE id = $1', [s.id])).length > 0 ? 'exists' : 'full';

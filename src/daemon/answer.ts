@@ -146,12 +146,13 @@ export class Answer {
   private readonly streamed: Streamed[] = [];
 
   constructor(message: object) {
+    const outer = serializing; // an Answer made while another serializes (none is, today) gives it back
     serializing = this.streamed;
     let text: string;
     try {
       text = JSON.stringify(message);
     } finally {
-      serializing = undefined;
+      serializing = outer;
     }
     if (this.streamed.length === 0) {
       this.parts.push(`${text}\n`);

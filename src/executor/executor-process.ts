@@ -34,15 +34,6 @@ const { spawner } = chooseSpawner();
 // and its attempts with it: the daemon's graceful stop takes care of them.
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => undefined);
 
-/**
- * How long a start's report may wait for company. A task that ends sooner
- * is never reported started, only ended: one message instead of two, and
- * no pid for the daemon to journal and clear again. The daemon's kills do
- * not wait for the report (an abort reaches the attempt here), and its
- * timeouts count from it.
- */
-const SPAWN_REPORT_MS = 5;
-
 /** Sends reports unless the daemon is gone (its successor cleans up; the reports have no reader). */
 const reports = new Outbox<FromExecutor>((batch) => {
   if (process.connected) process.send!(batch, undefined, undefined, () => undefined);
@@ -90,7 +81,7 @@ function receive(message: ToExecutor): void {
           signalGroup(pid, 'SIGKILL');
         }
         ledger.started(message.attempt, message.startId);
-        reports.pushLater({ type: 'spawned', attempt: message.attempt, pid, ...(started ? { started } : {}) }, SPAWN_REPORT_MS);
+        report({ type: 'spawned', attempt: message.attempt, pid, ...(started ? { started } : {}) });
       },
     })
       .catch((error: Error) => startFailure(`the attempt could not be run: ${error.message}`))
@@ -99,8 +90,6 @@ function receive(message: ToExecutor): void {
         ledger.finished(message.attempt);
         groups.delete(message.attempt);
         const killedForLease = outlived.delete(message.attempt);
-        // A start not reported yet never will be: the daemon has no process left to signal, nor a pid to record.
-        reports.withdraw((queued) => queued.type === 'spawned' && queued.attempt === message.attempt);
         report({ type: 'result', attempt: message.attempt, result: killedForLease ? interruption("the daemon's lease was not renewed in time") : result });
       });
   }

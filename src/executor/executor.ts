@@ -31,11 +31,7 @@ export interface RunOptions {
   env: Record<string, string>;
   /** a request to stop kills the attempt's process group (cancel, stop); before the process exists, it is not started */
   stop?: StopRequest;
-  /**
-   * the process exists: its pid (= its process group id) and its start time,
-   * as the spawner read it; not called for an attempt that ends within a few
-   * milliseconds of its start (see executor-process.ts)
-   */
+  /** the process exists: its pid (= its process group id) and its start time, as the spawner read it */
   onSpawn?: (pid: number, started: string | undefined) => void;
   /** environment entries ("NAME=value") that only this attempt's processes carry, to find them if their pid never arrived */
   marks: string[];

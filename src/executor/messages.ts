@@ -24,8 +24,7 @@ export type ToExecutor =
 /**
  * What the executor process reports back, per attempt (in arrays: see
  * outbox.ts); `started` is the process's start time, read by the spawner; a
- * null result: aborted before it started. An attempt that ends within a few
- * milliseconds of its start gets its result only, no `spawned`.
+ * null result: aborted before it started.
  */
 export type FromExecutor =
   | { type: 'spawned'; attempt: number; pid: number; started?: string }

@@ -18,7 +18,7 @@ export type { TaskJournal } from './task-store.js';
 export type AttemptRunner = (
   task: { id: string; attempt: number; spec: TaskSpec; startId: string; alone: boolean; output: string },
   stop: StopRequest,
-  /** the process exists: its pid, and its start time (to recognise it after a restart) when known; may be left out for an attempt that ended at once */
+  /** the process exists: its pid, and its start time (to recognise it after a restart) when known */
   onSpawn: (pid: number, started?: string) => void,
 ) => Promise<AttemptResult | undefined>;
 

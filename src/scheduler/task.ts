@@ -56,12 +56,12 @@ export class Task {
   /** the size of its spec, counted against the bound of what specs may hold */
   specBytes: number;
   /**
-   * its submission number, which never changes: kept here too, since the
-   * ready queue and the indexes compare it all the time, and stored records
-   * come in many shapes (fields they have only at times), which makes
-   * reading it from them slow
+   * its submission number (`stored.seq`, which never changes once the task
+   * is stored): kept here too, since the ready queue and the indexes compare
+   * it all the time, and stored records come in many shapes (fields they
+   * have only at times), which makes reading it from them slow
    */
-  readonly seq: number;
+  seq: number;
 
   constructor(readonly stored: StoredTask) {
     this.specBytes = stored.spec_bytes ?? specSize(stored.spec);

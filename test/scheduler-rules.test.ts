@@ -136,6 +136,26 @@ describe('--max-spec-bytes', () => {
     expect(tasks.get('new').state).toBe('COMPLETED');
   });
 
+  it('discards the output files of dropped and removed tasks only where their last attempt may have left some', async () => {
+    const discarded: string[] = [];
+    const { scheduler: tasks, runner } = scheduler({ keepFinished: 1, discardOutput: (name) => discarded.push(name) });
+    const ends: [string, AttemptResult][] = [
+      ['silent', result()],
+      ['printed', result({ stdout_bytes: 3 })],
+      ['cut', result({ stderr_truncated: true })], // a file that could not be measured or cut back may be left
+      ['last', result()],
+    ];
+    for (const [id, ended] of ends) {
+      tasks.submit(spec(), id);
+      await settle();
+      runner.end(id, ended);
+      await settle();
+    }
+    expect(discarded).toEqual(['printed.1.0', 'cut.1.0']);
+    tasks.remove(tasks.get('last'));
+    expect(discarded).toHaveLength(2);
+  });
+
   it('counts restored tasks, also those journaled without their size by earlier versions', () => {
     const { scheduler: first } = scheduler();
     first.submit(specOf(1000), 'a');

@@ -1,6 +1,6 @@
 import { requestError } from '../protocol/index.js';
 import type { TaskStore } from './task-store.js';
-import type { Task, TaskPatch } from './task.js';
+import { outputOnDisk, type Task, type TaskPatch } from './task.js';
 
 export interface RetentionBounds {
   /** finished tasks kept before the oldest are dropped */
@@ -100,7 +100,8 @@ export class Retention {
     const oldest = this.finished.values().next().value!;
     this.finished.delete(oldest);
     this.forgetOutput(oldest);
-    if (oldest.stored.output) this.discardOutput(oldest.stored.output);
+    const output = outputOnDisk(oldest.stored);
+    if (output) this.discardOutput(output);
     this.specBytes -= oldest.specBytes;
     this.finishedSpecBytes -= oldest.specBytes;
     this.store.remove(oldest);

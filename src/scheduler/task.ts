@@ -234,6 +234,15 @@ export function newStoredTask(id: string, seq: number, spec: TaskSpec, now: numb
 export const startId = (stored: StoredTask): string =>
   `${stored.id} ${stored.attempts} ${stored.interrupted ?? 0}${stored.restarts ? ` r${stored.restarts}` : ''}`;
 
+/**
+ * The name of the output files a task may have on disk: none when its last
+ * attempt ended with both streams empty and whole, since an attempt removes
+ * the file of a stream it left empty. Dropping the many tasks that print
+ * nothing then costs no file system call.
+ */
+export const outputOnDisk = (stored: StoredTask): string | undefined =>
+  stored.stdout_bytes === 0 && stored.stderr_bytes === 0 && !stored.stdout_truncated && !stored.stderr_truncated ? undefined : stored.output;
+
 /** Names the output files of one start: unique per start, and the id is read back from the right (ids may hold dots). */
 export const outputName = (stored: StoredTask, idReused = false, attempt = stored.attempts): string =>
   // After a restart the attempts count again from 1, and a removed task's id may be used again: the

@@ -19,7 +19,7 @@ export interface Daemon {
 
 /** `env` adds to the bench's environment (TASK_MANAGER_SPAWN=node|native, say). */
 export async function startDaemon(flags: string[], dataDir = mkdtempSync(join(tmpdir(), 'tm-bench-')), env: NodeJS.ProcessEnv = {}): Promise<Daemon> {
-  const child = spawn(process.execPath, [join(ROOT, 'bin/task-manager'), 'serve', '--port', '0', '--data-dir', dataDir, '--concurrency', String(CONCURRENCY), ...flags], {
+  const child = spawn(join(ROOT, 'bin/task-manager'), ['serve', '--port', '0', '--data-dir', dataDir, '--concurrency', String(CONCURRENCY), ...flags], {
     stdio: ['ignore', 'pipe', 'ignore'],
     env: { ...process.env, ...env },
   });

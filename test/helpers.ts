@@ -51,9 +51,9 @@ export interface ServeOptions {
   detached?: boolean;
 }
 
-/** Spawns `bin/task-manager serve` on an ephemeral port. */
+/** Spawns `bin/task-manager serve` on an ephemeral port, through the launcher's own `#!` line, as an operator starts it. */
 function spawnServe(dataDir: string, args: string[], options: ServeOptions): ChildProcess {
-  const command = [...(options.prefix ?? []), process.execPath, TASK_MANAGER, 'serve', '--port', '0', '--data-dir', dataDir, ...args];
+  const command = [...(options.prefix ?? []), TASK_MANAGER, 'serve', '--port', '0', '--data-dir', dataDir, ...args];
   return spawn(command[0]!, command.slice(1), {
     env: { ...process.env, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CMD, startDaemon, type TestDaemon } from './helpers.js';
+import { readFileSync } from 'node:fs';
+import { CMD, childrenOf, startDaemon, type TestDaemon } from './helpers.js';
 
 describe('daemon smoke', () => {
   let daemon: TestDaemon;
@@ -33,5 +34,16 @@ describe('daemon smoke', () => {
     const { task } = await client.run({ cmd: [CMD, '--stdout', 'hello', '--exit', '3'] });
     expect(task).toMatchObject({ state: 'FAILED', exit_code: 3, stdout: 'hello', error: { code: 'NONZERO_EXIT' } });
     await client.close();
+  });
+
+  it('runs, as its launcher starts it, with V8 keeping its heap when idle, and so do its executor processes', async () => {
+    const client = await daemon.client();
+    await client.run({ cmd: ['true'] }); // an executor process is up
+    await client.close();
+    const nodeFlags = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    expect(nodeFlags(daemon.process.pid!)).toContain('--no-memory-reducer');
+    const executors = childrenOf(daemon.process.pid!);
+    expect(executors.length).toBeGreaterThan(0);
+    for (const pid of executors) expect(nodeFlags(pid)).toContain('--no-memory-reducer');
   });
 });

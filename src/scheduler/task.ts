@@ -236,8 +236,8 @@ export const startId = (stored: StoredTask): string =>
 
 /**
  * The name of the output files a task may have on disk: none when its last
- * attempt ended with both streams empty and whole, since an attempt removes
- * the file of a stream it left empty. Dropping the many tasks that print
+ * attempt ended with both streams empty and whole, since an attempt leaves
+ * no file for a stream it keeps empty. Dropping the many tasks that print
  * nothing then costs no file system call.
  */
 export const outputOnDisk = (stored: StoredTask): string | undefined =>

@@ -1,6 +1,7 @@
 import { chmodSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { markedProcesses, marksOf } from '../src/executor/leftovers.js';
 import { CMD, eventually, isAlive, isGone, readPid, removeDir, startDaemon, tempDir, within, type RawConnection, type TestDaemon } from './helpers.js';
 
 const KILL_GRACE_MS = 300;
@@ -252,6 +253,26 @@ describe.each(['native', 'node'])('executor through a real daemon (%s spawn)', (
         const response = await within(raw.next(), 20_000, 'the grandchild task');
         expect(response.task).toMatchObject({ state: 'FAILED', exit_code: -1, timed_out: true, error: { code: 'TIMEOUT' } });
         await eventually(() => isGone(pid), 5_000);
+      } finally {
+        raw.close();
+      }
+    });
+
+    it("carries its attempt's marks, by which its processes are found when their pid never reached the daemon", async () => {
+      const pidFile = join(dir, 'marked-grandchild.pid');
+      const id = `marked-${spawnPath}`;
+      const raw: RawConnection = await daemon.raw();
+      try {
+        raw.send(`${JSON.stringify({ op: 'submit', id, cmd: [CMD, '--grandchild', pidFile, '--sleep', '30000'] })}\n`);
+        await raw.next();
+        const grandchild = await eventually(() => readPid(pidFile), 10_000);
+        const marks = marksOf({ TASK_MANAGER_TASK_ID: id, TASK_MANAGER_ATTEMPT: '1', TASK_MANAGER_JOURNAL: realpathSync(daemon.dataDir) });
+        const found = (await markedProcesses(marks)).map(({ pid }) => pid);
+        expect(found).toContain(grandchild);
+        expect(await markedProcesses(marksOf({ TASK_MANAGER_TASK_ID: id, TASK_MANAGER_ATTEMPT: '2', TASK_MANAGER_JOURNAL: realpathSync(daemon.dataDir) }))).toEqual([]);
+        raw.send(`${JSON.stringify({ op: 'cancel', id })}\n`);
+        await raw.next();
+        await eventually(() => isGone(grandchild), 5_000);
       } finally {
         raw.close();
       }

@@ -54,16 +54,11 @@ export function taskEnvironment(): Record<string, string> {
  */
 export function attemptRunner(executor: () => Executor, ownerDir: string, paths: (output: string) => OutputPaths): AttemptRunner {
   return ({ id, attempt, spec, startId, alone, output }, stop, onSpawn) => {
-    const marks = { [TASK_VARIABLE]: id, [ATTEMPT_VARIABLE]: String(attempt), [OWNER_VARIABLE]: ownerDir };
-    return executor().run(spec, {
-      // Set after the task's own env, which must not move the marks that recovery relies on.
-      env: { ...spec.env, ...marks },
-      marks: Object.entries(marks).map(([name, value]) => `${name}=${value}`),
-      startId,
-      alone,
-      output: paths(output),
-      stop,
-      onSpawn,
-    });
+    // Set after the task's own env, which must not move the marks that recovery relies on.
+    const env: Record<string, string> = { ...spec.env };
+    env[TASK_VARIABLE] = id;
+    env[ATTEMPT_VARIABLE] = String(attempt);
+    env[OWNER_VARIABLE] = ownerDir;
+    return executor().run(spec, { env, startId, alone, output: paths(output), stop, onSpawn });
   };
 }

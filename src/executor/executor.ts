@@ -3,7 +3,7 @@ import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { TaskSpec } from '../protocol/index.js';
-import { killGroups, markedProcesses } from './leftovers.js';
+import { killGroups, markedProcesses, marksOf } from './leftovers.js';
 import type { FromExecutor, OutputPaths, ToExecutor } from './messages.js';
 import { Outbox } from './outbox.js';
 import { signalGroup } from './process-group.js';
@@ -27,14 +27,12 @@ export interface ExecutorSettings {
 }
 
 export interface RunOptions {
-  /** added to the base environment */
+  /** added to the base environment; it carries the attempt's marks (TASK_VARIABLE, ATTEMPT_VARIABLE, OWNER_VARIABLE) */
   env: Record<string, string>;
   /** a request to stop kills the attempt's process group (cancel, stop); before the process exists, it is not started */
   stop?: StopRequest;
   /** the process exists: its pid (= its process group id) and its start time, as the spawner read it */
   onSpawn?: (pid: number, started: string | undefined) => void;
-  /** environment entries ("NAME=value") that only this attempt's processes carry, to find them if their pid never arrived */
-  marks: string[];
   /** names this start in the evidence an executor process leaves when the daemon is gone */
   startId: string;
   /** on an executor process of its own, so that if that process dies, no other attempt goes with it */
@@ -48,7 +46,7 @@ interface Attempt {
   worker: Worker;
   spec: TaskSpec;
   output: OutputPaths;
-  marks: string[];
+  env: Record<string, string>;
   resolve: (result: AttemptResult | undefined) => void;
   onSpawn?: (pid: number, started: string | undefined) => void;
   pid?: number;
@@ -113,7 +111,7 @@ export class Executor {
         worker,
         spec,
         output: options.output,
-        marks: options.marks,
+        env: options.env,
         stopping: false,
         killNow: false,
         timedOut: false,
@@ -287,7 +285,7 @@ export class Executor {
     const groups = new Set<number>();
     const started = new Set<Attempt>();
     for (const attempt of orphans) {
-      const pids = attempt.pid !== undefined ? [attempt.pid] : (await markedProcesses(attempt.marks)).map(({ pid }) => pid);
+      const pids = attempt.pid !== undefined ? [attempt.pid] : (await markedProcesses(marksOf(attempt.env))).map(({ pid }) => pid);
       for (const pid of pids) groups.add(pid);
       if (pids.length > 0) started.add(attempt);
     }

@@ -15,6 +15,10 @@ export interface RecordedGroup {
 export const TASK_VARIABLE = 'TASK_MANAGER_TASK_ID';
 export const ATTEMPT_VARIABLE = 'TASK_MANAGER_ATTEMPT';
 
+/** The environment entries ("NAME=value") that only one attempt's processes carry, read from its environment: found by them when their pid never arrived. */
+export const marksOf = (env: Record<string, string | undefined>): string[] =>
+  [TASK_VARIABLE, ATTEMPT_VARIABLE, OWNER_VARIABLE].map((name) => `${name}=${env[name]}`);
+
 /** "task attempt": how an attempt is named in the evidence of starts. */
 export const attemptKey = (task: string, attempt: string | number) => `${task} ${attempt}`;
 

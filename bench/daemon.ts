@@ -1,7 +1,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { statFields } from '../dist/executor/process-info.js';
@@ -21,7 +21,8 @@ export interface Daemon {
 export async function startDaemon(flags: string[], dataDir = mkdtempSync(join(tmpdir(), 'tm-bench-')), env: NodeJS.ProcessEnv = {}): Promise<Daemon> {
   const child = spawn(join(ROOT, 'bin/task-manager'), ['serve', '--port', '0', '--data-dir', dataDir, '--concurrency', String(CONCURRENCY), ...flags], {
     stdio: ['ignore', 'pipe', 'ignore'],
-    env: { ...process.env, ...env },
+    // The launcher's #! line finds node on PATH: the one running the bench comes first.
+    env: { ...process.env, ...env, PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}` },
   });
   const port = await new Promise<number>((resolve, reject) => {
     createInterface({ input: child.stdout! }).on('line', (line) => {

@@ -1,4 +1,4 @@
-import { chmodSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { chmodSync, readdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { markedProcesses, marksOf } from '../src/executor/leftovers.js';
@@ -224,6 +224,14 @@ describe.each(['native', 'node'])('executor through a real daemon (%s spawn)', (
       expect(task.state).toBe('COMPLETED');
       expect(task.stdout.length).toBe(1_048_576);
       expect(task.stdout_truncated).toBe(true);
+    });
+
+    it('an attempt whose executor process died under it leaves no file of a stream it kept empty', async () => {
+      const id = `silent-lost-${spawnPath}`;
+      const task = await runTask({ id, cmd: 'sleep 0.2; kill -9 $PPID; sleep 30' }, 60_000);
+      expect(task).toMatchObject({ state: 'FAILED', stdout: '', stderr: '', stdout_truncated: false, stderr_truncated: false, error: { code: 'KILLED' } });
+      // Retention drops such a task without looking for its files: none may be left behind.
+      expect(readdirSync(join(daemon.dataDir, 'output')).filter((file) => file.startsWith(`${id}.`))).toEqual([]);
     });
   });
 

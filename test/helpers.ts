@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { TaskManagerClient, type TaskRecord, type TaskState } from '../src/index.js';
@@ -51,11 +51,14 @@ export interface ServeOptions {
   detached?: boolean;
 }
 
+/** The launcher's `#!` line finds `node` on PATH: the one running the tests comes first. */
+export const withThisNode = (env: NodeJS.ProcessEnv): NodeJS.ProcessEnv => ({ ...env, PATH: `${dirname(process.execPath)}:${env.PATH ?? ''}` });
+
 /** Spawns `bin/task-manager serve` on an ephemeral port, through the launcher's own `#!` line, as an operator starts it. */
 function spawnServe(dataDir: string, args: string[], options: ServeOptions): ChildProcess {
   const command = [...(options.prefix ?? []), TASK_MANAGER, 'serve', '--port', '0', '--data-dir', dataDir, ...args];
   return spawn(command[0]!, command.slice(1), {
-    env: { ...process.env, ...options.env },
+    env: withThisNode({ ...process.env, ...options.env }),
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: options.detached ?? false,
   });

@@ -40,9 +40,15 @@ describe('daemon smoke', () => {
     const client = await daemon.client();
     await client.run({ cmd: ['true'] }); // an executor process is up
     await client.close();
-    const nodeFlags = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    const nodeFlags = (pid: number) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      } catch {
+        return []; // gone since it was listed
+      }
+    };
     expect(nodeFlags(daemon.process.pid!)).toContain('--no-memory-reducer');
-    const executors = childrenOf(daemon.process.pid!);
+    const executors = childrenOf(daemon.process.pid!).filter((pid) => nodeFlags(pid).some((arg) => arg.endsWith('executor-process.js')));
     expect(executors.length).toBeGreaterThan(0);
     for (const pid of executors) expect(nodeFlags(pid)).toContain('--no-memory-reducer');
   });

@@ -1,5 +1,5 @@
 import { fork, type ChildProcess } from 'node:child_process';
-import { statSync } from 'node:fs';
+import { statSync, unlinkSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { TaskSpec } from '../protocol/index.js';
@@ -298,14 +298,30 @@ export class Executor {
   }
 }
 
-/** A result made without its executor process's report: the output its files hold counts all the same. */
+/**
+ * A result made without its executor process's report: the output its files
+ * hold counts all the same. An empty file goes, as that process would have
+ * removed it at the end (a stream kept empty leaves no file, which is what
+ * lets retention skip such tasks); one that cannot be removed, or holds more
+ * than the cap, is reported truncated.
+ */
 function withOutputOnDisk(result: AttemptResult, { output, spec }: Attempt): AttemptResult {
-  const kept = (path: string) => {
+  const kept = (path: string): { bytes: number; truncated: boolean } => {
+    let size: number;
     try {
-      return Math.min(statSync(path).size, spec.max_output_bytes);
+      size = statSync(path).size;
     } catch {
-      return 0; // nothing written
+      return { bytes: 0, truncated: false }; // nothing written
+    }
+    if (size > 0) return { bytes: Math.min(size, spec.max_output_bytes), truncated: size > spec.max_output_bytes };
+    try {
+      unlinkSync(path);
+      return { bytes: 0, truncated: false };
+    } catch {
+      return { bytes: 0, truncated: true };
     }
   };
-  return { ...result, stdout_bytes: kept(output.stdout), stderr_bytes: kept(output.stderr) };
+  const stdout = kept(output.stdout);
+  const stderr = kept(output.stderr);
+  return { ...result, stdout_bytes: stdout.bytes, stdout_truncated: stdout.truncated, stderr_bytes: stderr.bytes, stderr_truncated: stderr.truncated };
 }

@@ -89,9 +89,9 @@ export const clearedBy = (name: string, value: unknown): boolean => value === nu
 export function applyPatch(stored: StoredTask, patch: TaskPatch): void {
   const fields = stored as unknown as Record<string, unknown>;
   const values = patch as Record<string, unknown>;
-  let cleared: string[] | undefined;
-  for (const name in values) if (clearedBy(name, values[name])) (cleared ??= []).push(name);
-  if (cleared) for (let i = cleared.length - 1; i >= 0; i--) delete fields[cleared[i]!];
+  const cleared: string[] = [];
+  for (const name in values) if (clearedBy(name, values[name])) cleared.push(name);
+  for (let i = cleared.length - 1; i >= 0; i--) delete fields[cleared[i]!];
   for (const name in values) {
     const value = values[name];
     if (!clearedBy(name, value)) fields[name] = value;

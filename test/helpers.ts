@@ -52,7 +52,7 @@ export interface ServeOptions {
 }
 
 /** The launcher's `#!` line finds `node` on PATH: the one running the tests comes first. */
-export const withThisNode = (env: NodeJS.ProcessEnv): NodeJS.ProcessEnv => ({ ...env, PATH: `${dirname(process.execPath)}:${env.PATH ?? ''}` });
+const withThisNode = (env: NodeJS.ProcessEnv): NodeJS.ProcessEnv => ({ ...env, PATH: `${dirname(process.execPath)}:${env.PATH ?? ''}` });
 
 /** Spawns `bin/task-manager serve` on an ephemeral port, through the launcher's own `#!` line, as an operator starts it. */
 function spawnServe(dataDir: string, args: string[], options: ServeOptions): ChildProcess {

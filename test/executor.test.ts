@@ -233,6 +233,11 @@ describe.each(['native', 'node'])('executor through a real daemon (%s spawn)', (
       // Retention drops such a task without looking for its files: none may be left behind.
       expect(readdirSync(join(daemon.dataDir, 'output')).filter((file) => file.startsWith(`${id}.`))).toEqual([]);
     });
+
+    it('an attempt whose executor process died under it after writing past max_output_bytes is reported cut at the cap', async () => {
+      const task = await runTask({ cmd: "head -c 5000 /dev/zero | tr '\\0' x; sleep 0.3; kill -9 $PPID; sleep 30", max_output_bytes: 1000 }, 60_000);
+      expect(task).toMatchObject({ state: 'FAILED', stdout: 'x'.repeat(1000), stdout_truncated: true, error: { code: 'KILLED' } });
+    });
   });
 
   describe('timeouts', () => {

@@ -302,8 +302,8 @@ export class Executor {
  * A result made without its executor process's report: the output its files
  * hold counts all the same. An empty file goes, as that process would have
  * removed it at the end (a stream kept empty leaves no file, which is what
- * lets retention skip such tasks); one that cannot be removed, or holds more
- * than the cap, is reported truncated.
+ * lets retention skip such tasks); one that cannot be removed, or reaches
+ * the cap, is reported truncated.
  */
 function withOutputOnDisk(result: AttemptResult, { output, spec }: Attempt): AttemptResult {
   const kept = (path: string): { bytes: number; truncated: boolean } => {
@@ -313,7 +313,8 @@ function withOutputOnDisk(result: AttemptResult, { output, spec }: Attempt): Att
     } catch {
       return { bytes: 0, truncated: false }; // nothing written
     }
-    if (size > 0) return { bytes: Math.min(size, spec.max_output_bytes), truncated: size > spec.max_output_bytes };
+    // A file at the cap may have been cut back to it (the mark of the cut died with that process): it counts as cut.
+    if (size > 0) return { bytes: Math.min(size, spec.max_output_bytes), truncated: size >= spec.max_output_bytes };
     try {
       unlinkSync(path);
       return { bytes: 0, truncated: false };

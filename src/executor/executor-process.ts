@@ -10,9 +10,10 @@ import { signalGroup } from './process-group.js';
 import { interruption, runAttempt, startFailure } from './run-attempt.js';
 import { chooseSpawner } from './spawner.js';
 import { StartLedger } from './start-evidence.js';
+import { StopRequest } from './stop-request.js';
 
 let settings: Extract<ToExecutor, { type: 'init' }> | undefined;
-const running = new Map<number, AbortController>();
+const running = new Map<number, StopRequest>();
 /** the process group of each attempt whose process started */
 const groups = new Map<number, number>();
 /** attempts killed because the daemon's lease was not renewed in time */
@@ -51,7 +52,7 @@ function receive(message: ToExecutor): void {
     if (settings?.killWithDaemon) killAll(); // nothing of a cluster daemon's may outlive it
     process.exit(0);
   } else if (message.type === 'abort') {
-    running.get(message.attempt)?.abort();
+    running.get(message.attempt)?.request();
   } else if (message.type === 'lease') {
     clearTimeout(leaseTimer);
     leaseEnds = performance.now() + message.validMs;
@@ -63,8 +64,8 @@ function receive(message: ToExecutor): void {
   } else if (performance.now() > leaseEnds) {
     report({ type: 'result', attempt: message.attempt, result: interruption("the daemon's lease was not renewed in time") });
   } else {
-    const abort = new AbortController();
-    running.set(message.attempt, abort);
+    const stop = new StopRequest();
+    running.set(message.attempt, stop);
     const { baseEnv, scriptDir, syncOutput } = settings!;
     void runAttempt(message.spec, {
       env: { base: baseEnv, own: message.env },
@@ -72,7 +73,7 @@ function receive(message: ToExecutor): void {
       output: message.output,
       syncOutput,
       spawner,
-      signal: abort.signal,
+      stop,
       onSpawn: (pid, started) => {
         groups.set(message.attempt, pid);
         // Started past the lease's end (the run waited for its script, or the host stalled): killed at once.

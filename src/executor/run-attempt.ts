@@ -5,14 +5,15 @@ import { taskError, type TaskError, type TaskSpec } from '../protocol/index.js';
 import type { OutputPaths } from './messages.js';
 import { writeScript } from './script-file.js';
 import type { Exit, SpawnRequest, Spawner } from './spawner.js';
+import type { StopRequest } from './stop-request.js';
 
 export interface AttemptOptions {
   /** the environment of the process: `own` laid over `base` (the same for every attempt of this process) */
   env: SpawnRequest['env'];
   /** where script payloads are written */
   scriptDir: string;
-  /** aborted before the process exists: it is not started */
-  signal?: AbortSignal;
+  /** requested before the process exists: it is not started */
+  stop?: StopRequest;
   /** starts the process: vfork and exec through the addon, or Node's spawn */
   spawner: Spawner;
   /** called once the process exists, with its pid (= its process group id) and start time */
@@ -62,7 +63,7 @@ const SPAWN_RETRIES = 5; // a freshly written executable can be briefly busy (ET
  * its task. Timeouts and kills are the daemon's business (executor.ts), so
  * they hold even when this process is stopped or gone.
  *
- * Resolves with null when `signal` was aborted before the process started.
+ * Resolves with null when a stop was requested before the process started.
  */
 export async function runAttempt(spec: TaskSpec, options: AttemptOptions): Promise<AttemptResult | null> {
   let prog: Program;
@@ -73,7 +74,7 @@ export async function runAttempt(spec: TaskSpec, options: AttemptOptions): Promi
   }
   try {
     for (let tries = 1; ; tries++) {
-      if (options.signal?.aborted) return null;
+      if (options.stop?.requested) return null;
       const result = await spawnOnce(prog, spec, options);
       if (result !== 'busy' || tries === SPAWN_RETRIES) return result === 'busy' ? startFailure('executable busy (ETXTBSY)') : result;
       await sleep(10 * tries);

@@ -1,6 +1,6 @@
 import { Socket } from 'node:net';
 import { constants } from 'node:os';
-import type { Exit, Spawner } from './spawner.js';
+import type { Exit, Spawned, Spawner } from './spawner.js';
 
 /** native/spawn.c: vfork and exec, output pipes spliced into files, exit from a pidfd. */
 export interface Addon {
@@ -21,7 +21,11 @@ export interface Addon {
   ): [pid: number, stdinFd: number, startTime: string];
 }
 
-const entries = (env: Record<string, string>) => Object.entries(env).map(([name, value]) => `${name}=${value}`);
+const entries = (env: Record<string, string>): string[] => {
+  const list: string[] = [];
+  for (const name in env) list.push(`${name}=${env[name]}`);
+  return list;
+};
 
 const STDIN_NULL = -1;
 const STDIN_PIPE = -2;
@@ -69,8 +73,10 @@ export function nativeSpawner(addon: Addon): Spawner {
         return { ended: Promise.resolve({ error: error as NodeJS.ErrnoException }) };
       }
       const [pid, stdinFd, startTime] = started;
-      const stdin = stdinFd >= 0 ? new Socket({ fd: stdinFd, readable: false, writable: true }) : undefined;
-      return { pid, ended, ...(startTime ? { startTime } : {}), ...(stdin ? { stdin } : {}) };
+      const spawned: Spawned = { pid, ended };
+      if (startTime) spawned.startTime = startTime;
+      if (stdinFd >= 0) spawned.stdin = new Socket({ fd: stdinFd, readable: false, writable: true });
+      return spawned;
     },
   };
 }

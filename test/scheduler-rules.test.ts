@@ -156,6 +156,29 @@ describe('--max-spec-bytes', () => {
     expect(discarded).toHaveLength(2);
   });
 
+  it('discards the files of a restarted task only where its last attempt may have left some, and of a task from an earlier journal always', async () => {
+    const discarded: string[] = [];
+    const { scheduler: tasks, runner } = scheduler({ discardOutput: (name) => discarded.push(name) });
+    for (const [id, ended] of [['silent', result()], ['printed', result({ stdout_bytes: 3 })]] as const) {
+      tasks.submit(spec(), id);
+      await settle();
+      runner.end(id, ended);
+      await settle();
+      tasks.restart(tasks.get(id));
+    }
+    expect(discarded).toEqual(['printed.1.0']);
+
+    // Journals of earlier versions kept no byte counts: whether files are there is not known.
+    const earlier = scheduler({ discardOutput: (name) => discarded.push(name) });
+    const [stored] = tasks.snapshot().filter((task) => task.id === 'silent').map((task) => structuredClone(task));
+    const old: StoredTask = { ...stored!, state: 'COMPLETED', output: 'silent.1.0', attempts: 1 };
+    delete old.stdout_bytes;
+    delete old.stderr_bytes;
+    earlier.scheduler.restore([old], () => false);
+    earlier.scheduler.remove(earlier.scheduler.get('silent'));
+    expect(discarded).toEqual(['printed.1.0', 'silent.1.0']);
+  });
+
   it('counts restored tasks, also those journaled without their size by earlier versions', () => {
     const { scheduler: first } = scheduler();
     first.submit(specOf(1000), 'a');

@@ -75,13 +75,14 @@ export class Retention {
     }
   }
 
-  /** A finished task runs again (restart): it is no longer among the finished, nor is its output kept. */
+  /** A finished task runs again (restart): it is no longer among the finished, nor is its output kept (its files go). */
   restarted(task: Task): void {
     if (this.finished.delete(task)) this.finishedSpecBytes -= task.specBytes;
     this.forgetOutput(task);
+    this.discardFilesOf(task);
   }
 
-  /** A finished task is forgotten on request (remove); its output files are the caller's to discard. */
+  /** A finished task is forgotten on request (remove), its output files with it. */
   removed(task: Task): void {
     this.restarted(task);
     this.specBytes -= task.specBytes;
@@ -100,11 +101,16 @@ export class Retention {
     const oldest = this.finished.values().next().value!;
     this.finished.delete(oldest);
     this.forgetOutput(oldest);
-    const output = outputOnDisk(oldest.stored);
-    if (output) this.discardOutput(output);
+    this.discardFilesOf(oldest);
     this.specBytes -= oldest.specBytes;
     this.finishedSpecBytes -= oldest.specBytes;
     this.store.remove(oldest);
+  }
+
+  /** The task's output files are no longer referred to (a task known to have none costs nothing). */
+  private discardFilesOf(task: Task): void {
+    const output = outputOnDisk(task.stored);
+    if (output) this.discardOutput(output);
   }
 
   private forgetOutput(task: Task): void {

@@ -10,7 +10,7 @@ import { MemoryTaskStore, type TaskJournal, type TaskStore } from './task-store.
 import type { ListFilter, TaskService } from './task-service.js';
 import { TimerQueue } from './timer-queue.js';
 import { onAbort } from './abort.js';
-import { FRESH_RUN, Task, editedSpec, newStoredTask, newTaskId, outputName, outputOnDisk, specSize, startId, type StoredTask, type TaskPatch } from './task.js';
+import { FRESH_RUN, Task, editedSpec, newStoredTask, newTaskId, outputName, specSize, startId, type StoredTask, type TaskPatch } from './task.js';
 
 export type { TaskJournal } from './task-store.js';
 
@@ -327,7 +327,6 @@ export class Scheduler extends EventEmitter<SchedulerEvents> implements TaskServ
     if (!isTerminal(task.state)) throw requestError.NOT_CANCELABLE(task.id, task.state);
     if (this.store.get(task.id) !== task) return; // forgotten already (retention, or another remove)
     this.retention.removed(task);
-    this.discardOutputOf(task);
     this.store.remove(task);
     this.removedIds.add(task.id);
   }
@@ -397,16 +396,9 @@ export class Scheduler extends EventEmitter<SchedulerEvents> implements TaskServ
     return undefined;
   }
 
-  /** Its output files are no longer referred to. */
-  private discardOutputOf(task: Task): void {
-    const output = outputOnDisk(task.stored);
-    if (output) this.options.discardOutput?.(output);
-  }
-
   /** A finished task back to waiting, its result cleared, linked to its dependencies again. */
   private runAgain(task: Task): void {
     this.retention.restarted(task);
-    this.discardOutputOf(task);
     Object.assign(task, { unmet: 0, cancelRequested: false, stopRequested: false, executorLosses: 0 });
     const startAt = task.spec.start_at;
     const patch: TaskPatch = { ...FRESH_RUN, restarts: (task.stored.restarts ?? 0) + 1, ready_at: startAt !== undefined && startAt > Date.now() ? startAt : null };

@@ -9,7 +9,7 @@ import { Outbox } from './outbox.js';
 import { signalGroup } from './process-group.js';
 import type { StopRequest } from './stop-request.js';
 import { processState } from './process-info.js';
-import { interruption, timedOut, type AttemptResult } from './run-attempt.js';
+import { interruption, processSpec, timedOut, type AttemptResult } from './run-attempt.js';
 
 export interface ExecutorSettings {
   /** the environment every task starts from */
@@ -131,7 +131,7 @@ export class Executor {
         worker.outbox.push({ type: 'abort', attempt: id });
       };
       this.attempts.set(id, attempt);
-      worker.outbox.push({ type: 'run', attempt: id, spec, env: options.env, startId: options.startId, output: options.output });
+      worker.outbox.push({ type: 'run', attempt: id, spec: processSpec(spec), env: options.env, startId: options.startId, output: options.output });
       options.stop?.listen(abort);
     });
   }

@@ -1,5 +1,4 @@
-import type { TaskSpec } from '../protocol/index.js';
-import type { AttemptResult } from './run-attempt.js';
+import type { AttemptResult, ProcessSpec } from './run-attempt.js';
 
 /** Where an attempt's stdout and stderr are written. */
 export interface OutputPaths {
@@ -10,7 +9,7 @@ export interface OutputPaths {
 /** What the daemon tells its executor process (in arrays: see outbox.ts). */
 export type ToExecutor =
   | { type: 'init'; baseEnv: Record<string, string>; scriptDir: string; dataDir: string; syncOutput: boolean; killWithDaemon: boolean }
-  | { type: 'run'; attempt: number; spec: TaskSpec; env: Record<string, string>; startId: string; output: OutputPaths }
+  | { type: 'run'; attempt: number; spec: ProcessSpec; env: Record<string, string>; startId: string; output: OutputPaths }
   | { type: 'abort'; attempt: number }
   /**
    * In a cluster: the daemon's lease holds for `validMs` more. Without a new

@@ -38,9 +38,24 @@ export interface AttemptResult {
   error: TaskError | null;
 }
 
+/** What of a task's spec starting its process takes: all an executor process is sent. */
+export type ProcessSpec = Pick<TaskSpec, 'cmd' | 'args' | 'script' | 'cwd' | 'stdin' | 'max_output_bytes'>;
+
+/** The fields of `spec` that its process needs, those it has only. */
+export function processSpec(spec: TaskSpec): ProcessSpec {
+  const { cmd, args, script, cwd, stdin, max_output_bytes } = spec;
+  const needed: ProcessSpec = { max_output_bytes };
+  if (cmd !== undefined) needed.cmd = cmd;
+  if (args !== undefined) needed.args = args;
+  if (script !== undefined) needed.script = script;
+  if (cwd !== undefined) needed.cwd = cwd;
+  if (stdin !== undefined) needed.stdin = stdin;
+  return needed;
+}
+
 type Program = { file: string; argv: string[]; remove?: () => Promise<void> };
 
-async function program(spec: TaskSpec, scriptDir: string): Promise<Program> {
+async function program(spec: ProcessSpec, scriptDir: string): Promise<Program> {
   const args = spec.args ?? [];
   if (spec.script) {
     const written = await writeScript(spec.script, scriptDir);
@@ -65,7 +80,7 @@ const SPAWN_RETRIES = 5; // a freshly written executable can be briefly busy (ET
  *
  * Resolves with null when a stop was requested before the process started.
  */
-export async function runAttempt(spec: TaskSpec, options: AttemptOptions): Promise<AttemptResult | null> {
+export async function runAttempt(spec: ProcessSpec, options: AttemptOptions): Promise<AttemptResult | null> {
   let prog: Program;
   try {
     prog = await program(spec, options.scriptDir);
@@ -111,7 +126,7 @@ function failedWithout(error: TaskError | null): AttemptResult {
   };
 }
 
-async function spawnOnce(prog: Program, spec: TaskSpec, options: AttemptOptions): Promise<AttemptResult | 'busy'> {
+async function spawnOnce(prog: Program, spec: ProcessSpec, options: AttemptOptions): Promise<AttemptResult | 'busy'> {
   const started = performance.now();
   const child = options.spawner.start({
     file: prog.file,

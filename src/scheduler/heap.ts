@@ -15,13 +15,15 @@ export class Heap<T> {
   push(item: T): void {
     const items = this.items;
     items.push(item);
+    // The new item moves up into its place: each parent it passes moves down one level.
     let i = items.length - 1;
     while (i > 0) {
       const parent = (i - 1) >> 1;
-      if (!this.before(items[i]!, items[parent]!)) break;
-      [items[i], items[parent]] = [items[parent]!, items[i]!];
+      if (!this.before(item, items[parent]!)) break;
+      items[i] = items[parent]!;
       i = parent;
     }
+    items[i] = item;
   }
 
   pop(): T | undefined {
@@ -43,18 +45,21 @@ export class Heap<T> {
     for (let i = (kept.length >> 1) - 1; i >= 0; i--) this.siftDown(i);
   }
 
+  /** Moves the item at `start` down to its place, each child it passes moving up (no swaps: a swap by destructuring allocates). */
   private siftDown(start: number): void {
     const items = this.items;
+    const item = items[start]!;
+    const length = items.length;
     let i = start;
     for (;;) {
       const left = 2 * i + 1;
+      if (left >= length) break;
       const right = left + 1;
-      let first = i;
-      if (left < items.length && this.before(items[left]!, items[first]!)) first = left;
-      if (right < items.length && this.before(items[right]!, items[first]!)) first = right;
-      if (first === i) break;
-      [items[i], items[first]] = [items[first]!, items[i]!];
-      i = first;
+      const child = right < length && this.before(items[right]!, items[left]!) ? right : left;
+      if (!this.before(items[child]!, item)) break;
+      items[i] = items[child]!;
+      i = child;
     }
+    items[i] = item;
   }
 }

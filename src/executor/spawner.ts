@@ -77,11 +77,12 @@ let chosen: SpawnerChoice | undefined;
  * asks for the native path and the addon cannot be loaded, or names no path.
  */
 export function chooseSpawner(): SpawnerChoice {
-  chosen ??= choose(process.env[SPAWN_VARIABLE]);
+  chosen ??= selectSpawner(process.env[SPAWN_VARIABLE]);
   return chosen;
 }
 
-function choose(wanted: string | undefined): SpawnerChoice {
+/** The spawner that `wanted` (a value of TASK_MANAGER_SPAWN) selects; throws as chooseSpawner does. */
+export function selectSpawner(wanted: string | undefined): SpawnerChoice {
   if (wanted !== undefined && wanted !== '' && wanted !== 'native' && wanted !== 'node') {
     throw new Error(`${SPAWN_VARIABLE} is "${wanted}"; it can be native or node`);
   }

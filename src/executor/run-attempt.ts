@@ -38,19 +38,15 @@ export interface AttemptResult {
   error: TaskError | null;
 }
 
-/** What of a task's spec starting its process takes: all an executor process is sent. */
-export type ProcessSpec = Pick<TaskSpec, 'cmd' | 'args' | 'script' | 'cwd' | 'stdin' | 'max_output_bytes'>;
+/** The fields of a task's spec that starting its process takes: all an executor process is sent. */
+const PROCESS_FIELDS = ['cmd', 'args', 'script', 'cwd', 'stdin', 'max_output_bytes'] as const;
+export type ProcessSpec = Pick<TaskSpec, (typeof PROCESS_FIELDS)[number]>;
 
 /** The fields of `spec` that its process needs, those it has only. */
 export function processSpec(spec: TaskSpec): ProcessSpec {
-  const { cmd, args, script, cwd, stdin, max_output_bytes } = spec;
-  const needed: ProcessSpec = { max_output_bytes };
-  if (cmd !== undefined) needed.cmd = cmd;
-  if (args !== undefined) needed.args = args;
-  if (script !== undefined) needed.script = script;
-  if (cwd !== undefined) needed.cwd = cwd;
-  if (stdin !== undefined) needed.stdin = stdin;
-  return needed;
+  const needed: Record<string, unknown> = {};
+  for (const field of PROCESS_FIELDS) if (spec[field] !== undefined) needed[field] = spec[field];
+  return needed as ProcessSpec;
 }
 
 type Program = { file: string; argv: string[]; remove?: () => Promise<void> };

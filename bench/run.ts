@@ -2,7 +2,8 @@
  * `npm run bench`: the daemon against the limits of spawning processes and
  * against the tools people would otherwise use. Contenders run interleaved,
  * round after round, so that drift of a noisy machine hits all alike; the
- * table shows medians (of the throughput case, after a round of warm-up). Settings: BENCH_TASKS (2000), BENCH_ROUNDS (5),
+ * table shows medians (the throughput case's after a round of warm-up).
+ * Settings: BENCH_TASKS (2000), BENCH_ROUNDS (5),
  * BENCH_RETAINED (50000), BENCH_DELAYED (100000), BENCH_QUEUED (100000), and
  * BENCH_ONLY (a comma-separated choice of the cases: throughput, latency,
  * delayed, list, output, cluster; all by default). bench/output.ts and

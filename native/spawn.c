@@ -185,9 +185,23 @@ static int64_t boottime_ns(void) {
  * ticks. When the readings before and after the vfork fall in the same tick, that tick is the
  * start time, and /proc need not be read (an open, a read and a close per start); otherwise it is.
  */
+static uint32_t proc_start_reads = 0; /* how many start times were read from /proc */
+
 static void start_time(pid_t pid, int64_t before_ns, int64_t after_ns, char *out, size_t size) {
-  if (tick_ns > 0 && before_ns >= 0 && after_ns >= 0 && before_ns / tick_ns == after_ns / tick_ns) snprintf(out, size, "%lld", (long long)(before_ns / tick_ns));
-  else read_start_time(pid, out, size);
+  if (tick_ns > 0 && before_ns >= 0 && after_ns >= 0 && before_ns / tick_ns == after_ns / tick_ns) {
+    snprintf(out, size, "%lld", (long long)(before_ns / tick_ns));
+  } else {
+    proc_start_reads++;
+    read_start_time(pid, out, size);
+  }
+}
+
+/* procStartReads(): how many start times so far were read from /proc rather than the clock. */
+static napi_value get_proc_start_reads(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value count;
+  napi_create_uint32(env, proc_start_reads, &count);
+  return count;
 }
 
 /* The environment every start begins from: "NAME=value" strings, set by setBaseEnvironment. */
@@ -704,6 +718,8 @@ static napi_value init(napi_env env, napi_value exports) {
   CHECK(napi_set_named_property(env, exports, "spawn", fn));
   CHECK(napi_create_function(env, "setBaseEnvironment", NAPI_AUTO_LENGTH, set_base_environment, NULL, &fn));
   CHECK(napi_set_named_property(env, exports, "setBaseEnvironment", fn));
+  CHECK(napi_create_function(env, "procStartReads", NAPI_AUTO_LENGTH, get_proc_start_reads, NULL, &fn));
+  CHECK(napi_set_named_property(env, exports, "procStartReads", fn));
   return exports;
 }
 

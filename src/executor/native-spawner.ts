@@ -19,6 +19,8 @@ export interface Addon {
     sync: boolean,
     onExit: (code: number | null, signal: number | null, stdoutBytes: number, stdoutTruncated: boolean, stderrBytes: number, stderrTruncated: boolean) => void,
   ): [pid: number, stdinFd: number, startTime: string];
+  /** how many start times so far were read from /proc, the rest coming from the clock around the vfork */
+  procStartReads(): number;
 }
 
 const entries = (env: Record<string, string>): string[] => {

@@ -86,10 +86,13 @@ export async function clusterCase(rounds: number): Promise<CaseReport> {
       [THREE]: () => throughput(three, server),
     };
     const samples: Record<string, Sample[]> = Object.fromEntries(Object.keys(contenders).map((name) => [name, []]));
-    for (let round = 1; round <= rounds; round++) {
+    // Round 0 warms up and is not counted, as in the throughput case: a daemon's first burst pays
+    // for compiling its code and starting its executor processes, and PostgreSQL's for its caches.
+    for (let round = 0; round <= rounds; round++) {
       for (const [name, run] of Object.entries(contenders)) {
-        samples[name]!.push(await run());
-        console.error(`cluster round ${round}: ${name}: ${samples[name]!.at(-1)!.rate.toFixed(0)}/s`);
+        const sample = await run();
+        if (round > 0) samples[name]!.push(sample);
+        console.error(`cluster round ${round}${round === 0 ? ' (warm-up)' : ''}: ${name}: ${sample.rate.toFixed(0)}/s`);
       }
     }
     const latency = { [EMBEDDED]: await submitLatency(embedded), [ONE]: await submitLatency(one) };

@@ -99,8 +99,7 @@ describe('looksLikeHttp', () => {
     ['PRI * HTTP/2.0', 'request-line'],
     ['Host: 127.0.0.1:3000', 'header'],
     ['host:127.0.0.1', 'header'],
-    ['Content-Type: text/plain', 'header'],
-    ['Sec-Fetch-Mode: no-cors', 'header'],
+    ['HOST: x', 'header'],
   ])('takes %j for HTTP (%s)', (line, kind) => {
     expect(looksLikeHttp(Buffer.from(line))).toBe(kind);
   });
@@ -116,6 +115,9 @@ describe('looksLikeHttp', () => {
     'GET /',
     'hello there',
     ' Host: x',
+    'Content-Type: text/plain',
+    'Note: this is not json',
+    'op: health',
     '',
   ])('leaves %j to the line protocol', (line) => {
     expect(looksLikeHttp(Buffer.from(line))).toBeUndefined();
@@ -184,6 +186,16 @@ describe('HTTP sent to the line protocol port (no token, as on loopback by defau
     const received = await peer.exchange(`Host: 127.0.0.1\n${line}{"op":"health","ref":"after"}\n`);
     expect(received.split('\n').filter((text) => text !== '')).toHaveLength(1);
     await expectNeverRan(marker);
+  });
+
+  it('answers a line that only looks like a header (Note: ...) with BAD_JSON, and the connection goes on', async () => {
+    const peer = await Peer.open(daemon.port);
+    peer.socket.write('Note: this is not json\n{"op":"health","ref":"after"}\n');
+    await within(peer.sent('"ref":"after"'), 10_000, 'the health answer after the note');
+    const [note, after] = peer.received.split('\n').map((text) => (text === '' ? undefined : JSON.parse(text)));
+    expect(note).toMatchObject({ ok: false, error: { code: 'BAD_JSON' } });
+    expect(after).toMatchObject({ ok: true, ref: 'after' });
+    peer.socket.destroy();
   });
 
   it("logs one line naming the peer's address and port when a line-protocol connection sends HTTP", async () => {

@@ -246,3 +246,22 @@ describe('the journal lines the scheduler writes', () => {
     );
   });
 });
+
+describe('restart', () => {
+  it('takes a task nothing holds straight to QUEUED, and one with a start time ahead to PENDING, each in one change', async () => {
+    const { scheduler: tasks, runner } = scheduler();
+    const seen: string[] = [];
+    tasks.on('change', (task) => seen.push(`${task.id} ${task.state}`));
+    tasks.submit(spec(), 'free');
+    tasks.submit(spec({ start_at: Date.now() + 3_600_000 }), 'later');
+    await settle();
+    runner.end('free', result());
+    await tasks.cancel(tasks.get('later'));
+    await settle();
+    await tasks.setPaused(true); // so that the restarted task stays QUEUED
+    seen.length = 0;
+    tasks.restart(tasks.get('free'));
+    tasks.restart(tasks.get('later'));
+    expect(seen).toEqual(['free QUEUED', 'later PENDING']);
+  });
+});

@@ -14,13 +14,17 @@ const TOKEN_CHAR = "[!#$%&'*+.^_`|~0-9A-Za-z-]";
 const TOKEN = `${TOKEN_CHAR}+`;
 /** `POST /path HTTP/1.1`: method, space, target, space, version. */
 const REQUEST_LINE = new RegExp(`^${TOKEN} [^ ]+ HTTP/\\d\\.\\d$`);
-/** `Host: ...`: a header name and its colon. No JSON text starts like that, so no request is lost. */
-const HEADER_LINE = new RegExp(`^${TOKEN}:`);
+/**
+ * `Host: ...`, which every request a browser sends carries (as Redis, which closes on `Host:` too).
+ * No JSON text starts like that, so no request is lost; any other line, `Note: ...` say, is an
+ * error like any other, answered with BAD_JSON on a connection that stays open.
+ */
+const HEADER_LINE = /^host:/i;
 const STARTS_AS_TOKEN = new RegExp(`^${TOKEN_CHAR}`);
 
 export type HttpLine = 'request-line' | 'header';
 
-/** Whether a line (without its line ending) is an HTTP request line or header line. */
+/** Whether a line (without its line ending) is an HTTP request line or a Host header line. */
 export function looksLikeHttp(line: Buffer): HttpLine | undefined {
   // Requests start with "{" (or a blank), which no HTTP line does: they cost one byte's look.
   if (line.length === 0 || !STARTS_AS_TOKEN.test(String.fromCharCode(line[0]!))) return undefined;

@@ -404,7 +404,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> implements TaskServ
     const patch: TaskPatch = { ...FRESH_RUN, restarts: (task.stored.restarts ?? 0) + 1, ready_at: startAt !== undefined && startAt > Date.now() ? startAt : null };
     const dependencies = task.spec.depends_on.map((id) => this.store.get(id)).filter((dep) => dep !== undefined);
     this.linkDependencies(task, dependencies);
-    this.update(task, 'PENDING', patch);
+    // Straight to QUEUED when nothing holds it: subscribers see no PENDING it never waited in.
+    this.update(task, task.unmet === 0 && patch.ready_at === null ? 'QUEUED' : 'PENDING', patch);
     this.becomeReadyIfDue(task);
   }
 

@@ -174,7 +174,7 @@ function draw() {
     if (!row) {
       row = document.createElement('div');
       row.className = 'row';
-      row.innerHTML = '<span class="mono"></span><span><span class="state"></span></span><span class="mono"></span><span class="num"></span><span class="num"></span><span class="muted"></span>';
+      row.innerHTML = '<span class="mono"></span><span><span class="state"></span></span><span class="mono"></span><span class="num"></span><span class="num"></span><span class="muted"></span><span class="muted"></span><span class="muted"></span>';
       row.addEventListener('click', () => select(row.dataset.id));
       box.append(row);
     }
@@ -185,7 +185,7 @@ function draw() {
 }
 
 function fillRow(row, task, index) {
-  const [id, state, command, attempts, duration, created] = row.children;
+  const [id, state, command, attempts, duration, created, started, finished] = row.children;
   row.dataset.id = task.id;
   row.style.top = `${index * ROW_HEIGHT}px`;
   row.setAttribute('aria-selected', String(task.id === selected));
@@ -198,6 +198,8 @@ function fillRow(row, task, index) {
   attempts.textContent = `${task.attempts}/${task.max_attempts}`;
   duration.textContent = durationText(task);
   created.textContent = timeText(task.created_at);
+  started.textContent = timeText(task.started_at);
+  finished.textContent = timeText(task.finished_at);
 }
 
 function drawCounts() {

@@ -97,6 +97,9 @@ describe('the dashboard in a browser', () => {
     writeFileSync(gate, '');
     await expect.poll(() => page.locator('#stdout').textContent(), { timeout: 10_000 }).toBe('first\nsecond\n');
     await expect.poll(() => row(page, 'from-the-line').locator('.state').textContent(), { timeout: 10_000 }).toBe('COMPLETED');
+    // Its times in the row: created, started and finished, none of them blank once it has finished.
+    const times = await row(page, 'from-the-line').locator(':scope > span').allTextContents();
+    expect(times.slice(-3)).toEqual([expect.stringMatching(/\d:\d\d/), expect.stringMatching(/\d:\d\d/), expect.stringMatching(/\d:\d\d/)]);
     await expect.poll(() => page.locator('.count[data-state="COMPLETED"] b').textContent()).toBe('1');
     expect(await page.locator('#gpu-now').textContent()).toBe('35 % of 2');
     await client.close();

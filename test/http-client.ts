@@ -58,6 +58,7 @@ export class EventStreamReader {
   private done = false;
   status = 0;
   contentType = '';
+  headers: Record<string, string | string[] | undefined> = {};
   readonly ended: Promise<void>;
   private close: () => void = () => undefined;
 
@@ -66,6 +67,7 @@ export class EventStreamReader {
       const sent = request({ host: '127.0.0.1', port, path, headers: { Accept: 'text/event-stream', ...headers }, agent: false }, (response) => {
         this.status = response.statusCode!;
         this.contentType = String(response.headers['content-type']);
+        this.headers = response.headers;
         let buffer = '';
         response.setEncoding('utf8');
         response.on('data', (chunk: string) => {

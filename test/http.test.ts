@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { shellWords } from '../src/daemon/http/shell-words.js';
 import { TaskManagerClient } from '../src/index.js';
-import { CMD, eventually, untilExists, startDaemon, tasksAfterARun, tempDir, within, type TestDaemon } from './helpers.js';
+import { execa } from 'execa';
+import { CMD, eventually, TASK_MANAGER, untilExists, startDaemon, tasksAfterARun, tempDir, within, type TestDaemon } from './helpers.js';
 import { EventStreamReader, http } from './http-client.js';
 
 const dir = tempDir('tm-http-');
@@ -47,6 +48,12 @@ describe('HTTP on the daemon port', () => {
       ['GET', '/tasks/nobody', {}, 404, 'NOT_FOUND', /nobody/],
       ['GET', '/no/such/route', {}, 404, 'NOT_FOUND', /GET \/no\/such\/route/],
       ['PUT', '/tasks', {}, 405, 'METHOD_NOT_ALLOWED', /GET, HEAD, POST/],
+      ['TRACE', '/tasks', {}, 405, 'METHOD_NOT_ALLOWED', /TRACE \/tasks/],
+      ['PROPFIND', '/tasks/task-a', {}, 405, 'METHOD_NOT_ALLOWED', /GET, HEAD, DELETE, PATCH/],
+      ['POST', '/tasks', { body: { cmd: 'true', dependencies: 'task-a' } }, 400, 'BAD_REQUEST', /^dependencies must be/],
+      ['POST', '/create_task', { body: { type: 'python' } }, 400, 'BAD_REQUEST', /^file must be the program/],
+      ['POST', '/create_task', { body: { type: 'bin', file: '@@@@' } }, 400, 'BAD_REQUEST', /^file must be a base64 string/],
+      ['GET', '/get_status', { body: '{"id":"task-a"}', headers: { 'Content-Type': 'text/plain' } }, 415, 'UNSUPPORTED_MEDIA_TYPE', /text\/plain/],
       ['POST', '/tasks', { body: '{"cmd": "true",', headers: { 'Content-Type': 'application/json' } }, 400, 'BAD_JSON', /not valid JSON/],
       ['POST', '/tasks', { body: { cmd: 'true', timout_ms: 5 } }, 400, 'BAD_REQUEST', /timout_ms/],
       ['POST', '/tasks', { body: { cmd: 'true', op: 'run' } }, 400, 'BAD_REQUEST', /\bop\b/],
@@ -112,6 +119,44 @@ describe('HTTP on the daemon port', () => {
     expect(received.indexOf('"version"')).toBeLessThan(received.indexOf('"counts"'));
   });
 
+  it('keeps the connection after a body that is not JSON, as after any other 400', async () => {
+    const socket = connect(daemon.port, '127.0.0.1');
+    let received = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => (received += chunk));
+    socket.write(`POST /tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 4\r\n\r\n{bad`);
+    socket.write('GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+    await within(
+      new Promise<void>((resolve) => socket.on('data', () => received.includes('"version"') && resolve())),
+      10_000,
+      'the health answer on the same connection',
+    );
+    socket.destroy();
+    expect(received.match(/HTTP\/1\.1 \d+/g)).toEqual(['HTTP/1.1 400', 'HTTP/1.1 200']);
+    expect(received).toContain('"BAD_JSON"');
+    expect(received.toLowerCase()).not.toContain('connection: close');
+  });
+
+  it("answers a request Node's parser cannot read with the line protocol's body, and closes", async () => {
+    for (const [head, status, message] of [
+      ['FOO /tasks HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n', 400, /no method HTTP knows/],
+      ['POST /tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\n', 400, /Content-Length/],
+      [`GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ${'x'.repeat(20_000)}\r\n\r\n`, 431, /headers are larger/],
+    ] as const) {
+      const socket = connect(daemon.port, '127.0.0.1');
+      let received = '';
+      socket.setEncoding('utf8');
+      socket.on('data', (chunk: string) => (received += chunk));
+      socket.on('error', () => undefined);
+      socket.write(head);
+      await within(new Promise((resolve) => socket.once('close', resolve)), 10_000, 'the close');
+      const [statusLine, ...rest] = received.split('\r\n');
+      expect(statusLine).toBe(`HTTP/1.1 ${status} ${status === 400 ? 'Bad Request' : 'Request Header Fields Too Large'}`);
+      expect(rest).toContain('Content-Type: application/json; charset=utf-8');
+      expect(JSON.parse(received.slice(received.indexOf('\r\n\r\n') + 4))).toMatchObject({ ok: false, error: { code: 'BAD_REQUEST', message: expect.stringMatching(message) } });
+    }
+  });
+
   it('serves kept output as JSON, one stream or both', async () => {
     await call('POST', '/tasks', { body: { id: 'printer', cmd: 'echo out; echo err >&2' } });
     await call('GET', '/tasks/printer/wait');
@@ -128,6 +173,7 @@ describe('HTTP on the daemon port', () => {
     const script = `echo first; ${untilExists(gate)}; echo second; echo late >&2`;
     await call('POST', '/tasks', { body: { id: 'followed', cmd: script } });
     const stream = new EventStreamReader(daemon.port, '/tasks/followed/output?follow=1');
+    const stderrOnly = new EventStreamReader(daemon.port, '/tasks/followed/output?follow=1&stream=stderr');
     const first = await within(stream.until((event) => event.event === 'output'), 10_000, 'the first output');
     expect(stream.status).toBe(200);
     expect(stream.contentType).toBe('text/event-stream; charset=utf-8');
@@ -140,6 +186,10 @@ describe('HTTP on the daemon port', () => {
     expect(rest.at(-1)!.data).toMatchObject({ id: 'followed', state: 'COMPLETED' });
     expect(rest.at(-1)!.data).not.toHaveProperty('stdout');
     await within(stream.ended, 10_000, 'the end of the stream');
+    // ?stream= holds for a follow as well: stderr alone, then the record.
+    const filtered = await within(stderrOnly.until((event) => event.event === 'task'), 10_000, 'the filtered follow');
+    expect(filtered.filter((event) => event.event === 'output').map((event) => event.data.stream)).toEqual(expect.arrayContaining(['stderr']));
+    expect(filtered.filter((event) => event.event === 'output').every((event) => event.data.stream === 'stderr')).toBe(true);
   });
 
   it('pushes task changes to /events, for the ids asked or for all', async () => {
@@ -219,6 +269,9 @@ describe('HTTP on the daemon port', () => {
     expect((await call('GET', '/get_task_count')).json.tasks).toBeGreaterThanOrEqual(1);
     await call('POST', '/tasks/counted/cancel');
 
+    // Every character an id may hold (. _ : -) stands in a path as it is.
+    expect((await call('POST', '/tasks', { body: { id: 'ns:job_1.a-b', cmd: 'true' } })).headers.location).toBe('/tasks/ns:job_1.a-b');
+
     const bad = await call('POST', '/create_task', { body: { type: 'ruby', file: python } });
     expect(bad).toMatchObject({ status: 400, json: { error: { code: 'BAD_REQUEST', message: expect.stringContaining('type') } } });
     const unclosed = await call('POST', '/create_task', { body: { type: 'python', file: python, args: "it's" } });
@@ -296,6 +349,11 @@ describe('who may call over HTTP', () => {
     // A page's own origin is no other site.
     const own = await call('POST', '/tasks', { body: { cmd: 'true' }, headers: { ...bearer, Origin: `http://127.0.0.1:${daemon.port}`, Host: `127.0.0.1:${daemon.port}` } });
     expect(own.status).toBe(201);
+    // A page from localhost calling 127.0.0.1 (or the other way) is the daemon's own as well, on its port alone.
+    const localhost = await call('POST', '/tasks', { body: { cmd: 'true' }, headers: { ...bearer, Origin: `http://localhost:${daemon.port}`, Host: `127.0.0.1:${daemon.port}` } });
+    expect(localhost.status).toBe(201);
+    const otherPort = await call('POST', '/tasks', { body: { cmd: 'true' }, headers: { ...bearer, Origin: `http://localhost:${daemon.port + 1}`, Host: `127.0.0.1:${daemon.port}` } });
+    expect(otherPort.status).toBe(403);
     expect((await call('GET', '/health', { headers: { Host: `localhost:${daemon.port}` } })).status).toBe(200);
     await expectNeverRan(rebinding.file);
     await expectNeverRan(crossSite.file);
@@ -311,6 +369,56 @@ describe('who may call over HTTP', () => {
   it('sends no CORS headers', async () => {
     const answer = await call('GET', '/health', { headers: { Origin: 'http://attacker.example' } });
     expect(Object.keys(answer.headers).filter((name) => name.startsWith('access-control-'))).toEqual([]);
+  });
+});
+
+describe('--allow-origin', () => {
+  const site = 'http://app.example:8080';
+  let daemon: TestDaemon;
+  beforeAll(async () => {
+    daemon = await startDaemon(['--allow-origin', `${site},https://other.example`]);
+  });
+  afterAll(async () => {
+    expect(await daemon.stop()).toBe(0);
+  });
+  const call = (method: string, path: string, options?: Parameters<typeof http>[3]) => http(daemon.port, method, path, options);
+  const corsHeaders = (answer: { headers: Record<string, unknown> }) => Object.keys(answer.headers).filter((name) => name.startsWith('access-control-'));
+
+  it("answers a named site's preflight, and lets its pages submit with CORS headers on the answer", async () => {
+    const preflight = await call('OPTIONS', '/tasks', { headers: { Origin: site, 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'content-type' } });
+    expect(preflight.status).toBe(204);
+    expect(preflight.headers).toMatchObject({
+      'access-control-allow-origin': site,
+      'access-control-allow-methods': expect.stringContaining('POST'),
+      'access-control-allow-headers': expect.stringMatching(/Content-Type/i),
+      vary: 'Origin',
+    });
+    const submitted = await call('POST', '/tasks', { body: { cmd: 'true' }, headers: { Origin: site } });
+    expect(submitted.status).toBe(201);
+    expect(submitted.headers['access-control-allow-origin']).toBe(site);
+    expect(submitted.headers['access-control-expose-headers']).toContain('Location');
+    const events = new EventStreamReader(daemon.port, '/events', { Origin: site });
+    await eventually(() => events.status === 200);
+    expect(events.headers['access-control-allow-origin']).toBe(site);
+    events.stop();
+  });
+
+  it('still refuses every other site, and gives it no CORS headers', async () => {
+    const refused = await call('POST', '/tasks', { body: { cmd: 'true' }, headers: { Origin: 'http://evil.example' } });
+    expect(refused.status).toBe(403);
+    expect(corsHeaders(refused)).toEqual([]);
+    const preflight = await call('OPTIONS', '/tasks', { headers: { Origin: 'http://evil.example', 'Access-Control-Request-Method': 'POST' } });
+    expect(corsHeaders(preflight)).toEqual([]);
+    expect(preflight.status).toBe(405);
+  });
+
+  it('refuses "*" and what is not an origin, naming the flag, with exit code 2', async () => {
+    for (const [value, said] of [['*', /not taken/], ['http://app.example/path', /not an origin/], ['app.example', /not an origin/]] as const) {
+      const result = await execa(process.execPath, [TASK_MANAGER, 'serve', '--port', '0', '--data-dir', dir, '--allow-origin', value], { reject: false, timeout: 20_000 });
+      expect({ value, exitCode: result.exitCode, timedOut: result.timedOut }).toEqual({ value, exitCode: 2, timedOut: false });
+      expect(result.stderr).toContain('--allow-origin');
+      expect(result.stderr).toMatch(said);
+    }
   });
 });
 

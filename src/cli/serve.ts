@@ -2,12 +2,12 @@ import { Command, Option } from 'commander';
 import { DEFAULT_CONFIG, type DaemonConfig } from '../daemon/config.js';
 import type { RunningDaemon } from '../daemon/index.js';
 import { EXIT, TokenFileError, readTokenFile } from '../protocol/index.js';
-import { exitOnUsageError, integerOption } from './options.js';
+import { exitOnUsageError, integerOption, originsOption } from './options.js';
 
 const defaults = DEFAULT_CONFIG;
 
 /** The flags of `serve`: commander names them as the config does. */
-type ServeFlags = Omit<DaemonConfig, 'token' | 'log'> & { tokenFile?: string };
+type ServeFlags = Omit<DaemonConfig, 'token' | 'log' | 'allowOrigins'> & { tokenFile?: string; allowOrigin: string[] };
 
 const option = (flags: string, description: string, env: string) => new Option(flags, description).env(env);
 
@@ -33,12 +33,17 @@ export function serveCommand(): Command {
     .addOption(option('--node <name>', 'with --store: this daemon\'s name in the cluster (default: <hostname>:<port>)', 'TASK_MANAGER_NODE'))
     .addOption(option('--lease-ms <ms>', 'with --store: after this long without renewing its lease, a daemon\'s running tasks run again elsewhere', 'TASK_MANAGER_LEASE_MS').default(defaults.leaseMs).argParser(integerOption(500)))
     .addOption(option('--token-file <path>', 'require clients to auth with the token in this file (mode 600)', 'TASK_MANAGER_TOKEN_FILE'))
-    .action(async ({ tokenFile, ...flags }: ServeFlags) => {
+    .addOption(
+      option('--allow-origin <origin>', 'a site (scheme://host:port) whose web pages may call the HTTP API, with CORS; repeat it, or give a comma-separated list', 'TASK_MANAGER_ALLOW_ORIGINS')
+        .default(defaults.allowOrigins)
+        .argParser(originsOption),
+    )
+    .action(async ({ tokenFile, allowOrigin, ...flags }: ServeFlags) => {
       // The daemon's code is loaded only here: the client subcommands start without it.
       const { ConfigError, startDaemon } = await import('../daemon/index.js');
       const { DataDirLockedError, JournalCorruptError } = await import('../journal/index.js');
       try {
-        const config: Partial<DaemonConfig> = flags;
+        const config: Partial<DaemonConfig> = { ...flags, allowOrigins: allowOrigin };
         // Anyone who can read the token can run commands as the daemon's user: it must be private, and long.
         if (tokenFile !== undefined) config.token = readTokenFile(tokenFile, { private: true, minLength: 16 });
         // Handlers first: a signal during start-up stops the daemon as soon as it is up.

@@ -26,6 +26,8 @@ export interface DaemonConfig {
   token?: string;
   /** with a token: how long a connection may stay without authenticating */
   authTimeoutMs: number;
+  /** origins (`scheme://host:port`) of other sites whose pages may call the HTTP API: CORS for them alone */
+  allowOrigins: string[];
   /** the journal log is compacted once it is larger than this */
   compactAfterBytes: number;
   /** a PostgreSQL URL: the daemon joins the cluster of daemons sharing it, instead of keeping an embedded journal */
@@ -54,6 +56,7 @@ export const DEFAULT_CONFIG: DaemonConfig = {
   shutdownGraceMs: 10_000,
   killGraceMs: 2_000,
   authTimeoutMs: 10_000,
+  allowOrigins: [],
   compactAfterBytes: 64 * 1024 * 1024,
   leaseMs: 30_000,
   log: (line) => console.error(line),

@@ -174,7 +174,7 @@ export const requestError = {
       'FORBIDDEN',
       header === 'Host'
         ? `Host ${shown(value)} is not an address of this daemon (a page of another site reaching it by DNS rebinding?)`
-        : `Origin ${shown(value)} is another site's, and may not change anything here`,
+        : `Origin ${shown(value)} is another site's, and may not change anything here (serve --allow-origin names sites that may)`,
     ),
   METHOD_NOT_ALLOWED: (method: string, path: string, allowed: readonly string[]) =>
     new RequestError('METHOD_NOT_ALLOWED', `${method} ${path} is not a route; ${path} takes ${allowed.join(', ')}`),

@@ -6,6 +6,7 @@ import type { DaemonContext } from '../context.js';
 import { letGo } from '../answer.js';
 import { handle } from '../handlers.js';
 import { decodeBody } from './body.js';
+import { withFieldAsSent } from './fields-as-sent.js';
 import { sendJson } from './reply.js';
 import { shellWords } from './shell-words.js';
 
@@ -22,6 +23,7 @@ export function registerCompatibleRoutes(app: FastifyInstance, ctx: DaemonContex
     const unknown = Object.keys(rest)[0];
     if (unknown !== undefined) throw requestError.BAD_REQUEST(`${JSON.stringify(unknown)} is not a field of create_task; its fields are type, file, args`);
     if (type !== 'python' && type !== 'bin') throw requestError.BAD_REQUEST(`type must be "python" or "bin", got ${JSON.stringify(type) ?? 'nothing'}`);
+    if (typeof file !== 'string' || file === '') throw requestError.BAD_REQUEST(`file must be the program, base64-encoded, got ${JSON.stringify(file) ?? 'nothing'}`);
     if (typeof args !== 'string') throw requestError.BAD_REQUEST('args must be a string of arguments, split as a shell would');
     let words: string[];
     try {
@@ -29,7 +31,8 @@ export function registerCompatibleRoutes(app: FastifyInstance, ctx: DaemonContex
     } catch (error) {
       throw requestError.BAD_REQUEST(`args: ${(error as Error).message}`);
     }
-    const submit = parseRequest({ op: 'submit', id: randomUUID(), script: { lang: type, source_b64: file }, args: words }) as ValidRequest<'submit'>;
+    const fields = { op: 'submit', id: randomUUID(), script: { lang: type, source_b64: file }, args: words };
+    const submit = withFieldAsSent(() => parseRequest(fields), 'script.source_b64', 'file') as ValidRequest<'submit'>;
     const { task } = await handle(submit, ctx, new AbortController().signal);
     return sendJson(reply, 200, { id: task.id });
   });
@@ -71,14 +74,13 @@ function compatibleStatus(task: Task, ctx: DaemonContext) {
 /** The id of `GET /get_status`: `?id=`, or `{"id"}` as the body of the GET, as such clients send it. */
 async function statusId(request: FastifyRequest, maxBytes: number): Promise<string> {
   const query = (request.query as { id?: unknown }).id;
-  // The framework reads a GET's body when it says it is JSON; otherwise it is read here.
-  const body = query !== undefined ? undefined : request.body !== undefined ? request.body : await getBody(request, maxBytes);
+  const body = query !== undefined ? undefined : await getBody(request, maxBytes);
   const id = query ?? (isObject(body) ? body.id : undefined);
   if (typeof id !== 'string') throw requestError.BAD_REQUEST('id is required: give ?id= or a JSON body {"id": "..."}');
   return id;
 }
 
-/** A GET's body, which the framework leaves unread. */
+/** A GET's body, which the framework leaves unread: JSON, as on every route (415 otherwise). */
 async function getBody(request: FastifyRequest, maxBytes: number): Promise<unknown> {
   const chunks: Buffer[] = [];
   let bytes = 0;
@@ -88,5 +90,7 @@ async function getBody(request: FastifyRequest, maxBytes: number): Promise<unkno
     if (bytes <= maxBytes) chunks.push(chunk);
   }
   if (bytes > maxBytes) throw requestError.PAYLOAD_TOO_LARGE(maxBytes);
+  const type = request.headers['content-type'] ?? '';
+  if (bytes > 0 && !/^application\/json\s*(;|$)/i.test(type)) throw requestError.UNSUPPORTED_MEDIA_TYPE(type);
   return decodeBody(Buffer.concat(chunks));
 }

@@ -1,9 +1,9 @@
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, METHODS, type Server, STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { errorResponse, RequestError, requestError } from '../../protocol/index.js';
 import type { DaemonContext } from '../context.js';
-import { decodeBody } from './body.js';
+import { parseBody, refuseUnreadableBody } from './body.js';
 import { registerCompatibleRoutes } from './compatible.js';
 import { registerDashboard } from './dashboard.js';
 import { guardOf } from './guard.js';
@@ -22,7 +22,6 @@ export interface HttpFront {
   close(): Promise<void>;
 }
 
-const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] as const;
 /** How long a new HTTP connection may take to send its first request's headers. */
 const REQUEST_WITHIN_MS = 30_000;
 
@@ -33,10 +32,15 @@ export async function startHttpFront(ctx: DaemonContext): Promise<HttpFront> {
     serverFactory: (handler) => (server = createServer(handler)),
     bodyLimit: ctx.config.maxLineBytes,
     return503OnClosing: true,
+    clientErrorHandler: answerMalformed,
   });
+  // Every method Node's parser takes (CONNECT is a tunnel, not a request) reaches the router, so
+  // that a path some route has answers any other method with 405, not 404.
+  for (const method of METHODS) if (method !== 'CONNECT' && !app.supportedMethods.includes(method)) app.addHttpMethod(method, { hasBody: true });
   // Bodies are read as the line protocol reads a line: the same UTF-8 and JSON rules, the same messages.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, async (_request: FastifyRequest, body: Buffer) => decodeBody(body));
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, async (_request: FastifyRequest, body: Buffer) => parseBody(body));
+  app.addHook('preValidation', refuseUnreadableBody);
   app.addHook('onRequest', guardOf(ctx.config));
   app.setErrorHandler((error: FastifyError, request, reply) => failed(ctx, request, reply, error));
   app.setNotFoundHandler((request, reply) => failed(ctx, request, reply, requestError.NOT_FOUND({ route: `${request.method} ${pathOf(request)}` })));
@@ -69,8 +73,8 @@ export async function startHttpFront(ctx: DaemonContext): Promise<HttpFront> {
 /** A path some route has answers the methods it does not take with 405, naming those it takes. */
 function refuseOtherMethods(app: FastifyInstance, methodsOf: Map<string, Set<string>>): void {
   for (const [url, methods] of [...methodsOf]) {
-    const allowed = METHODS.filter((method) => methods.has(method));
-    const others = METHODS.filter((method) => !methods.has(method));
+    const allowed = app.supportedMethods.filter((method) => methods.has(method));
+    const others = app.supportedMethods.filter((method) => !methods.has(method));
     app.route({
       method: others,
       url,
@@ -80,6 +84,30 @@ function refuseOtherMethods(app: FastifyInstance, methodsOf: Map<string, Set<str
       },
     });
   }
+}
+
+/** Why Node's HTTP parser refused a request, in words; any other refusal is "malformed". */
+const MALFORMED: Record<string, [status: number, why: string]> = {
+  HPE_HEADER_OVERFLOW: [431, "the request's headers are larger than 16 KiB"],
+  HPE_INVALID_METHOD: [400, 'the request line has no method HTTP knows'],
+  HPE_INVALID_CONTENT_LENGTH: [400, 'Content-Length is not a number of bytes'],
+  HPE_UNEXPECTED_CONTENT_LENGTH: [400, 'Content-Length and Transfer-Encoding: chunked were both given'],
+  HPE_INVALID_CHUNK_SIZE: [400, 'a chunk of the body has no valid size'],
+};
+
+/**
+ * A request Node's HTTP parser could not read, answered with the line protocol's failure body (not
+ * fastify's own) and the connection closed: what follows on it cannot be told apart.
+ */
+function answerMalformed(error: NodeJS.ErrnoException, socket: Socket): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, why] = MALFORMED[error.code ?? ''] ?? [400, `the request is not well-formed HTTP/1.1 (${error.code ?? error.message})`];
+  const body = JSON.stringify(errorResponse(undefined, requestError.BAD_REQUEST(why)));
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
 }
 
 const pathOf = (request: FastifyRequest) => request.url.split('?')[0]!;

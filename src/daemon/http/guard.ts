@@ -29,6 +29,20 @@ function hostNames(config: DaemonConfig): Set<string> | undefined {
 /** `example:3000` → `example`, `[::1]:3000` → `[::1]`. */
 const hostName = (host: string) => (host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.replace(/:\d*$/, '')).toLowerCase();
 
+const portOf = (host: string) => /:(\d+)$/.exec(host)?.[1] ?? '80';
+
+/**
+ * Whether a page of `origin` is the daemon's own: `http://` and the host the request was sent to,
+ * or, as the Host header may be, another of the daemon's names with the same port (a page loaded
+ * from localhost that calls 127.0.0.1, say).
+ */
+function ownOrigin(origin: string, host: string, names: Set<string> | undefined): boolean {
+  if (origin === `http://${host}`) return true;
+  if (names === undefined || !origin.startsWith('http://')) return false;
+  const originHost = origin.slice('http://'.length);
+  return names.has(hostName(originHost)) && portOf(originHost) === portOf(host);
+}
+
 /** Whether a request carries the token: as a bearer, or as the dashboard's session cookie. */
 function authenticated(request: FastifyRequest, token: string): boolean {
   const bearer = /^Bearer +(\S+)\s*$/i.exec(request.headers.authorization ?? '')?.[1];
@@ -37,19 +51,46 @@ function authenticated(request: FastifyRequest, token: string): boolean {
   return session !== undefined && sameSecret(session, sessionValue(token));
 }
 
+/** What a page of an allowed origin may send: the methods of the routes, and the headers of a JSON request with a token. */
+const CORS_PREFLIGHT = {
+  'Access-Control-Allow-Methods': 'GET, HEAD, POST, PUT, PATCH, DELETE',
+  'Access-Control-Allow-Headers': 'Authorization, Content-Type',
+  'Access-Control-Max-Age': '600',
+};
+
+/**
+ * A request from a page of an origin the operator allowed (--allow-origin): CORS headers on its
+ * answer, whatever the route does with it (event streams write their own head), and a preflight
+ * answered at once, before any token is asked for (a browser sends none with it). True if answered.
+ */
+function allowCrossOrigin(origin: string, request: FastifyRequest, reply: FastifyReply): boolean {
+  reply.raw.setHeader('Access-Control-Allow-Origin', origin);
+  reply.raw.setHeader('Access-Control-Expose-Headers', 'Location, WWW-Authenticate');
+  reply.raw.setHeader('Vary', 'Origin');
+  if (request.method !== 'OPTIONS' || request.headers['access-control-request-method'] === undefined) return false;
+  void reply.code(204).headers(CORS_PREFLIGHT).send();
+  return true;
+}
+
 /**
  * Runs before every route: who may call. Refused, in this order: a Host of
- * another name (403), a change asked by a page of another Origin (403), no
- * token where one is needed (401). Bodies that are not JSON are refused by
- * the body parser (415), so no cross-site form can post one.
+ * another name (403), a change asked by a page of another Origin (403) that
+ * the operator did not allow, no token where one is needed (401). Bodies
+ * that are not JSON are refused by the body parser (415), so no cross-site
+ * form can post one.
  */
 export function guardOf(config: DaemonConfig) {
   const names = hostNames(config);
+  const allowed = new Set(config.allowOrigins);
   return async (request: FastifyRequest, reply: FastifyReply) => {
     const host = request.headers.host ?? '';
     if (names && !names.has(hostName(host))) throw requestError.FORBIDDEN('Host', host);
     const origin = request.headers.origin;
-    if (origin !== undefined && !SAFE_METHODS.has(request.method) && origin !== `http://${host}`) throw requestError.FORBIDDEN('Origin', origin);
+    if (origin !== undefined && allowed.has(origin)) {
+      if (allowCrossOrigin(origin, request, reply)) return reply;
+    } else if (origin !== undefined && !SAFE_METHODS.has(request.method) && !ownOrigin(origin, host, names)) {
+      throw requestError.FORBIDDEN('Origin', origin);
+    }
     if (config.token === undefined || OPEN_ROUTES.has(`${request.method} ${request.routeOptions.url}`)) return;
     if (!authenticated(request, config.token)) {
       void reply.header('WWW-Authenticate', 'Bearer realm="task-manager"');

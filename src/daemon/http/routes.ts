@@ -3,7 +3,8 @@ import { isObject, parseRequest, requestError, type ValidRequest } from '../../p
 import type { DaemonContext } from '../context.js';
 import { handle, type StatelessOp } from '../handlers.js';
 import { letGo } from '../answer.js';
-import { OUTPUT_STREAMS } from '../output-files.js';
+import { OUTPUT_STREAMS, type OutputStream } from '../output-files.js';
+import { withFieldAsSent } from './fields-as-sent.js';
 import { openEventStream, sendJson } from './reply.js';
 
 type Fields = Record<string, unknown>;
@@ -49,12 +50,12 @@ async function answer(ctx: DaemonContext, reply: FastifyReply, fields: Fields, s
 
 const idOf = (request: FastifyRequest) => (request.params as { id: string }).id;
 
-/** Reads the task spec of `POST /tasks`: `dependencies` is another name for `depends_on`. */
-function submitFields(request: FastifyRequest): Fields {
+/** The submit of `POST /tasks`: `dependencies` is another name for `depends_on`, and errors name the one sent. */
+function submitRequest(request: FastifyRequest): ValidRequest<'submit'> {
   const { dependencies, ...spec } = bodyFields(request);
-  if (dependencies === undefined) return spec;
+  if (dependencies === undefined) return parseRequest({ ...spec, op: 'submit' }) as ValidRequest<'submit'>;
   if (spec.depends_on !== undefined) throw requestError.BAD_REQUEST('give depends_on or dependencies (its other name), not both');
-  return { ...spec, depends_on: dependencies };
+  return withFieldAsSent(() => parseRequest({ ...spec, depends_on: dependencies, op: 'submit' }), 'depends_on', 'dependencies') as ValidRequest<'submit'>;
 }
 
 /** The REST routes: each one op of the line protocol, answered by the same handler. */
@@ -64,10 +65,10 @@ export function registerRoutes(app: FastifyInstance, ctx: DaemonContext): void {
   app.get('/stats', (_request, reply) => answer(ctx, reply, { op: 'stats' }));
 
   app.post('/tasks', async (request, reply) => {
-    const parsed = parseRequest({ ...submitFields(request), op: 'submit' }) as ValidRequest<'submit'>;
-    const payload = await handle(parsed, ctx, whenGone(reply));
+    const payload = await handle(submitRequest(request), ctx, whenGone(reply));
     if ('duplicate' in payload) return sendJson(reply, 200, { ok: true, ...payload });
-    void reply.header('Location', `/tasks/${encodeURIComponent(String(payload.task.id))}`);
+    // An id is of letters, digits and . _ : - (ID_PATTERN), all of which a path takes as they are.
+    void reply.header('Location', `/tasks/${payload.task.id}`);
     return sendJson(reply, 201, { ok: true, ...payload });
   });
   app.get('/tasks', (request, reply) => answer(ctx, reply, { op: 'list', ...queryFields(request, ['state', 'limit', 'after', 'order', 'group']) }));
@@ -90,7 +91,7 @@ export function registerRoutes(app: FastifyInstance, ctx: DaemonContext): void {
     const streams = stream === undefined ? OUTPUT_STREAMS : OUTPUT_STREAMS.filter((name) => name === stream);
     if (streams.length === 0) throw requestError.BAD_REQUEST(`stream must be one of ${OUTPUT_STREAMS.join(', ')}, got ${JSON.stringify(stream)}`);
     const task = await ctx.scheduler.get(idOf(request));
-    if (follow !== undefined && follow !== '0' && follow !== 'false') return followEvents(ctx, reply, task.id);
+    if (follow !== undefined && follow !== '0' && follow !== 'false') return followEvents(ctx, reply, task.id, streams);
     const output = ctx.outputs.textOf(task);
     for (const name of OUTPUT_STREAMS) if (!streams.includes(name)) letGo(output[name]);
     return sendJson(reply, 200, { ok: true, ...Object.fromEntries(streams.map((name) => [name, output[name]])) });
@@ -111,13 +112,15 @@ export function registerRoutes(app: FastifyInstance, ctx: DaemonContext): void {
   });
 }
 
-/** `?follow=1`: the task's output as `output` events while it is written, then its record as a `task` event. */
-async function followEvents(ctx: DaemonContext, reply: FastifyReply, id: string): Promise<void> {
+/** `?follow=1`: the task's output (of `streams`) as `output` events while it is written, then its record as a `task` event. */
+async function followEvents(ctx: DaemonContext, reply: FastifyReply, id: string, streams: readonly OutputStream[]): Promise<void> {
   const task = await ctx.scheduler.get(id);
   const events = openEventStream(reply);
   const until = AbortSignal.any([events.closed, ctx.stopping]);
   try {
-    const ended = await ctx.outputs.follow(task, until, (stream, data) => events.send('output', { event: 'output', id, stream, data }));
+    const ended = await ctx.outputs.follow(task, until, async (stream, data) =>
+      streams.includes(stream) ? events.send('output', { event: 'output', id, stream, data }) : true,
+    );
     if (!until.aborted) await events.send('task', ended.record());
   } finally {
     events.end(); // the answer is the stream's: an error can only end it

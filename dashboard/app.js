@@ -119,6 +119,8 @@ function listen() {
     for (const note of onTask) note(record);
     put(record);
   });
+  // Removed by another page or client: it leaves this one too.
+  events.addEventListener('removed', (event) => forget(JSON.parse(event.data).id));
 }
 
 async function recheck() {

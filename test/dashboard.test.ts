@@ -130,6 +130,12 @@ describe('the dashboard in a browser', () => {
     await page.click('#remove');
     await expect.poll(() => row(page, 'from-the-form').count(), { timeout: 10_000 }).toBe(0);
     await expect(client.status('from-the-form')).rejects.toMatchObject({ code: 'NOT_FOUND' });
+
+    // Removed by another client: it leaves the page as well, without a reload.
+    await client.run({ id: 'removed-elsewhere', cmd: 'true' });
+    await row(page, 'removed-elsewhere').waitFor({ timeout: 10_000 });
+    await client.remove('removed-elsewhere');
+    await expect.poll(() => row(page, 'removed-elsewhere').count(), { timeout: 10_000 }).toBe(0);
     await client.close();
 
     // Filtering by state shows only those tasks.

@@ -207,6 +207,10 @@ describe('HTTP on the daemon port', () => {
     expect(events.at(-1)!.data).not.toHaveProperty('stdout');
     const everything = await within(all.until((event) => event.data.id === 'watched' && event.data.state === 'COMPLETED'), 10_000, 'all changes');
     expect(everything.map((event) => event.data.id)).toContain('unwatched');
+    // A removal is pushed too, as `removed` with the id, to the streams that follow the task.
+    expect((await call('DELETE', '/tasks/watched')).status).toBe(200);
+    const removal = await within(some.until((event) => event.event === 'removed'), 10_000, 'the removal');
+    expect(removal.at(-1)!.data).toEqual({ id: 'watched' });
     some.stop();
     all.stop();
     await client.close();

@@ -64,7 +64,10 @@ export const handlers: { [O in StatelessOp]: Handler<O> } = {
     // it has been canceled, which later requests do not wait for.
     const forget = (task: Task) => {
       const record = withOutput(task, ctx);
-      return when(ctx.scheduler.remove(task), () => ({ task: record }));
+      return when(ctx.scheduler.remove(task), () => {
+        ctx.subscribers.removed(task.id);
+        return { task: record };
+      });
     };
     const atItsTurn = ctx.inOrder(() =>
       when(ctx.scheduler.get(id), (task) => (isTerminal(task.state) ? when(forget(task), (removed) => ({ removed })) : { running: task })),

@@ -6,6 +6,8 @@ export interface Subscriber {
   /** ids to follow; all tasks when absent */
   ids: ReadonlySet<string> | undefined;
   deliver(change: TaskChange): void;
+  /** told of a task a client removed, for an event stream (the line protocol's subscribe tells only changes) */
+  removed?(id: string): void;
 }
 
 /** A task's new record, and the line-protocol event that tells it, made once for every subscriber. */
@@ -39,6 +41,16 @@ export class Subscribers {
     return () => {
       if (this.all.delete(subscriber) && this.all.size === 0) this.scheduler.off('change', this.listener);
     };
+  }
+
+  /** A task a client of this daemon removed: the subscribers that asked hear of it once the journal has it. */
+  removed(id: string): void {
+    const targets = [...this.all].filter((s) => s.removed !== undefined && (s.ids === undefined || s.ids.has(id)));
+    if (targets.length === 0) return;
+    void this.journal.flushed().then(
+      () => targets.forEach((s) => s.removed!(id)),
+      () => undefined,
+    );
   }
 
   private publish(task: Task): void {

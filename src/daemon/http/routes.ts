@@ -101,7 +101,11 @@ export function registerRoutes(app: FastifyInstance, ctx: DaemonContext): void {
     const { ids } = queryFields(request, ['ids']);
     const parsed = parseRequest({ op: 'subscribe', ...(typeof ids === 'string' ? { ids: ids.split(',').filter(Boolean) } : {}) }) as ValidRequest<'subscribe'>;
     const events = openEventStream(reply);
-    const unsubscribe = ctx.subscribers.add({ ids: parsed.ids && new Set(parsed.ids), deliver: ({ record }) => events.push('task', record) });
+    const unsubscribe = ctx.subscribers.add({
+      ids: parsed.ids && new Set(parsed.ids),
+      deliver: ({ record }) => events.push('task', record),
+      removed: (id) => events.push('removed', { id }),
+    });
     const until = AbortSignal.any([events.closed, ctx.stopping]);
     const stop = () => {
       unsubscribe();

@@ -45,22 +45,28 @@ export class Subscribers {
 
   /** A task a client of this daemon removed: the subscribers that asked hear of it once the journal has it. */
   removed(id: string): void {
-    const targets = [...this.all].filter((s) => s.removed !== undefined && (s.ids === undefined || s.ids.has(id)));
-    if (targets.length === 0) return;
-    void this.journal.flushed().then(
-      () => targets.forEach((s) => s.removed!(id)),
-      () => undefined,
-    );
+    this.tell(id, () => (s) => s.removed?.(id));
   }
 
   private publish(task: Task): void {
-    const targets = [...this.all].filter((s) => s.ids === undefined || s.ids.has(task.id));
+    this.tell(task.id, () => {
+      const change = new TaskChange(task.record()); // as it is now, not as it may be once the journal has it
+      return (s) => s.deliver(change);
+    });
+  }
+
+  /**
+   * Tells the subscribers that follow task `id`, once the journal has what they are told; `prepare`
+   * runs now, and only when someone follows it.
+   */
+  private tell(id: string, prepare: () => (subscriber: Subscriber) => void): void {
+    const targets = [...this.all].filter((s) => s.ids === undefined || s.ids.has(id));
     if (targets.length === 0) return;
-    const change = new TaskChange(task.record());
+    const send = prepare();
     void this.journal.flushed().then(
-      () => targets.forEach((s) => {
-        s.deliver(change);
-      }),
+      () => {
+        for (const target of targets) send(target);
+      },
       () => undefined, // a failing journal stops the daemon; nothing to report
     );
   }

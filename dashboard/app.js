@@ -58,9 +58,9 @@ function put(record) {
   schedule();
 }
 
-function forget(id) {
-  const task = tasks.get(id);
-  if (task) removed.set(id, task.created_at);
+/** `createdAt`: of the task removed, when told by the daemon (the page may not hold it yet while its list loads). */
+function forget(id, createdAt = tasks.get(id)?.created_at) {
+  if (createdAt !== undefined) removed.set(id, createdAt);
   tasks.delete(id);
   order = order.filter((other) => other !== id);
   if (selected === id) select(undefined);
@@ -120,7 +120,10 @@ function listen() {
     put(record);
   });
   // Removed by another page or client: it leaves this one too.
-  events.addEventListener('removed', (event) => forget(JSON.parse(event.data).id));
+  events.addEventListener('removed', (event) => {
+    const { id, created_at } = JSON.parse(event.data);
+    forget(id, created_at);
+  });
 }
 
 async function recheck() {

@@ -1,4 +1,5 @@
 import { request } from 'node:http';
+import { connect } from 'node:net';
 
 export interface HttpAnswer {
   status: number;
@@ -42,6 +43,27 @@ export function http(
     });
     sent.on('error', reject);
     sent.end(raw);
+  });
+}
+
+/**
+ * Writes `text` (raw HTTP, pipelined requests, anything) on a connection of its own and resolves
+ * with all the daemon sent once `enough` holds of it, or once the daemon has closed the connection.
+ */
+export function rawExchange(port: number, text: string, enough: (received: string) => boolean = () => false): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    let received = '';
+    socket.setEncoding('utf8');
+    socket.on('error', () => undefined); // the daemon may close while this side still writes
+    socket.on('data', (chunk: string) => {
+      received += chunk;
+      if (!enough(received)) return;
+      socket.destroy();
+      resolve(received);
+    });
+    socket.on('close', () => resolve(received));
+    socket.write(text);
   });
 }
 

@@ -7,7 +7,7 @@ import { shellWords } from '../src/daemon/http/shell-words.js';
 import { TaskManagerClient } from '../src/index.js';
 import { execa } from 'execa';
 import { CMD, eventually, TASK_MANAGER, untilExists, startDaemon, tasksAfterARun, tempDir, within, type TestDaemon } from './helpers.js';
-import { EventStreamReader, http } from './http-client.js';
+import { EventStreamReader, http, rawExchange } from './http-client.js';
 
 const dir = tempDir('tm-http-');
 
@@ -97,41 +97,31 @@ describe('HTTP on the daemon port', () => {
   });
 
   it('keeps a connection alive across requests, pipelined ones too, and takes a chunked body', async () => {
-    const socket = connect(daemon.port, '127.0.0.1');
-    let received = '';
-    socket.setEncoding('utf8');
-    socket.on('data', (chunk: string) => (received += chunk));
     const body = JSON.stringify({ id: 'chunked', cmd: 'echo chunked' });
     const half = Math.floor(body.length / 2);
     const chunk = (text: string) => `${text.length.toString(16)}\r\n${text}\r\n`;
-    socket.write(
+    const requests =
       `GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /count HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n` +
-        `POST /tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n` +
-        `${chunk(body.slice(0, half))}${chunk(body.slice(half))}0\r\n\r\n`,
-    );
-    await within(
-      new Promise<void>((resolve) => socket.on('data', () => received.split('HTTP/1.1 ').length > 3 && received.includes('"chunked"') && resolve())),
+      `POST /tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n` +
+      `${chunk(body.slice(0, half))}${chunk(body.slice(half))}0\r\n\r\n`;
+    const received = await within(
+      rawExchange(daemon.port, requests, (text) => text.split('HTTP/1.1 ').length > 3 && text.includes('"chunked"')),
       10_000,
       'three answers',
     );
-    socket.destroy();
     expect(received.match(/HTTP\/1\.1 \d+/g)).toEqual(['HTTP/1.1 200', 'HTTP/1.1 200', 'HTTP/1.1 201']);
     expect(received.indexOf('"version"')).toBeLessThan(received.indexOf('"counts"'));
   });
 
   it('keeps the connection after a body that is not JSON, as after any other 400', async () => {
-    const socket = connect(daemon.port, '127.0.0.1');
-    let received = '';
-    socket.setEncoding('utf8');
-    socket.on('data', (chunk: string) => (received += chunk));
-    socket.write(`POST /tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 4\r\n\r\n{bad`);
-    socket.write('GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
-    await within(
-      new Promise<void>((resolve) => socket.on('data', () => received.includes('"version"') && resolve())),
+    const requests =
+      'POST /tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 4\r\n\r\n{bad' +
+      'GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n';
+    const received = await within(
+      rawExchange(daemon.port, requests, (text) => text.includes('"version"')),
       10_000,
       'the health answer on the same connection',
     );
-    socket.destroy();
     expect(received.match(/HTTP\/1\.1 \d+/g)).toEqual(['HTTP/1.1 400', 'HTTP/1.1 200']);
     expect(received).toContain('"BAD_JSON"');
     expect(received.toLowerCase()).not.toContain('connection: close');
@@ -143,18 +133,23 @@ describe('HTTP on the daemon port', () => {
       ['POST /tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\n', 400, /Content-Length/],
       [`GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ${'x'.repeat(20_000)}\r\n\r\n`, 431, /headers are larger/],
     ] as const) {
-      const socket = connect(daemon.port, '127.0.0.1');
-      let received = '';
-      socket.setEncoding('utf8');
-      socket.on('data', (chunk: string) => (received += chunk));
-      socket.on('error', () => undefined);
-      socket.write(head);
-      await within(new Promise((resolve) => socket.once('close', resolve)), 10_000, 'the close');
+      const received = await within(rawExchange(daemon.port, head), 10_000, 'the close');
       const [statusLine, ...rest] = received.split('\r\n');
       expect(statusLine).toBe(`HTTP/1.1 ${status} ${status === 400 ? 'Bad Request' : 'Request Header Fields Too Large'}`);
       expect(rest).toContain('Content-Type: application/json; charset=utf-8');
       expect(JSON.parse(received.slice(received.indexOf('\r\n\r\n') + 4))).toMatchObject({ ok: false, error: { code: 'BAD_REQUEST', message: expect.stringMatching(message) } });
     }
+  });
+
+  it('never writes an answer to a malformed request into one still being sent: it closes the connection instead', async () => {
+    await call('POST', '/tasks', { body: { id: 'slow-to-wait-for', cmd: [CMD, '--sleep', '60000'] } });
+    const received = await within(
+      rawExchange(daemon.port, 'GET /tasks/slow-to-wait-for/wait HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nFOO /x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'),
+      10_000,
+      'the close',
+    );
+    expect(received).not.toContain('no method HTTP knows');
+    await call('POST', '/tasks/slow-to-wait-for/cancel');
   });
 
   it('serves kept output as JSON, one stream or both', async () => {
@@ -210,7 +205,7 @@ describe('HTTP on the daemon port', () => {
     // A removal is pushed too, as `removed` with the id, to the streams that follow the task.
     expect((await call('DELETE', '/tasks/watched')).status).toBe(200);
     const removal = await within(some.until((event) => event.event === 'removed'), 10_000, 'the removal');
-    expect(removal.at(-1)!.data).toEqual({ id: 'watched' });
+    expect(removal.at(-1)!.data).toEqual({ id: 'watched', created_at: expect.any(String) });
     some.stop();
     all.stop();
     await client.close();
@@ -353,11 +348,9 @@ describe('who may call over HTTP', () => {
     // A page's own origin is no other site.
     const own = await call('POST', '/tasks', { body: { cmd: 'true' }, headers: { ...bearer, Origin: `http://127.0.0.1:${daemon.port}`, Host: `127.0.0.1:${daemon.port}` } });
     expect(own.status).toBe(201);
-    // A page from localhost calling 127.0.0.1 (or the other way) is the daemon's own as well, on its port alone.
-    const localhost = await call('POST', '/tasks', { body: { cmd: 'true' }, headers: { ...bearer, Origin: `http://localhost:${daemon.port}`, Host: `127.0.0.1:${daemon.port}` } });
-    expect(localhost.status).toBe(201);
-    const otherPort = await call('POST', '/tasks', { body: { cmd: 'true' }, headers: { ...bearer, Origin: `http://localhost:${daemon.port + 1}`, Host: `127.0.0.1:${daemon.port}` } });
-    expect(otherPort.status).toBe(403);
+    // Only the very origin the request was sent to: another server may listen on [::1] or localhost at the same port.
+    const otherName = await call('POST', '/tasks', { body: { cmd: 'true' }, headers: { ...bearer, Origin: `http://[::1]:${daemon.port}`, Host: `127.0.0.1:${daemon.port}` } });
+    expect(otherName.status).toBe(403);
     expect((await call('GET', '/health', { headers: { Host: `localhost:${daemon.port}` } })).status).toBe(200);
     await expectNeverRan(rebinding.file);
     await expectNeverRan(crossSite.file);
@@ -380,7 +373,7 @@ describe('--allow-origin', () => {
   const site = 'http://app.example:8080';
   let daemon: TestDaemon;
   beforeAll(async () => {
-    daemon = await startDaemon(['--allow-origin', `${site},https://other.example`]);
+    daemon = await startDaemon(['--allow-origin', `${site},HTTPS://Other.Example:443`]);
   });
   afterAll(async () => {
     expect(await daemon.stop()).toBe(0);
@@ -401,10 +394,18 @@ describe('--allow-origin', () => {
     expect(submitted.status).toBe(201);
     expect(submitted.headers['access-control-allow-origin']).toBe(site);
     expect(submitted.headers['access-control-expose-headers']).toContain('Location');
+    // Named as the operator wrote it, matched as a browser sends it: lower case, the default port left out.
+    const other = await call('OPTIONS', '/tasks', { headers: { Origin: 'https://other.example', 'Access-Control-Request-Method': 'DELETE' } });
+    expect(other.status).toBe(204);
+    expect(other.headers['access-control-allow-origin']).toBe('https://other.example');
     const events = new EventStreamReader(daemon.port, '/events', { Origin: site });
     await eventually(() => events.status === 200);
     expect(events.headers['access-control-allow-origin']).toBe(site);
     events.stop();
+  });
+
+  it('warns at start that, without a token, the scripts of those sites can run commands', () => {
+    expect(daemon.stderr()).toContain('--allow-origin without --token-file: scripts of http://app.example:8080, https://other.example can run commands');
   });
 
   it('still refuses every other site, and gives it no CORS headers', async () => {

@@ -21,17 +21,9 @@ export function integerOption(min: number, max = Number.MAX_SAFE_INTEGER) {
   };
 }
 
-/**
- * `--allow-origin`, repeated or comma-separated: origins as browsers send them (`https://app.example:8443`,
- * no path). `*` is refused: a page of any site could then run commands through its visitors' browsers.
- */
+/** `--allow-origin`, repeated or comma-separated; the daemon checks each (checkStartup). */
 export function originsOption(value: string, previous: string[]): string[] {
-  const origins = value.split(',').map((origin) => origin.trim()).filter((origin) => origin !== '');
-  for (const origin of origins) {
-    if (origin === '*') throw new InvalidArgumentError('"*" is not taken: name each site (scheme://host:port), or a page of any site could run commands.');
-    if (!/^https?:\/\/[^/\s?#@]+$/.test(origin)) throw new InvalidArgumentError(`"${origin}" is not an origin: expected scheme://host or scheme://host:port (http or https, no path).`);
-  }
-  return [...previous, ...origins.map((origin) => origin.toLowerCase())];
+  return [...previous, ...value.split(',').map((origin) => origin.trim()).filter((origin) => origin !== '')];
 }
 
 /** The options that say where the daemon is, as every client command takes them. */

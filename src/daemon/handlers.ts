@@ -65,7 +65,7 @@ export const handlers: { [O in StatelessOp]: Handler<O> } = {
     const forget = (task: Task) => {
       const record = withOutput(task, ctx);
       return when(ctx.scheduler.remove(task), () => {
-        ctx.subscribers.removed(task.id);
+        ctx.subscribers.removed({ id: task.id, created_at: record.created_at });
         return { task: record };
       });
     };

@@ -2,6 +2,7 @@ import { isIP } from 'node:net';
 import { ATTEMPT_VARIABLE, chooseSpawner, type Executor, type OutputPaths, OWNER_VARIABLE, TASK_VARIABLE } from '../executor/index.js';
 import type { AttemptRunner } from '../scheduler/index.js';
 import { ConfigError, type DaemonConfig } from './config.js';
+import { originOf } from './http/guard.js';
 
 export interface RunningDaemon {
   host: string;
@@ -29,6 +30,10 @@ export function checkStartup(config: DaemonConfig): void {
       `refusing to listen on ${config.host} without a token: anyone who can connect can run commands as this user. ` +
         'Give --token-file, or listen on 127.0.0.1 and reach it through an SSH tunnel.',
     );
+  }
+  config.allowOrigins = config.allowOrigins.map(originOf);
+  if (config.allowOrigins.length > 0 && config.token === undefined) {
+    config.log(`--allow-origin without --token-file: scripts of ${config.allowOrigins.join(', ')} can run commands as this user through their visitors' browsers`);
   }
   let fallback: string | undefined;
   try {

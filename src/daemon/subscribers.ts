@@ -7,7 +7,13 @@ export interface Subscriber {
   ids: ReadonlySet<string> | undefined;
   deliver(change: TaskChange): void;
   /** told of a task a client removed, for an event stream (the line protocol's subscribe tells only changes) */
-  removed?(id: string): void;
+  removed?(removal: Removal): void;
+}
+
+/** A removed task: its id, and when it was created (a later task may take the id). */
+export interface Removal {
+  id: string;
+  created_at: string;
 }
 
 /** A task's new record, and the line-protocol event that tells it, made once for every subscriber. */
@@ -44,8 +50,8 @@ export class Subscribers {
   }
 
   /** A task a client of this daemon removed: the subscribers that asked hear of it once the journal has it. */
-  removed(id: string): void {
-    this.tell(id, () => (s) => s.removed?.(id));
+  removed(removal: Removal): void {
+    this.tell(removal.id, () => (s) => s.removed?.(removal));
   }
 
   private publish(task: Task): void {

@@ -9,7 +9,10 @@ export function withFieldAsSent<T>(parse: () => T, became: string, sent: string)
   try {
     return parse();
   } catch (error) {
-    if (error instanceof RequestError && error.code === 'BAD_REQUEST') throw requestError.BAD_REQUEST(error.message.replaceAll(became, sent));
+    // The field a message names comes first in it; what the client sent, quoted later, stays as sent.
+    if (error instanceof RequestError && error.code === 'BAD_REQUEST' && error.message.startsWith(became)) {
+      throw requestError.BAD_REQUEST(sent + error.message.slice(became.length));
+    }
     throw error;
   }
 }

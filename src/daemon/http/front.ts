@@ -36,7 +36,8 @@ export async function startHttpFront(ctx: DaemonContext): Promise<HttpFront> {
   });
   // Every method Node's parser takes (CONNECT is a tunnel, not a request) reaches the router, so
   // that a path some route has answers any other method with 405, not 404.
-  for (const method of METHODS) if (method !== 'CONNECT' && !app.supportedMethods.includes(method)) app.addHttpMethod(method, { hasBody: true });
+  // Their bodies are not read: such a request is refused whatever it carries.
+  for (const method of METHODS) if (method !== 'CONNECT' && !app.supportedMethods.includes(method)) app.addHttpMethod(method);
   // Bodies are read as the line protocol reads a line: the same UTF-8 and JSON rules, the same messages.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, async (_request: FastifyRequest, body: Buffer) => parseBody(body));
@@ -101,6 +102,11 @@ const MALFORMED: Record<string, [status: number, why: string]> = {
  */
 function answerMalformed(error: NodeJS.ErrnoException, socket: Socket): void {
   if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  // An answer to an earlier request still being written (a wait, an event stream) must not be cut into.
+  if ((socket as Socket & { _httpMessage?: unknown })._httpMessage) {
+    socket.destroy();
+    return;
+  }
   const [status, why] = MALFORMED[error.code ?? ''] ?? [400, `the request is not well-formed HTTP/1.1 (${error.code ?? error.message})`];
   const body = JSON.stringify(errorResponse(undefined, requestError.BAD_REQUEST(why)));
   if (!socket.writable) {

@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { requestError } from '../../protocol/index.js';
-import type { DaemonConfig } from '../config.js';
+import { ConfigError, type DaemonConfig } from '../config.js';
 import { sameSecret } from '../secret.js';
 import { cookieOf, SESSION_COOKIE, sessionValue } from './session.js';
 
@@ -29,26 +29,31 @@ function hostNames(config: DaemonConfig): Set<string> | undefined {
 /** `example:3000` → `example`, `[::1]:3000` → `[::1]`. */
 const hostName = (host: string) => (host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.replace(/:\d*$/, '')).toLowerCase();
 
-const portOf = (host: string) => /:(\d+)$/.exec(host)?.[1] ?? '80';
-
-/**
- * Whether a page of `origin` is the daemon's own: `http://` and the host the request was sent to,
- * or, as the Host header may be, another of the daemon's names with the same port (a page loaded
- * from localhost that calls 127.0.0.1, say).
- */
-function ownOrigin(origin: string, host: string, names: Set<string> | undefined): boolean {
-  if (origin === `http://${host}`) return true;
-  if (names === undefined || !origin.startsWith('http://')) return false;
-  const originHost = origin.slice('http://'.length);
-  return names.has(hostName(originHost)) && portOf(originHost) === portOf(host);
-}
-
 /** Whether a request carries the token: as a bearer, or as the dashboard's session cookie. */
 function authenticated(request: FastifyRequest, token: string): boolean {
   const bearer = /^Bearer +(\S+)\s*$/i.exec(request.headers.authorization ?? '')?.[1];
   if (bearer !== undefined) return sameSecret(bearer, token);
   const session = cookieOf(request.headers.cookie, SESSION_COOKIE);
   return session !== undefined && sameSecret(session, sessionValue(token));
+}
+
+/**
+ * An origin of --allow-origin as browsers send it in `Origin` (`https://app.example`, the default
+ * port left out, the host in lower case); ConfigError, naming the flag, for anything else.
+ */
+export function originOf(text: string): string {
+  if (text === '*') throw new ConfigError('--allow-origin "*" is not taken: name each site (scheme://host:port), or a page of any site could run commands');
+  let url: URL | undefined;
+  try {
+    url = new URL(text);
+  } catch {
+    url = undefined;
+  }
+  const bare = url && url.pathname === '/' && url.search === '' && url.hash === '' && url.username === '' && url.password === '';
+  if (!url || !bare || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+    throw new ConfigError(`--allow-origin ${JSON.stringify(text)} is not an origin: expected scheme://host or scheme://host:port (http or https, no path)`);
+  }
+  return url.origin;
 }
 
 /** What a page of an allowed origin may send: the methods of the routes, and the headers of a JSON request with a token. */
@@ -66,7 +71,6 @@ const CORS_PREFLIGHT = {
 function allowCrossOrigin(origin: string, request: FastifyRequest, reply: FastifyReply): boolean {
   reply.raw.setHeader('Access-Control-Allow-Origin', origin);
   reply.raw.setHeader('Access-Control-Expose-Headers', 'Location, WWW-Authenticate');
-  reply.raw.setHeader('Vary', 'Origin');
   if (request.method !== 'OPTIONS' || request.headers['access-control-request-method'] === undefined) return false;
   void reply.code(204).headers(CORS_PREFLIGHT).send();
   return true;
@@ -86,9 +90,11 @@ export function guardOf(config: DaemonConfig) {
     const host = request.headers.host ?? '';
     if (names && !names.has(hostName(host))) throw requestError.FORBIDDEN('Host', host);
     const origin = request.headers.origin;
+    // Answers differ by Origin once some are allowed: caches must keep them apart.
+    if (allowed.size > 0) reply.raw.setHeader('Vary', 'Origin');
     if (origin !== undefined && allowed.has(origin)) {
       if (allowCrossOrigin(origin, request, reply)) return reply;
-    } else if (origin !== undefined && !SAFE_METHODS.has(request.method) && !ownOrigin(origin, host, names)) {
+    } else if (origin !== undefined && !SAFE_METHODS.has(request.method) && origin !== `http://${host}`) {
       throw requestError.FORBIDDEN('Origin', origin);
     }
     if (config.token === undefined || OPEN_ROUTES.has(`${request.method} ${request.routeOptions.url}`)) return;

@@ -104,7 +104,7 @@ export function registerRoutes(app: FastifyInstance, ctx: DaemonContext): void {
     const unsubscribe = ctx.subscribers.add({
       ids: parsed.ids && new Set(parsed.ids),
       deliver: ({ record }) => events.push('task', record),
-      removed: (id) => events.push('removed', { id }),
+      removed: (removal) => events.push('removed', removal),
     });
     const until = AbortSignal.any([events.closed, ctx.stopping]);
     const stop = () => {

@@ -234,6 +234,26 @@ describe('a task that kills or stops the process supervising it', () => {
     expect(daemon.stderr()).toMatch(/an executor process \(pid \d+\) is stopped; killing it/);
   });
 
+  it('executors stopped before they start what they were sent: the tasks start on new ones, and count one attempt each', async () => {
+    work = tempDir('tm-faults-');
+    const records = join(work, 'records.ndjson');
+    const { daemon, client } = await serve([]);
+    await client.run({ cmd: 'true' }); // the executor processes are up
+    const executors = childrenOf(daemon.process.pid!);
+    expect(executors.length).toBeGreaterThan(0);
+    for (const pid of executors) process.kill(pid, 'SIGSTOP');
+    // Sent to stopped executors, these never start there: no pid ever comes back, and no marked process is found.
+    const ids = ['s1', 's2', 's3', 's4'];
+    for (const id of ids) await client.submit({ id, cmd: [CMD, '--record', records] });
+    const finals = await Promise.all(ids.map(async (id) => (await within(client.wait(id), 30_000, `${id} to run on a new executor`)).task));
+    const { starts } = executions(records);
+    for (const task of finals) {
+      expectTruthfulRecord(task, starts.get(task.id));
+      expect({ id: task.id, attempts: task.attempts, interrupted: task.interrupted }).toEqual({ id: task.id, attempts: 1, interrupted: undefined });
+    }
+    expect(daemon.stderr()).toMatch(/an executor process \(pid \d+\) is stopped; killing it/);
+  });
+
   it('a graceful stop ends within its grace period even when an executor is stopped', async () => {
     work = tempDir('tm-faults-');
     const records = join(work, 'records.ndjson');

@@ -115,10 +115,17 @@ describe('faults in a cluster', () => {
     await eventually(() => frozen.stderr().includes('registered again under a new lease'), 30_000);
   }, 150_000);
 
-  it('PostgreSQL restarted under load: the daemons reconnect and lose nothing', async () => {
-    const { clients: [a, b, c] } = await cluster();
+  it('PostgreSQL restarted under load: the daemons reconnect and lose nothing, and subscribers hear each end once', async () => {
+    const { nodes, clients: [a, b, c] } = await cluster();
     const dir = tempDir('tm-cluster-runs-');
     dirs.push(dir);
+    // A subscriber on b: after the restart its daemon looks at every task again, and tells only what changed.
+    const watcher = await clientOf(nodes[1]!);
+    const ends = new Map<string, number>();
+    watcher.on('task', (task) => {
+      if (task.state === 'COMPLETED') ends.set(task.id, (ends.get(task.id) ?? 0) + 1);
+    });
+    await watcher.subscribe();
     const ids = Array.from({ length: 48 }, (_, i) => `r${i}`);
     for (const id of ids.slice(0, 24)) await a!.submit(loggingTask(dir, id, 0.3));
     await eventually(async () => (await b!.count()).counts.COMPLETED >= 4, 30_000);
@@ -126,5 +133,8 @@ describe('faults in a cluster', () => {
     // Submits right after the restart are acknowledged once committed, or refused: never lost.
     for (const id of ids.slice(24)) await c!.submit(loggingTask(dir, id, 0.3));
     await expectEveryTaskRanSafely(b!, dir, ids);
+    await eventually(() => ids.every((id) => ends.has(id)), 30_000);
+    expect([...ends].filter(([, count]) => count > 1)).toEqual([]);
+    await watcher.close();
   }, 150_000);
 });

@@ -105,6 +105,12 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
   private readonly wakers = new Map<string, Set<{ any: boolean; wake: () => void }>>();
   /** ids changed since the last publication to subscribers */
   private readonly changed = new Set<string>();
+  /**
+   * The row version (xmin, the transaction that last wrote it) of each task last told to
+   * subscribers: a task looked at again (after notices may have been missed) that has not
+   * changed since is not told twice.
+   */
+  private readonly told = new Map<string, string>();
   /** the output of tasks as read for an answer */
   private readonly texts = new WeakMap<Task, { stdout: string; stderr: string }>();
   private publishing = false;
@@ -611,11 +617,18 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       const lease = this.lease;
       if (free <= 0 || this.stopping || !lease?.held) return;
       const numbers: string[] = [];
-      const claimed = await this.db.transaction(async (query) => ((await lease.confirm(query)) ? this.claim(query, free, numbers) : [])).catch((error: unknown) => {
-        // The commit may have happened unheard: the upkeep hands back whatever of these it finds committed.
-        for (const claim of numbers) this.inDoubt.set(claim, Date.now());
-        throw error;
-      });
+      let renewal: number | undefined;
+      const claimed = await this.db
+        .transaction(async (query) => {
+          renewal = await lease.renewIn(query);
+          return renewal === undefined ? [] : this.claim(query, free, numbers);
+        })
+        .catch((error: unknown) => {
+          // The commit may have happened unheard: the upkeep hands back whatever of these it finds committed.
+          for (const claim of numbers) this.inDoubt.set(claim, Date.now());
+          throw error;
+        });
+      if (renewal !== undefined) lease.renewedBy(renewal);
       // The claim took time: a daemon that has fenced itself or begun to stop since starts none of it.
       if (claimed.length > 0 && (this.stopping || !lease.held)) {
         await this.handBack(claimed.map(({ task, claim }) => ({ id: task.id, claim })));
@@ -827,6 +840,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       const id = payload.slice(space + 1);
       if (state === 'QUEUED') this.poke();
       else if (state === 'PENDING') this.planPromotion();
+      else if (state === 'REMOVED') this.told.delete(id);
       this.wake(id, state === 'REMOVED' || isTerminal(state as TaskState));
       this.publishSoon(id);
     } else if (channel === 'tm_kill') {
@@ -840,7 +854,10 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
 
   /** Subscribers get the latest record of each changed task, read in one query per turn. */
   private publishSoon(id: string): void {
-    if (this.listenerCount('change') === 0) return;
+    if (this.listenerCount('change') === 0) {
+      this.told.clear(); // a later subscriber hears only of later changes
+      return;
+    }
     this.changed.add(id);
     if (this.publishing) return;
     this.publishing = true;
@@ -849,8 +866,14 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       while (this.changed.size > 0) {
         const ids = [...this.changed];
         this.changed.clear();
-        const rows = await this.db.query<TaskRow>(`SELECT ${TASK_COLUMNS} FROM tm_tasks WHERE id = ANY ($1) ORDER BY seq`, [ids]).catch(() => []);
-        for (const row of rows) this.emit('change', taskOf(row));
+        const rows = await this.db
+          .query<TaskRow & { version: string }>(`SELECT xmin::text AS version, ${TASK_COLUMNS} FROM tm_tasks WHERE id = ANY ($1) ORDER BY seq`, [ids])
+          .catch(() => []);
+        for (const row of rows) {
+          if (this.told.get(row.id) === row.version) continue;
+          this.told.set(row.id, row.version);
+          this.emit('change', taskOf(row));
+        }
       }
       this.publishing = false;
     });

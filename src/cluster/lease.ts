@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { performance } from 'node:perf_hooks';
 import type { Database, Query } from './database.js';
 
 /** Whether a process of this host exists (a pid of another user's process counts as alive). */
@@ -116,17 +115,28 @@ export class Lease {
   }
 
   /**
-   * In a claim's transaction: whether the store still has this daemon's
-   * lease, renewed within the last half of it. The row stays share-locked
-   * to the end of the transaction, so no other daemon takes the lease over
-   * meanwhile.
+   * In a claim's transaction: renews the lease if the store still has it for
+   * this daemon, and tells when the renewal was sent (undefined if the lease
+   * is gone). The row stays locked to the end of the transaction, so no other
+   * daemon takes the lease over meanwhile; once the transaction has
+   * committed, `renewedBy` counts the renewal. A claim is thus a renewal as
+   * well: a daemon that has just claimed tasks on a store back from an outage
+   * does not fence itself a moment later for the renewals the outage cost.
    */
-  async confirm(query: Query): Promise<boolean> {
+  async renewIn(query: Query): Promise<number | undefined> {
+    const sent = performance.now();
     const rows = await query(
-      'SELECT 1 FROM tm_nodes WHERE name = $1 AND instance = $2 AND lease_until > now() + $3::interval FOR KEY SHARE',
-      [this.options.node, this.instance, `${this.options.leaseMs / 2} milliseconds`],
+      'UPDATE tm_nodes SET lease_until = now() + $3::interval, last_seen = now() WHERE name = $1 AND instance = $2 AND lease_until > now() RETURNING name',
+      [this.options.node, this.instance, this.interval],
     );
-    return rows.length > 0;
+    return rows.length > 0 ? sent : undefined;
+  }
+
+  /** A renewal made by `renewIn`, whose transaction has committed. */
+  renewedBy(sent: number): void {
+    if (this.fenced || sent <= this.renewedAt) return;
+    this.renewedAt = sent;
+    this.options.renewed();
   }
 
   /**

@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, METHODS, type Server, STATUS_CODES } from 'node:http';
+import { createServer, type IncomingMessage, METHODS, type Server, type ServerResponse, STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { errorResponse, RequestError, requestError } from '../../protocol/index.js';
@@ -97,14 +97,16 @@ const MALFORMED: Record<string, [status: number, why: string]> = {
 };
 
 /**
- * A request Node's HTTP parser could not read, answered with the line protocol's failure body (not
- * fastify's own) and the connection closed: what follows on it cannot be told apart.
+ * A request Node's HTTP parser could not read, answered (after any answer still owed on the
+ * connection) with the line protocol's failure body, not fastify's own, and the connection
+ * closed: what follows on it cannot be told apart.
  */
 function answerMalformed(error: NodeJS.ErrnoException, socket: Socket): void {
   if (error.code === 'ECONNRESET' || socket.destroyed) return;
-  // An answer to an earlier request still being written (a wait, an event stream) must not be cut into.
-  if ((socket as Socket & { _httpMessage?: unknown })._httpMessage) {
-    socket.destroy();
+  // The answer to an earlier request still being made (a wait, a refusal not sent yet) goes first, whole.
+  const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (inFlight && !inFlight.writableFinished) {
+    inFlight.once('finish', () => answerMalformed(error, socket));
     return;
   }
   const [status, why] = MALFORMED[error.code ?? ''] ?? [400, `the request is not well-formed HTTP/1.1 (${error.code ?? error.message})`];

@@ -131,6 +131,8 @@ describe('HTTP on the daemon port', () => {
     for (const [head, status, message] of [
       ['FOO /tasks HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n', 400, /no method HTTP knows/],
       ['POST /tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\n', 400, /Content-Length/],
+      // The malformed part is the request's own body: it is answered at once, not after itself.
+      ['POST /tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n', 400, /chunk/],
       [`GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ${'x'.repeat(20_000)}\r\n\r\n`, 431, /headers are larger/],
     ] as const) {
       const received = await within(rawExchange(daemon.port, head), 10_000, 'the close');

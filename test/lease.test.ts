@@ -14,7 +14,8 @@ function storeOfOne() {
   const store = { lost: false, statements: [] as string[] };
   const query = (async (text: string) => {
     store.statements.push(text.split(' ')[0]!);
-    if (text.startsWith('SELECT')) return []; // no one else holds the name
+    if (text.includes('FOR KEY SHARE')) return store.lost ? [] : [{ held: 1 }]; // a claim's check of the lease
+    if (text.startsWith('SELECT')) return []; // registering: no one else holds the name
     return store.lost ? [] : [{ name: 'node-a' }];
   }) as Query;
   const db = { query, transaction: <T>(work: (query: Query) => Promise<T>) => work(query) } as unknown as Database;
@@ -56,17 +57,21 @@ describe('the lease', () => {
 
   // A store back from an outage: the daemon claims tasks at once, before its next plain renewal is due.
   // Were the claim not a renewal, the daemon would fence itself a moment later and kill what it just started.
-  it("counts a claim's renewal, once committed, as a renewal", async () => {
+  it("counts a claim's renewal, once committed, as a renewal from before its transaction began", async () => {
     const { db, query, store } = storeOfOne();
     const lease = leaseOn(db);
     await lease.register();
     vi.advanceTimersByTime(LEASE_MS / 2 - 100);
-    const sent = await lease.renewIn(query);
-    expect(sent).toBeDefined();
-    expect(store.statements.at(-1)).toBe('UPDATE');
-    lease.renewedBy(sent!);
-    vi.advanceTimersByTime(200); // past half the lease from registering, within it from the claim
+    const sent = performance.now();
+    vi.advanceTimersByTime(50); // the transaction's own time
+    expect(await lease.confirm(query)).toBe(true);
+    await lease.renewIn(query);
+    expect(store.statements.slice(-2)).toEqual(['SELECT', 'UPDATE']);
+    lease.renewedBy(sent);
+    vi.advanceTimersByTime(150); // past half the lease from registering, within it from the claim
     expect(lease.held).toBe(true);
+    vi.advanceTimersByTime(LEASE_MS / 2 - 200 + 10); // half the lease from `sent`, not from the commit
+    expect(lease.held).toBe(false);
   });
 
   it('gives a claim nothing once the store no longer holds the lease for this daemon', async () => {
@@ -74,6 +79,6 @@ describe('the lease', () => {
     const lease = leaseOn(db);
     await lease.register();
     store.lost = true; // another daemon took it over
-    expect(await lease.renewIn(query)).toBeUndefined();
+    expect(await lease.confirm(query)).toBe(false);
   });
 });

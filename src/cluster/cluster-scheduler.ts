@@ -617,18 +617,20 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       const lease = this.lease;
       if (free <= 0 || this.stopping || !lease?.held) return;
       const numbers: string[] = [];
-      let renewal: number | undefined;
+      const sent = performance.now(); // before the transaction: its renewal is counted from here
       const claimed = await this.db
         .transaction(async (query) => {
-          renewal = await lease.renewIn(query);
-          return renewal === undefined ? [] : this.claim(query, free, numbers);
+          if (!(await lease.confirm(query))) return [];
+          const tasks = await this.claim(query, free, numbers);
+          if (tasks.length > 0) await lease.renewIn(query);
+          return tasks;
         })
         .catch((error: unknown) => {
           // The commit may have happened unheard: the upkeep hands back whatever of these it finds committed.
           for (const claim of numbers) this.inDoubt.set(claim, Date.now());
           throw error;
         });
-      if (renewal !== undefined) lease.renewedBy(renewal);
+      if (claimed.length > 0) lease.renewedBy(sent);
       // The claim took time: a daemon that has fenced itself or begun to stop since starts none of it.
       if (claimed.length > 0 && (this.stopping || !lease.held)) {
         await this.handBack(claimed.map(({ task, claim }) => ({ id: task.id, claim })));

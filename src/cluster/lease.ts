@@ -115,24 +115,36 @@ export class Lease {
   }
 
   /**
-   * In a claim's transaction: renews the lease if the store still has it for
-   * this daemon, and tells when the renewal was sent (undefined if the lease
-   * is gone). The row stays locked to the end of the transaction, so no other
-   * daemon takes the lease over meanwhile; once the transaction has
-   * committed, `renewedBy` counts the renewal. A claim is thus a renewal as
-   * well: a daemon that has just claimed tasks on a store back from an outage
-   * does not fence itself a moment later for the renewals the outage cost.
+   * In a claim's transaction, first: whether the store still has this
+   * daemon's lease, renewed within the last half of it. The row stays
+   * share-locked to the end of the transaction, so no other daemon takes
+   * the lease over meanwhile (a renewal's update is not held up by it).
    */
-  async renewIn(query: Query): Promise<number | undefined> {
-    const sent = performance.now();
+  async confirm(query: Query): Promise<boolean> {
     const rows = await query(
-      'UPDATE tm_nodes SET lease_until = now() + $3::interval, last_seen = now() WHERE name = $1 AND instance = $2 AND lease_until > now() RETURNING name',
-      [this.options.node, this.instance, this.interval],
+      'SELECT 1 FROM tm_nodes WHERE name = $1 AND instance = $2 AND lease_until > now() + $3::interval FOR KEY SHARE',
+      [this.options.node, this.instance, `${this.options.leaseMs / 2} milliseconds`],
     );
-    return rows.length > 0 ? sent : undefined;
+    return rows.length > 0;
   }
 
-  /** A renewal made by `renewIn`, whose transaction has committed. */
+  /**
+   * In a claim's transaction, last, once it has claimed tasks: renews the
+   * lease, from the store's clock as the statement runs (not the
+   * transaction's start), and never to an earlier end. Once the transaction
+   * has committed, `renewedBy` counts it from a moment taken before the
+   * transaction began, so the daemon's count stays behind the store's. A
+   * daemon that claims tasks on a store just back from an outage thus does
+   * not fence itself a moment later for the renewals the outage cost.
+   */
+  async renewIn(query: Query): Promise<void> {
+    await query(
+      'UPDATE tm_nodes SET lease_until = GREATEST(lease_until, clock_timestamp() + $3::interval), last_seen = clock_timestamp() WHERE name = $1 AND instance = $2',
+      [this.options.node, this.instance, this.interval],
+    );
+  }
+
+  /** A renewal made by `renewIn`, whose transaction began after `sent` and has committed. */
   renewedBy(sent: number): void {
     if (this.fenced || sent <= this.renewedAt) return;
     this.renewedAt = sent;

@@ -102,11 +102,22 @@ const MALFORMED: Record<string, [status: number, why: string]> = {
  * closed: what follows on it cannot be told apart.
  */
 function answerMalformed(error: NodeJS.ErrnoException, socket: Socket): void {
-  if (error.code === 'ECONNRESET' || socket.destroyed) return;
-  // The answer to an earlier request still being made (a wait, a refusal not sent yet) goes first, whole.
+  // The parser stays failed: each later chunk on the connection is reported again, and is ignored.
+  if (error.code === 'ECONNRESET' || socket.destroyed || malformed.has(socket)) return;
+  malformed.add(socket);
+  writeMalformedAnswer(error, socket);
+}
+
+/** Sockets whose bytes Node's parser has refused: answered once. */
+const malformed = new WeakSet<Socket>();
+
+function writeMalformedAnswer(error: NodeJS.ErrnoException, socket: Socket): void {
+  if (socket.destroyed) return;
+  // The answer to an earlier request still being made (a wait, a refusal not sent yet) goes first,
+  // whole; but a request whose own body was malformed (a bad chunk) is answered now.
   const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
-  if (inFlight && !inFlight.writableFinished) {
-    inFlight.once('finish', () => answerMalformed(error, socket));
+  if (inFlight && !inFlight.writableFinished && inFlight.req.complete) {
+    inFlight.once('finish', () => writeMalformedAnswer(error, socket));
     return;
   }
   const [status, why] = MALFORMED[error.code ?? ''] ?? [400, `the request is not well-formed HTTP/1.1 (${error.code ?? error.message})`];

@@ -61,7 +61,9 @@ describe('the lease', () => {
     const { db, query, store } = storeOfOne();
     const lease = leaseOn(db);
     await lease.register();
+    expect(lease.renewalOverdue).toBe(false); // just renewed: a claim writes nothing more
     vi.advanceTimersByTime(LEASE_MS / 2 - 100);
+    expect(lease.renewalOverdue).toBe(true); // renewals have failed: a claim renews as well
     const sent = performance.now();
     vi.advanceTimersByTime(50); // the transaction's own time
     expect(await lease.confirm(query)).toBe(true);

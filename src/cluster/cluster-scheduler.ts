@@ -617,12 +617,17 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
       const lease = this.lease;
       if (free <= 0 || this.stopping || !lease?.held) return;
       const numbers: string[] = [];
-      const sent = performance.now(); // before the transaction: its renewal is counted from here
+      const sent = performance.now(); // before the transaction: a renewal in it is counted from here
+      let renewed = false;
       const claimed = await this.db
         .transaction(async (query) => {
+          renewed = false; // a transaction tried again starts over
           if (!(await lease.confirm(query))) return [];
           const tasks = await this.claim(query, free, numbers);
-          if (tasks.length > 0) await lease.renewIn(query);
+          if (tasks.length > 0 && lease.renewalOverdue) {
+            await lease.renewIn(query);
+            renewed = true;
+          }
           return tasks;
         })
         .catch((error: unknown) => {
@@ -630,7 +635,7 @@ export class ClusterScheduler extends EventEmitter<{ change: [Task] }> implement
           for (const claim of numbers) this.inDoubt.set(claim, Date.now());
           throw error;
         });
-      if (claimed.length > 0) lease.renewedBy(sent);
+      if (renewed) lease.renewedBy(sent);
       // The claim took time: a daemon that has fenced itself or begun to stop since starts none of it.
       if (claimed.length > 0 && (this.stopping || !lease.held)) {
         await this.handBack(claimed.map(({ task, claim }) => ({ id: task.id, claim })));

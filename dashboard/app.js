@@ -211,11 +211,15 @@ function drawCounts() {
   const box = $('counts');
   if (box.children.length === 0) {
     for (const state of STATES) {
-      const card = document.createElement('button');
+      // A link that filters, not a button: the page's buttons are its actions (a "0 CANCELED" button
+      // would also answer to the name of the Cancel button).
+      const card = document.createElement('a');
+      card.href = '#';
       card.className = 'count';
       card.dataset.state = state;
       card.innerHTML = `<b>0</b><span>${state}</span>`;
-      card.addEventListener('click', () => {
+      card.addEventListener('click', (event) => {
+        event.preventDefault();
         $('filter').value = $('filter').value === state ? '' : state;
         schedule();
       });
@@ -226,7 +230,7 @@ function drawCounts() {
   for (const task of tasks.values()) counts[task.state]++;
   for (const card of box.children) {
     card.firstChild.textContent = counts[card.dataset.state].toLocaleString();
-    card.setAttribute('aria-pressed', String($('filter').value === card.dataset.state));
+    card.setAttribute('aria-current', String($('filter').value === card.dataset.state));
   }
 }
 
@@ -405,7 +409,7 @@ function showFailure(error) {
     $('login').hidden = false;
     $('token').focus();
   } else {
-    $('submit-result').textContent = error.message;
+    $('submit-error').textContent = error.message;
   }
 }
 
@@ -446,26 +450,31 @@ $('logout').addEventListener('click', async () => {
   location.reload();
 });
 
+// The daemon checks the fields (the form does not: its messages name the field and what was wrong).
 $('submit').addEventListener('submit', async (event) => {
   event.preventDefault();
-  const result = $('submit-result');
+  const form = event.target;
+  $('submit-result').textContent = '';
+  $('submit-error').textContent = '';
   try {
-    const { task } = await api('POST', '/tasks', specOf(event.target));
-    result.textContent = `Submitted ${task.id}`;
+    const { task, duplicate } = await api('POST', '/tasks', specOf(form));
+    $('submit-result').textContent = duplicate ? `${task.id} was submitted already, with the same spec` : `Submitted ${task.id}`;
+    form.elements.namedItem('id').value = ''; // an id is taken once
     // The events may already have told of a later state than this answer holds.
     if (!tasks.has(task.id)) put(task);
     select(task.id);
   } catch (error) {
-    result.textContent = error.message;
+    $('submit-error').textContent = error.message;
   }
 });
 
 // The change comes back through the events, in order with every other; the answer says only that it was done.
 $('cancel').addEventListener('click', () => act('POST', `/tasks/${encodeURIComponent(selected)}/cancel`, () => undefined));
 $('restart').addEventListener('click', () => act('POST', `/tasks/${encodeURIComponent(selected)}/restart`, () => undefined));
+// No dialog: a task not finished is canceled first, as the button's title says.
 $('remove').addEventListener('click', () => {
   const id = selected;
-  if (confirm(`Remove ${id}? A task not finished is canceled first.`)) act('DELETE', `/tasks/${encodeURIComponent(id)}`, () => forget(id));
+  act('DELETE', `/tasks/${encodeURIComponent(id)}`, () => forget(id));
 });
 $('filter').addEventListener('change', schedule);
 $('search').addEventListener('input', schedule);

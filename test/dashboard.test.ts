@@ -110,24 +110,29 @@ describe('the dashboard in a browser', () => {
   it('submits a task from its form, cancels, restarts and removes it', async () => {
     const { page, errors } = await openPage(daemon);
     await page.locator('#connection[data-state="live"]').waitFor();
-    await page.fill('#submit input[name="cmd"]', `${CMD} --sleep 60000`);
-    await page.fill('#submit input[name="id"]', 'from-the-form');
-    await page.fill('#submit input[name="priority"]', '5');
-    await page.click('#submit button[type="submit"]');
+    // Found as a person (and a test written from the page) would: by label and by role, each exactly one.
+    await page.getByLabel('Command').fill(`${CMD} --sleep 60000`);
+    await page.getByLabel('Id').fill('from-the-form');
+    await page.getByLabel('Timeout ms').fill('1.5');
+    await page.getByRole('button', { name: 'Submit' }).click();
+    await expect.poll(() => page.getByRole('alert').filter({ hasText: /./ }).textContent()).toMatch(/timeout_ms/);
+    await page.getByLabel('Timeout ms').fill('');
+    await page.getByLabel('Priority').fill('5');
+    await page.getByRole('button', { name: 'Submit' }).click();
     await expect.poll(() => page.locator('#submit-result').textContent()).toBe('Submitted from-the-form');
+    expect(await page.getByLabel('Id').inputValue()).toBe(''); // an id is taken once
     await expect.poll(() => row(page, 'from-the-form').locator('.state').textContent(), { timeout: 10_000 }).toBe('RUNNING');
 
     const client = await daemon.client();
     expect(await client.status('from-the-form')).toMatchObject({ state: 'RUNNING', priority: 5 });
-    await page.click('#cancel');
+    await page.getByRole('button', { name: 'Cancel' }).click();
     await expect.poll(() => row(page, 'from-the-form').locator('.state').textContent(), { timeout: 10_000 }).toBe('CANCELED');
     expect(await client.status('from-the-form')).toMatchObject({ state: 'CANCELED', error: { code: 'CANCELED' } });
 
     await page.click('#restart');
     await expect.poll(() => row(page, 'from-the-form').locator('.state').textContent(), { timeout: 10_000 }).toBe('RUNNING');
     expect(await client.status('from-the-form')).toMatchObject({ state: 'RUNNING', restarts: 1 });
-    page.once('dialog', (dialog) => void dialog.accept());
-    await page.click('#remove');
+    await page.getByRole('button', { name: 'Remove' }).click(); // at once: no dialog to answer
     await expect.poll(() => row(page, 'from-the-form').count(), { timeout: 10_000 }).toBe(0);
     await expect(client.status('from-the-form')).rejects.toMatchObject({ code: 'NOT_FOUND' });
 

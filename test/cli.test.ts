@@ -164,6 +164,19 @@ describe('task-manager client commands', () => {
     const result = await run('run', '--shell', 'true', '--', 'false');
     expect(result.exitCode).toBe(2);
     expect(result.stderr).toContain('not both');
+    // Values out of range, by the protocol's own rules, named by their flag.
+    for (const [args, said] of [
+      [['submit', '--timeout-ms', '0', '--', 'true'], /--timeout-ms must be an integer from 1/],
+      [['run', '--retries', '101', '--', 'true'], /--retries must be/],
+      [['submit', '--start-at', 'notadate', '--', 'true'], /--start-at must be an ISO-8601/],
+      [['edit', 'some-task', '--start-at', 'bogus'], /--start-at must be an ISO-8601/],
+      [['clean', '--state', 'RUNNING'], /finished tasks only: expected one of COMPLETED, FAILED, CANCELED/],
+    ] as const) {
+      const refused = await run(...args);
+      expect({ args, exitCode: refused.exitCode }).toEqual({ args, exitCode: 2 });
+      expect(refused.stderr).toMatch(said);
+      expect(refused.stderr).not.toMatch(/\n\s+at /); // one line, no stack
+    }
   });
 });
 
@@ -251,7 +264,7 @@ describe('task-manager watch across a daemon restart', () => {
       await shows(/COMPLETED +across /, back);
     } finally {
       watch.kill('SIGINT');
-      await exited;
+      expect(await exited).toBe(130); // Ctrl-C: interrupted, as for run, wait and follow
       await second?.stop();
       removeDir(first.dataDir);
     }

@@ -114,6 +114,25 @@ describe('bin/scheduler', () => {
     expect(notSpec.stderr).toContain(':2: expected a task spec, a JSON object');
     const unknown = await scheduler(['--frobnicate']);
     expect(unknown.exitCode).toBe(2);
+    const notSpecItem = await scheduler(['-input', inputFile('null-item.json', [{ cmd: 'true' }, null]), '-port', String(daemon.port)]);
+    expect(notSpecItem).toMatchObject({ exitCode: 2, stderr: expect.stringContaining('null-item.json: item 2: expected a task spec') });
+  });
+
+  it('orders a chain of 10,000 dependencies, listed dependents first, without running out of stack', async () => {
+    const chain = Array.from({ length: 10_000 }, (_, i) => ({ id: `c${i}`, cmd: 'true', ...(i < 9_999 ? { depends_on: [`c${i + 1}`] } : {}) }));
+    // No daemon: the order is made before connecting, which then fails as without a daemon (exit 2).
+    const result = await scheduler(['-input', inputFile('chain.json', chain), '-port', '1']);
+    expect(result.exitCode).toBe(2);
+    expect(result.stderr).toMatch(/cannot connect/);
+    const cycle = await scheduler(['-input', inputFile('cycle.json', [{ id: 'a', cmd: 'true', depends_on: ['b'] }, { id: 'b', cmd: 'true', depends_on: ['a'] }]), '-port', '1']);
+    expect(cycle).toMatchObject({ exitCode: 2, stderr: 'scheduler: dependency cycle: a -> b -> a' });
+  });
+
+  it('stops quietly when its reader does (| head -1)', async () => {
+    const file = inputFile('fifty.ndjson', Array.from({ length: 50 }, (_, i) => JSON.stringify({ cmd: `echo ${i}` })).join('\n'));
+    const piped = await execa('sh', ['-c', `"${process.execPath}" "${SCHEDULER}" -input "${file}" -port ${daemon.port} -concurrent | head -1`], { reject: false });
+    expect(piped.stderr).not.toMatch(/EPIPE|Error/);
+    expect(lines(piped.stdout.split('\n')[0]!)[0]).toMatchObject({ state: 'COMPLETED' });
   });
 });
 

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
-import { ConnectionError, newBatchId, runTasks, type TaskOutcome } from '../client/index.js';
+import { ConnectionError, newBatchId, runTasks, TaskManagerError, type TaskOutcome } from '../client/index.js';
 import { EXIT, type TaskSpecInput } from '../protocol/index.js';
 import { plural } from './format.js';
 import { UsageError, addConnectionOptions, exitOnUsageError, integerOption, isUsageError, tokenOf, type ConnectionFlags } from './options.js';
@@ -24,18 +24,22 @@ function readSpecs(path: string): TaskSpecInput[] {
   if (text.trimStart().startsWith('[')) {
     const parsed = parseJson(text, path);
     if (!Array.isArray(parsed)) throw new UsageError(`${path}: expected a JSON array of task specs`);
-    return parsed as TaskSpecInput[];
+    return parsed.map((spec, index) => specAt(spec, `${path}: item ${index + 1}`));
   }
   const specs: TaskSpecInput[] = [];
   text.split('\n').forEach((line, index) => {
     if (line.trim() === '') return;
-    const spec = parseJson(line, `${path}:${index + 1}`);
-    if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) {
-      throw new UsageError(`${path}:${index + 1}: expected a task spec, a JSON object such as {"cmd":"echo hi"}, got ${line.trim().slice(0, 40)}`);
-    }
-    specs.push(spec as TaskSpecInput);
+    specs.push(specAt(parseJson(line, `${path}:${index + 1}`), `${path}:${index + 1}`));
   });
   return specs;
+}
+
+/** A task spec of the file: a JSON object (what is in it is the daemon's to check). */
+function specAt(value: unknown, where: string): TaskSpecInput {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new UsageError(`${where}: expected a task spec, a JSON object such as {"cmd":"echo hi"}, got ${String(JSON.stringify(value)).slice(0, 40)}`);
+  }
+  return value as TaskSpecInput;
 }
 
 /** JSON.parse, its error told as the place in the file and what was found there. */
@@ -47,25 +51,37 @@ function parseJson(text: string, where: string): unknown {
   }
 }
 
-/** Orders tasks so that each comes after the tasks of this file it depends on (stable otherwise). */
+/**
+ * Orders tasks so that each comes after the tasks of this file it depends on (stable otherwise).
+ * Depth first with a stack of its own: a chain of any length, not as deep as the call stack allows.
+ */
 function dependenciesFirst(specs: TaskSpecInput[]): TaskSpecInput[] {
   const byId = new Map(specs.filter((s) => s.id !== undefined).map((s) => [s.id!, s]));
   const ordered: TaskSpecInput[] = [];
   const state = new Map<TaskSpecInput, 'visiting' | 'done'>();
-  const visit = (spec: TaskSpecInput, path: string[]) => {
-    if (state.get(spec) === 'done') return;
-    if (state.get(spec) === 'visiting') throw new UsageError(`dependency cycle: ${[...path, spec.id].join(' -> ')}`);
-    state.set(spec, 'visiting');
-    for (const dep of spec.depends_on ?? []) {
-      const found = byId.get(dep);
-      if (found) visit(found, [...path, String(spec.id)]);
+  const dependenciesOf = (spec: TaskSpecInput) =>
+    (Array.isArray(spec.depends_on) ? spec.depends_on : []).map((id) => byId.get(id)).filter((dep) => dep !== undefined);
+  for (const root of specs) {
+    if (state.has(root)) continue;
+    state.set(root, 'visiting');
+    // Each frame: a task being visited, and its dependencies not yet looked at.
+    const stack = [{ spec: root, next: dependenciesOf(root) }];
+    while (stack.length > 0) {
+      const frame = stack.at(-1)!;
+      const dep = frame.next.shift();
+      if (dep === undefined) {
+        state.set(frame.spec, 'done');
+        ordered.push(frame.spec);
+        stack.pop();
+      } else if (state.get(dep) === 'visiting') {
+        const from = stack.findIndex((f) => f.spec === dep);
+        throw new UsageError(`dependency cycle: ${[...stack.slice(from).map((f) => f.spec.id), dep.id].join(' -> ')}`);
+      } else if (!state.has(dep)) {
+        state.set(dep, 'visiting');
+        stack.push({ spec: dep, next: dependenciesOf(dep) });
+      }
     }
-    state.set(spec, 'done');
-    ordered.push(spec);
-  };
-  specs.forEach((spec) => {
-    visit(spec, []);
-  });
+  }
   return ordered;
 }
 
@@ -113,6 +129,11 @@ interface SchedulerFlags extends ConnectionFlags {
 }
 
 async function main(): Promise<number> {
+  // `scheduler ... | head -1` closes stdout early: that is the reader's choice, not an error.
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE') throw error;
+    process.exit(EXIT.ok);
+  });
   program.parse(normalizeArgv(process.argv));
   const opts = program.opts<SchedulerFlags>();
   const token = tokenOf(opts);
@@ -128,6 +149,11 @@ async function main(): Promise<number> {
     concurrent: opts.concurrent ?? false,
     reconnectForMs: opts.reconnectMs,
     onOutcome: (outcome) => {
+      // A daemon that wants a token refuses every task the same way: once is enough to say so.
+      if (!outcome.ok && outcome.error.code === 'UNAUTHORIZED') {
+        console.error(`scheduler: UNAUTHORIZED: ${outcome.error.message} (give the daemon's token with -token-file)`);
+        process.exit(EXIT.usage);
+      }
       process.stdout.write(`${JSON.stringify(outcome.ok ? outcome.task : outcome)}\n`);
       done++;
       if (progress) process.stderr.write(`\r\x1b[K${done}/${specs.length} done, ${specs.length - done} outstanding`);
@@ -142,7 +168,10 @@ async function main(): Promise<number> {
 main().then(
   (code) => (process.exitCode = code),
   (error: Error) => {
-    if (error instanceof ConnectionError) {
+    if (error instanceof TaskManagerError && error.code === 'UNAUTHORIZED') {
+      console.error(`scheduler: ${error.message} (give the daemon's token with -token-file)`);
+      process.exitCode = EXIT.usage;
+    } else if (error instanceof ConnectionError) {
       console.error(`scheduler: ${error.message}\nStart a daemon first: npm start (or bin/task-manager serve), or point -host/-port at one.`);
       process.exitCode = EXIT.unreachable;
     } else if (isUsageError(error) || error instanceof SyntaxError || (error as NodeJS.ErrnoException).code === 'ENOENT') {

@@ -1,11 +1,11 @@
 import { InvalidArgumentError, type Command } from 'commander';
-import type { TaskSpecInput } from '../protocol/index.js';
+import { parseRequest, RequestError, type TaskSpecInput } from '../protocol/index.js';
 import { UsageError, integerOption } from './options.js';
 
 /**
- * The options of `submit` and `run`, one per task spec field. Ranges are the
- * daemon's to check (it names the field and the rule); here only the shape of
- * each value is.
+ * The options of `submit` and `run`, one per task spec field. Commander checks
+ * the shape of each value; the protocol's own rules, before anything is sent,
+ * check the rest (checkAsFlags).
  */
 export interface TaskSpecFlags {
   shell?: string;
@@ -78,5 +78,30 @@ export function taskSpecFrom(flags: TaskSpecFlags, words: string[]): TaskSpecInp
   if (flags.priority !== undefined) spec.priority = flags.priority;
   if (flags.maxOutputBytes !== undefined) spec.max_output_bytes = flags.maxOutputBytes;
   if (flags.group !== undefined) spec.group = flags.group;
+  checkAsFlags({ op: 'submit', ...spec });
   return spec;
+}
+
+/** The flag of each task spec field, as the options above name it. */
+const FLAG_OF: Record<string, string> = {
+  cmd: 'the command',
+  ...Object.fromEntries(
+    ['id', 'timeout_ms', 'cwd', 'env', 'stdin', 'depends_on', 'delay_ms', 'start_at', 'retries', 'retry_delay_ms', 'priority', 'max_output_bytes', 'group'].map(
+      (field) => [field, `--${field.replaceAll('_', '-')}`],
+    ),
+  ),
+};
+
+/**
+ * Checks a request by the protocol's rules before it is sent: a value out of
+ * range is the command line's to fix (a UsageError, exit 2), and the message
+ * names the flag rather than the field.
+ */
+export function checkAsFlags(request: Record<string, unknown>): void {
+  try {
+    parseRequest(request);
+  } catch (error) {
+    if (!(error instanceof RequestError) || error.code !== 'BAD_REQUEST') throw error;
+    throw new UsageError(error.message.replace(/^[a-z_]+/, (field) => FLAG_OF[field] ?? field));
+  }
 }

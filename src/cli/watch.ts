@@ -1,5 +1,5 @@
 import { ConnectionError, type TaskManagerClient } from '../client/client.js';
-import type { Counts, TaskRecord } from '../protocol/index.js';
+import { type Counts, EXIT, type TaskRecord } from '../protocol/index.js';
 import { printJson } from './client-command.js';
 import { formatClock, truncate } from './format.js';
 import { TaskBoard } from './task-board.js';
@@ -44,7 +44,8 @@ export function watchTasks(client: TaskManagerClient, options: WatchOptions): Pr
     const finish = (idle: boolean) => {
       if (finished) return; // events go on arriving while the view stops
       finished = true;
-      Promise.resolve(view.stop(idle)).then(() => resolve(0), reject);
+      // Ctrl-C is an interruption (130), as for run, wait and follow; idle is the end asked for.
+      Promise.resolve(view.stop(idle)).then(() => resolve(idle ? EXIT.ok : EXIT.interrupted), reject);
     };
     let syncing: Promise<void> | undefined;
     let syncAgain = false;

@@ -1,9 +1,9 @@
-import { Option, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { TASK_STATES, isTerminal, type RequestFields, type TaskRecord, type TaskState } from '../../protocol/index.js';
 import { clientAction, clientCommand, printResult } from '../client-command.js';
 import { plural } from '../format.js';
 import { UsageError, integerOption } from '../options.js';
-import { taskState } from './list.js';
+import { checkAsFlags } from '../task-spec-options.js';
 
 interface EditFlags {
   shell?: string;
@@ -45,6 +45,7 @@ export function editCommand(): Command {
       if (Object.keys(changes).length === 0) {
         throw new UsageError('nothing to change: give a new command (after -- or with --shell), --priority, --start-at, --delay-ms or --group');
       }
+      checkAsFlags({ op: 'edit', id, ...changes });
       const client = await connect();
       const task = await client.edit(id, changes);
       printResult(flags, { task }, () => `${task.id} ${task.state} (edited)`);
@@ -59,8 +60,8 @@ interface CleanFlags {
 }
 
 function finishedState(value: string): TaskState {
-  const state = taskState(value);
-  if (!isTerminal(state)) throw new UsageError(`--state ${value}: clean removes finished tasks only; give one of ${FINISHED.join(', ')}`);
+  const state = FINISHED.find((finished) => finished === value.toUpperCase());
+  if (state === undefined) throw new InvalidArgumentError(`clean removes finished tasks only: expected one of ${FINISHED.join(', ')}.`);
   return state;
 }
 

@@ -114,6 +114,9 @@ describe('bin/scheduler', () => {
     expect(notSpec.stderr).toContain(':2: expected a task spec, a JSON object');
     const unknown = await scheduler(['--frobnicate']);
     expect(unknown.exitCode).toBe(2);
+    const long = 'x'.repeat(125); // a valid id, but not with the run's prefix
+    const tooLong = await scheduler(['-input', inputFile('long-id.json', [{ id: long, cmd: 'true' }]), '-port', String(daemon.port)]);
+    expect(tooLong).toMatchObject({ exitCode: 2, stderr: expect.stringMatching(/has 125 characters: with this run's prefix .* passes 128; give --keep-ids/) });
     const notSpecItem = await scheduler(['-input', inputFile('null-item.json', [{ cmd: 'true' }, null]), '-port', String(daemon.port)]);
     expect(notSpecItem).toMatchObject({ exitCode: 2, stderr: expect.stringContaining('null-item.json: item 2: expected a task spec') });
   });

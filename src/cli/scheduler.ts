@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { ConnectionError, newBatchId, runTasks, TaskManagerError, type TaskOutcome } from '../client/index.js';
-import { EXIT, type TaskSpecInput } from '../protocol/index.js';
+import { EXIT, MAX_ID_LENGTH, type TaskSpecInput } from '../protocol/index.js';
 import { plural } from './format.js';
 import { UsageError, addConnectionOptions, exitOnUsageError, integerOption, isUsageError, tokenOf, type ConnectionFlags } from './options.js';
 
@@ -94,9 +94,15 @@ function dependenciesFirst(specs: TaskSpecInput[]): TaskSpecInput[] {
 function scopeIds(specs: TaskSpecInput[], batch: string): TaskSpecInput[] {
   const local = new Set(specs.map((s) => s.id).filter((id) => id !== undefined));
   const scoped = (id: string) => (local.has(id) ? `${batch}:${id}` : id);
+  for (const id of local) {
+    if (typeof id === 'string' && scoped(id).length > MAX_ID_LENGTH) {
+      throw new UsageError(`the id "${id.slice(0, 24)}…" has ${id.length} characters: with this run's prefix "${batch}:" it passes ${MAX_ID_LENGTH}; give --keep-ids, or shorter ids`);
+    }
+  }
   return specs.map((spec, i) => ({
     ...spec,
-    id: spec.id === undefined ? `${batch}:${i + 1}` : scoped(spec.id),
+    // An id that is not a string goes as it is, for the daemon to refuse, as with --keep-ids.
+    id: spec.id === undefined ? `${batch}:${i + 1}` : typeof spec.id === 'string' ? scoped(spec.id) : spec.id,
     ...(Array.isArray(spec.depends_on) ? { depends_on: spec.depends_on.map((id) => (typeof id === 'string' ? scoped(id) : id)) } : {}),
   }));
 }

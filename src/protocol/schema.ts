@@ -25,7 +25,8 @@ import { SCRIPT_LANGS, TASK_STATES, type Ref, type Script } from './types.js';
 
 const badRequest = requestError.BAD_REQUEST;
 
-export const ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
+export const MAX_ID_LENGTH = 128;
+export const ID_PATTERN = new RegExp(`^[A-Za-z0-9._:-]{1,${MAX_ID_LENGTH}}$`);
 const MAX_TIMER_MS = 2_147_483_647; // the longest a Node timer can wait (about 24.8 days)
 const MAX_OUTPUT_BYTES = 16 * 1024 * 1024;
 const MAX_LIST_LIMIT = 10_000;
@@ -66,7 +67,7 @@ function argumentArray(value: unknown, name: string, { nonEmpty = false } = {}):
 function taskIdText(value: unknown, name: string): string {
   if (typeof value !== 'string') throw mustBe(name, 'a string', value);
   if (!ID_PATTERN.test(value)) {
-    throw badRequest(`${name} must be 1 to 128 characters of A-Z a-z 0-9 . _ : -, got ${shown(value)}`);
+    throw badRequest(`${name} must be 1 to ${MAX_ID_LENGTH} characters of A-Z a-z 0-9 . _ : -, got ${shown(value)}`);
   }
   return value;
 }

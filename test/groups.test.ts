@@ -270,7 +270,7 @@ describe('task-manager wait', () => {
     expect((await cli('list', '--json')).stdout).toBe('{"tasks":[],"total":0}');
     const unknown = await cli('submit', '--group', 'nope', '--', 'true');
     expect(unknown).toMatchObject({ exitCode: 1, stderr: expect.stringMatching(/^UNKNOWN_GROUP: group "nope" does not exist; make it first with set_group/) });
-    expect((await cli('clean', '--state', 'RUNNING')).stderr).toContain('--state RUNNING');
+    expect(await cli('clean', '--state', 'RUNNING')).toMatchObject({ exitCode: 2, stderr: expect.stringMatching(/--state .*'RUNNING' is invalid\. clean removes finished tasks only/) });
     expect((await cli('set-group', 'gpu', '0')).exitCode).toBe(2);
     expect(JSON.parse((await cli('parallel', '3', '--json')).stdout).group).toMatchObject({ name: 'default', concurrency: 3 });
     expect(JSON.parse((await cli('parallel', '1', '-g', 'gpu', '--json')).stdout).group).toMatchObject({ name: 'gpu', concurrency: 1 });

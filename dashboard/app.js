@@ -393,6 +393,8 @@ function specOf(form) {
   const data = new FormData(form);
   const spec = { cmd: data.get('cmd') };
   for (const name of ['timeout_ms', 'priority', 'retries', 'delay_ms']) {
+    // What the browser cannot read as a number ("5e") reads as empty: said, not left out.
+    if (form.elements.namedItem(name).validity.badInput) throw new Error(`${name} must be a number`);
     const value = data.get(name);
     if (value !== '' && value !== null) spec[name] = Number(value);
   }

@@ -171,6 +171,8 @@ describe('task-manager client commands', () => {
       [['submit', '--start-at', 'notadate', '--', 'true'], /--start-at must be an ISO-8601/],
       [['edit', 'some-task', '--start-at', 'bogus'], /--start-at must be an ISO-8601/],
       [['clean', '--state', 'RUNNING'], /finished tasks only: expected one of COMPLETED, FAILED, CANCELED/],
+      [['submit', '--delay-ms', '5', '--start-at', '5', '--', 'true'], /give --start-at or --delay-ms, not both/],
+      [['edit', 'not an id', '--priority', '1'], /the id must be 1 to 128 characters/],
     ] as const) {
       const refused = await run(...args);
       expect({ args, exitCode: refused.exitCode }).toEqual({ args, exitCode: 2 });

@@ -131,11 +131,15 @@ describe('bin/scheduler', () => {
     expect(cycle).toMatchObject({ exitCode: 2, stderr: 'scheduler: dependency cycle: a -> b -> a' });
   });
 
-  it('stops quietly when its reader does (| head -1)', async () => {
-    const file = inputFile('fifty.ndjson', Array.from({ length: 50 }, (_, i) => JSON.stringify({ cmd: `echo ${i}` })).join('\n'));
-    const piped = await execa('sh', ['-c', `"${process.execPath}" "${SCHEDULER}" -input "${file}" -port ${daemon.port} -concurrent | head -1`], { reject: false });
+  it('stops quietly when its reader does (| head -1), with the status of a program ended by SIGPIPE', async () => {
+    // The first task ends at once; the others a while later, when head has long gone.
+    const specs = [{ cmd: 'echo first' }, ...Array.from({ length: 5 }, (_, i) => ({ cmd: `sleep 0.5; echo ${i}` }))];
+    const file = inputFile('staggered.ndjson', specs.map((spec) => JSON.stringify(spec)).join('\n'));
+    const command = `"${process.execPath}" "${SCHEDULER}" -input "${file}" -port ${daemon.port} -concurrent | head -1; exit \${PIPESTATUS[0]}`;
+    const piped = await execa('bash', ['-c', command], { reject: false });
     expect(piped.stderr).not.toMatch(/EPIPE|Error/);
-    expect(lines(piped.stdout.split('\n')[0]!)[0]).toMatchObject({ state: 'COMPLETED' });
+    expect(lines(piped.stdout)[0]).toMatchObject({ state: 'COMPLETED', stdout: 'first\n' });
+    expect(piped.exitCode).toBe(141);
   });
 });
 

@@ -6,6 +6,9 @@ import { EXIT, MAX_ID_LENGTH, type TaskSpecInput } from '../protocol/index.js';
 import { plural } from './format.js';
 import { UsageError, addConnectionOptions, exitOnUsageError, integerOption, isUsageError, tokenOf, type ConnectionFlags } from './options.js';
 
+/** 128 + SIGPIPE: the exit status of a program whose reader went away. */
+const EXIT_READER_GONE = 141;
+
 const DEFAULT_INPUT = fileURLToPath(new URL('../../input.json', import.meta.url));
 
 /** Go-style single-dash long options (`-input`, `-concurrent`) are read as their `--` spelling. */
@@ -125,7 +128,7 @@ const program = addConnectionOptions(exitOnUsageError(new Command('scheduler')))
   .option('--concurrent', 'send every task at once on one connection (also -concurrent); default: one after another')
   .option('--keep-ids', 'send the ids of the file as they are (a repeated run is then idempotent) instead of scoping them to this run')
   .option('--reconnect-ms <ms>', 'after a lost connection, how long to keep reconnecting', integerOption(0), 60_000)
-  .addHelpText('after', '\nstdout: one JSON line per task (its record, or {"id","ok":false,"error"}); stderr: a summary.\nExit status: 0 all completed, 1 any did not, 2 bad usage or no daemon.');
+  .addHelpText('after', '\nstdout: one JSON line per task (its record, or {"id","ok":false,"error"}); stderr: a summary.\nExit status: 0 all completed, 1 any did not, 2 bad usage or no daemon, 141 the reader of stdout went away.');
 
 interface SchedulerFlags extends ConnectionFlags {
   input: string;
@@ -135,10 +138,11 @@ interface SchedulerFlags extends ConnectionFlags {
 }
 
 async function main(): Promise<number> {
-  // `scheduler ... | head -1` closes stdout early: that is the reader's choice, not an error.
+  // `scheduler ... | head -1` closes stdout early: the reader's choice, told without a stack, and
+  // with the status of a program ended by SIGPIPE (not 0: the tasks' outcome is not known).
   process.stdout.on('error', (error: NodeJS.ErrnoException) => {
     if (error.code !== 'EPIPE') throw error;
-    process.exit(EXIT.ok);
+    process.exit(EXIT_READER_GONE);
   });
   program.parse(normalizeArgv(process.argv));
   const opts = program.opts<SchedulerFlags>();

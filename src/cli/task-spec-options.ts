@@ -61,6 +61,7 @@ export function taskSpecFrom(flags: TaskSpecFlags, words: string[]): TaskSpecInp
   if (flags.shell !== undefined && words.length > 0) {
     throw new UsageError(`give the command either with --shell or after --, not both (got --shell and: ${words.join(' ')})`);
   }
+  if (flags.startAt !== undefined && flags.delayMs !== undefined) throw new UsageError('give --start-at or --delay-ms, not both');
   if (flags.shell === undefined && words.length === 0) {
     throw new UsageError('no command given: add it after -- (task-manager run -- echo hi) or use --shell \'echo hi | wc -c\'');
   }
@@ -95,13 +96,13 @@ const FLAG_OF: Record<string, string> = {
 /**
  * Checks a request by the protocol's rules before it is sent: a value out of
  * range is the command line's to fix (a UsageError, exit 2), and the message
- * names the flag rather than the field.
+ * names the flag rather than the field (or what `named` calls it: an argument, say).
  */
-export function checkAsFlags(request: Record<string, unknown>): void {
+export function checkAsFlags(request: Record<string, unknown>, named: Record<string, string> = {}): void {
   try {
     parseRequest(request);
   } catch (error) {
     if (!(error instanceof RequestError) || error.code !== 'BAD_REQUEST') throw error;
-    throw new UsageError(error.message.replace(/^[a-z_]+/, (field) => FLAG_OF[field] ?? field));
+    throw new UsageError(error.message.replace(/^[a-z_]+/, (field) => named[field] ?? FLAG_OF[field] ?? field));
   }
 }

@@ -146,8 +146,8 @@ export class Lease {
 
   /**
    * Whether a claim should renew the lease as well: more than a quarter of it since the last
-   * renewal, so at least one of the renewals every sixth has failed (the store was away). Not on
-   * every claim: that would be a write more per task.
+   * renewal, so at least one of the renewals every sixth has failed or is late (the store was away
+   * or slow). Not on every claim: that would be a write more per task.
    */
   get renewalOverdue(): boolean {
     return performance.now() > this.heldUntil(0.25);

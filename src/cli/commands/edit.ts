@@ -45,7 +45,7 @@ export function editCommand(): Command {
       if (Object.keys(changes).length === 0) {
         throw new UsageError('nothing to change: give a new command (after -- or with --shell), --priority, --start-at, --delay-ms or --group');
       }
-      checkAsFlags({ op: 'edit', id, ...changes });
+      checkAsFlags({ op: 'edit', id, ...changes }, { id: 'the id' });
       const client = await connect();
       const task = await client.edit(id, changes);
       printResult(flags, { task }, () => `${task.id} ${task.state} (edited)`);

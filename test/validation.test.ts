@@ -9,6 +9,7 @@ import {
   type Op,
   type Request,
   type TaskSpecInput,
+  withFieldsNamed,
 } from '../src/protocol/index.js';
 import { CMD, startDaemon, within, type TestDaemon } from './helpers.js';
 
@@ -554,5 +555,23 @@ describe('the schema (no daemon)', () => {
   it('has a constructor for every request error code, and no other', () => {
     expect(Object.keys(requestError).sort()).toEqual(Object.keys(REQUEST_ERRORS).sort());
     expect(requestError.NOT_FOUND('x')).toMatchObject({ code: 'NOT_FOUND', message: 'id "x" names no task' });
+  });
+});
+
+describe('withFieldsNamed', () => {
+  const refusal = (parse: () => unknown, names: Record<string, string>) => {
+    try {
+      withFieldsNamed(parse, names);
+    } catch (error) {
+      return (error as Error).message;
+    }
+    throw new Error('the parse succeeded');
+  };
+
+  it('names the field a message starts with as the user gave it, and leaves what was sent as it was', () => {
+    const request = { op: 'submit', cmd: 'true', depends_on: 'depends_on' };
+    expect(refusal(() => parseRequest(request), { depends_on: 'dependencies' })).toBe('dependencies must be an array of task ids, got string "depends_on"');
+    expect(refusal(() => parseRequest({ op: 'submit', cmd: 'true', retry_delay_ms: -1 }), { retries: '--retries' })).toMatch(/^retry_delay_ms /);
+    expect(refusal(() => parseRequest({ op: 'submit', cmd: 'true', depends_on: [5] }), { depends_on: '--depends-on' })).toMatch(/^--depends-on\[0\] /);
   });
 });

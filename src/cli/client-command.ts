@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import { constants } from 'node:os';
 import { ConnectionError, TaskManagerClient, TaskManagerError } from '../client/client.js';
 import { EXIT, type TaskRecord } from '../protocol/index.js';
-import { addConnectionOptions, exitOnUsageError, isUsageError, tokenOf, type ConnectionFlags } from './options.js';
+import { addConnectionOptions, exitOnUsageError, exitWhenReaderGoes, isUsageError, tokenOf, type ConnectionFlags } from './options.js';
 
 /**
  * A finished task's exit code as the command's own, as a shell would give
@@ -64,11 +64,7 @@ export function clientAction<F extends object = object, A extends unknown[] = []
     const command = params.at(-1) as Command;
     const args = params.slice(0, -2) as A;
     const flags = command.opts<F & ClientFlags>();
-    // `task-manager list | head -1` closes our stdout early: that is the reader's choice, not an error
-    process.stdout.on('error', (error: NodeJS.ErrnoException) => {
-      if (error.code !== 'EPIPE') throw error;
-      process.exit(EXIT.ok);
-    });
+    exitWhenReaderGoes(EXIT.ok); // `task-manager list | head -1`: what was asked for is shown
     let connected = false;
     const connect = async () => {
       const client = await TaskManagerClient.connect({ host: flags.host, port: flags.port, token: tokenOf(flags) });

@@ -21,6 +21,17 @@ export function integerOption(min: number, max = Number.MAX_SAFE_INTEGER) {
   };
 }
 
+/**
+ * Ends the process with `code` when the reader of stdout goes away (`| head -1`): the reader's
+ * choice, told without a stack.
+ */
+export function exitWhenReaderGoes(code: number): void {
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE') throw error;
+    process.exit(code);
+  });
+}
+
 /** `--allow-origin`, repeated or comma-separated; the daemon checks each (checkStartup). */
 export function originsOption(value: string, previous: string[]): string[] {
   return [...previous, ...value.split(',').map((origin) => origin.trim()).filter((origin) => origin !== '')];

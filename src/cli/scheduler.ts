@@ -4,7 +4,7 @@ import { Command } from 'commander';
 import { ConnectionError, newBatchId, runTasks, TaskManagerError, type TaskOutcome } from '../client/index.js';
 import { EXIT, MAX_ID_LENGTH, type TaskSpecInput } from '../protocol/index.js';
 import { plural } from './format.js';
-import { UsageError, addConnectionOptions, exitOnUsageError, integerOption, isUsageError, tokenOf, type ConnectionFlags } from './options.js';
+import { UsageError, addConnectionOptions, exitOnUsageError, exitWhenReaderGoes, integerOption, isUsageError, tokenOf, type ConnectionFlags } from './options.js';
 
 /** 128 + SIGPIPE: the exit status of a program whose reader went away. */
 const EXIT_READER_GONE = 141;
@@ -138,12 +138,8 @@ interface SchedulerFlags extends ConnectionFlags {
 }
 
 async function main(): Promise<number> {
-  // `scheduler ... | head -1` closes stdout early: the reader's choice, told without a stack, and
-  // with the status of a program ended by SIGPIPE (not 0: the tasks' outcome is not known).
-  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
-    if (error.code !== 'EPIPE') throw error;
-    process.exit(EXIT_READER_GONE);
-  });
+  // Not 0 when the reader goes: the tasks' outcome is not known.
+  exitWhenReaderGoes(EXIT_READER_GONE);
   program.parse(normalizeArgv(process.argv));
   const opts = program.opts<SchedulerFlags>();
   const token = tokenOf(opts);

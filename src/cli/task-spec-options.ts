@@ -1,5 +1,5 @@
 import { InvalidArgumentError, type Command } from 'commander';
-import { parseRequest, RequestError, type TaskSpecInput } from '../protocol/index.js';
+import { parseRequest, RequestError, type TaskSpecInput, withFieldsNamed } from '../protocol/index.js';
 import { UsageError, integerOption } from './options.js';
 
 /**
@@ -100,9 +100,9 @@ const FLAG_OF: Record<string, string> = {
  */
 export function checkAsFlags(request: Record<string, unknown>, named: Record<string, string> = {}): void {
   try {
-    parseRequest(request);
+    withFieldsNamed(() => parseRequest(request), { ...FLAG_OF, ...named });
   } catch (error) {
     if (!(error instanceof RequestError) || error.code !== 'BAD_REQUEST') throw error;
-    throw new UsageError(error.message.replace(/^[a-z_]+/, (field) => named[field] ?? FLAG_OF[field] ?? field));
+    throw new UsageError(error.message);
   }
 }

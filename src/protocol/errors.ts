@@ -197,3 +197,19 @@ function unauthorizedMessage(why: Unauthenticated): string {
       return 'this daemon needs a token: send the header "Authorization: Bearer <token>"';
   }
 }
+
+/**
+ * Runs `parse`; a BAD_REQUEST it throws names its field as the user gave it: `names` maps a field
+ * as the schema names it (`depends_on`, `script.source_b64`) to that name (`dependencies`, `file`,
+ * `--depends-on`). The field comes first in such a message; what was sent, quoted later, stays as sent.
+ */
+export function withFieldsNamed<T>(parse: () => T, names: Record<string, string>): T {
+  try {
+    return parse();
+  } catch (error) {
+    if (!(error instanceof RequestError) || error.code !== 'BAD_REQUEST') throw error;
+    const { message } = error;
+    const field = Object.keys(names).find((name) => message.startsWith(name) && !/\w/.test(message[name.length] ?? ''));
+    throw field === undefined ? error : requestError.BAD_REQUEST(names[field] + message.slice(field.length));
+  }
+}

@@ -1,12 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { isObject, parseRequest, requestError, type TaskState, type ValidRequest } from '../../protocol/index.js';
+import { isObject, parseRequest, requestError, type TaskState, type ValidRequest, withFieldsNamed } from '../../protocol/index.js';
 import type { Task } from '../../scheduler/index.js';
 import type { DaemonContext } from '../context.js';
 import { letGo } from '../answer.js';
 import { handle } from '../handlers.js';
 import { decodeBody } from './body.js';
-import { withFieldAsSent } from './fields-as-sent.js';
 import { sendJson } from './reply.js';
 import { shellWords } from './shell-words.js';
 
@@ -32,7 +31,7 @@ export function registerCompatibleRoutes(app: FastifyInstance, ctx: DaemonContex
       throw requestError.BAD_REQUEST(`args: ${(error as Error).message}`);
     }
     const fields = { op: 'submit', id: randomUUID(), script: { lang: type, source_b64: file }, args: words };
-    const submit = withFieldAsSent(() => parseRequest(fields), 'script.source_b64', 'file') as ValidRequest<'submit'>;
+    const submit = withFieldsNamed(() => parseRequest(fields), { 'script.source_b64': 'file' }) as ValidRequest<'submit'>;
     const { task } = await handle(submit, ctx, new AbortController().signal);
     return sendJson(reply, 200, { id: task.id });
   });

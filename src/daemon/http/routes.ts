@@ -1,10 +1,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { isObject, parseRequest, requestError, type ValidRequest } from '../../protocol/index.js';
+import { isObject, parseRequest, requestError, type ValidRequest, withFieldsNamed } from '../../protocol/index.js';
 import type { DaemonContext } from '../context.js';
 import { handle, type StatelessOp } from '../handlers.js';
 import { letGo } from '../answer.js';
 import { OUTPUT_STREAMS, type OutputStream } from '../output-files.js';
-import { withFieldAsSent } from './fields-as-sent.js';
 import { openEventStream, sendJson } from './reply.js';
 
 type Fields = Record<string, unknown>;
@@ -55,7 +54,7 @@ function submitRequest(request: FastifyRequest): ValidRequest<'submit'> {
   const { dependencies, ...spec } = bodyFields(request);
   if (dependencies === undefined) return parseRequest({ ...spec, op: 'submit' }) as ValidRequest<'submit'>;
   if (spec.depends_on !== undefined) throw requestError.BAD_REQUEST('give depends_on or dependencies (its other name), not both');
-  return withFieldAsSent(() => parseRequest({ ...spec, depends_on: dependencies, op: 'submit' }), 'depends_on', 'dependencies') as ValidRequest<'submit'>;
+  return withFieldsNamed(() => parseRequest({ ...spec, depends_on: dependencies, op: 'submit' }), { depends_on: 'dependencies' }) as ValidRequest<'submit'>;
 }
 
 /** The REST routes: each one op of the line protocol, answered by the same handler. */
